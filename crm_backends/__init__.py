@@ -1,0 +1,7 @@
+"""Contact sources. Each module registers one backend type; the list below is the registry's
+explicit inventory (no filesystem scanning), so an unknown ``type`` fails loudly at start-up."""
+
+from . import directory  # noqa: F401
+from .base import BACKEND_TYPES, Backend, BackendSpec
+
+__all__ = ["BACKEND_TYPES", "Backend", "BackendSpec"]

@@ -1,0 +1,316 @@
+"""The small interface every contact source implements, and the values that cross it.
+
+A backend knows nothing of Flask or of the connector's JSON: it receives a normalized
+:class:`~lookup_service.phone.PhoneNumber` and returns :class:`Contact` values; for workflows it
+receives a :class:`CallRecord` and returns a :class:`WorkflowResult`. The engine adds the rest
+(tenant, ranking, CRM name and logo, the workflow list, the response format).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from marshmallow import Schema, ValidationError, fields
+
+from lookup_service.phone import PhoneNumber, parse_number
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(Exception):
+    """Base of every error a backend raises on purpose."""
+
+
+class BackendUnavailable(BackendError):
+    """The source could not answer this time (down, slow, refused, garbage). The engine logs it,
+    counts it against the circuit breaker and answers with what the other backends found."""
+
+
+class RateLimited(BackendUnavailable):
+    """The source asked us to slow down (HTTP 429). ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CredentialsRejected(BackendUnavailable):
+    """The source refused our credentials (401/403, bad bind). Logged once, not per request."""
+
+
+class ContactNotFound(BackendError):
+    """A workflow named a contact id the backend does not know (the API answers 404)."""
+
+
+class BackendConfigError(BackendError):
+    """The configuration of a backend is wrong. ``key`` names the offending setting."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(slots=True)
+class Contact:
+    """One contact as a backend found it. ``id`` is the backend's own id for the contact."""
+
+    id: str
+    name: str | None
+    company: str | None = None
+    contact_uri: str | None = None
+    company_uri: str | None = None
+    custom_data: dict[str, str] = field(default_factory=dict)
+    phones: list[str] = field(default_factory=list)
+    # False when the number matched only loosely (e.g. the stored number carries an extension).
+    exact: bool = True
+    # Most recent activity the source knows of (ranking tie-breaker), timezone-aware.
+    last_activity: datetime | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A finished (or aborted) call as the connector describes it, times already parsed to UTC."""
+
+    contact_id: str
+    direction: str  # "incoming" or "outgoing"
+    originator_number: str | None = None
+    originator_name: str | None = None
+    destination_number: str | None = None
+    destination_name: str | None = None
+    started: datetime | None = None
+    answered: datetime | None = None
+    ended: datetime | None = None
+    declined: datetime | None = None
+    user_id: str | None = None
+    # Stable fingerprint of the call; the same call posted twice has the same key.
+    key: str = ""
+
+    @property
+    def was_answered(self) -> bool:
+        return self.answered is not None
+
+    @property
+    def status(self) -> str:
+        """``answered``, ``declined`` (aborted by a party) or ``missed`` (rang out)."""
+        if self.answered is not None:
+            return "answered"
+        return "declined" if self.declined is not None else "missed"
+
+    @property
+    def duration_seconds(self) -> int:
+        """Talk time: from answer to end; 0 for an unanswered call."""
+        if self.answered is None:
+            return 0
+        end = self.ended or self.declined
+        if end is None or end < self.answered:
+            return 0
+        return int(round((end - self.answered).total_seconds()))
+
+    @property
+    def remote_number(self) -> str | None:
+        return self.originator_number if self.direction == "incoming" else self.destination_number
+
+    @property
+    def remote_name(self) -> str | None:
+        return self.originator_name if self.direction == "incoming" else self.destination_name
+
+    def summary(self) -> str:
+        """A one-line human description used by backends that log calls as text."""
+        who = self.remote_name or self.remote_number or "unknown"
+        verb = "Incoming call from" if self.direction == "incoming" else "Outgoing call to"
+        if self.status == "answered":
+            minutes, seconds = divmod(self.duration_seconds, 60)
+            return f"{verb} {who}, answered, {minutes}:{seconds:02d}"
+        return f"{verb} {who}, {self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResult:
+    id: str | None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class SyncBatch:
+    """A page of a mirror sync.
+
+    ``contacts`` are upserted, ``deleted_ids`` removed. ``cursor`` is what the next incremental
+    sync starts from (a sync token, a timestamp); ``complete`` True means the batch list was a full
+    listing, so any stored contact not seen in it has been deleted at the source.
+    """
+
+    contacts: list[Contact] = field(default_factory=list)
+    deleted_ids: list[str] = field(default_factory=list)
+    cursor: str | None = None
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Where a backend sits: its tenant and name (for messages) and its validated options."""
+
+    tenant: str
+    name: str
+    options: dict[str, Any]
+    default_region: str = "CH"
+    deadline_s: float = 1.5
+    instance_dir: str = "instance"
+
+    def where(self, key: str | None = None) -> str:
+        text = f"tenant {self.tenant!r}, backend {self.name!r}"
+        return f"{text}, key {key!r}" if key else text
+
+
+class BackendOptions(Schema):
+    """Options common to every backend; each type extends it with its own keys."""
+
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    crm_name = fields.String(load_default=None, allow_none=True)
+    crm_logo = fields.String(load_default=None, allow_none=True)
+    workflows = fields.List(fields.String(), load_default=None, allow_none=True)
+    mode = fields.String(load_default=None, allow_none=True)
+    sync_interval = fields.Float(load_default=900.0)
+    timeout = fields.Float(load_default=None, allow_none=True)
+    rate_per_second = fields.Float(load_default=None, allow_none=True)
+
+
+class Backend(ABC):
+    """A contact source. Subclasses set the class attributes and implement :meth:`lookup`.
+
+    ``modes``: ``live`` (each lookup asks the source) and/or ``mirror`` (the source is listed into a
+    local index, see :mod:`crm_backends.mirror`; the backend then implements :meth:`sync`).
+    ``can_log_calls``: the backend implements :meth:`log_call`, so ``CallFlow`` is offered.
+    ``inline``: the lookup is local and fast (SQLite); the engine runs it in the request's thread.
+    """
+
+    type_name: ClassVar[str]
+    options_schema: ClassVar[type[BackendOptions]] = BackendOptions
+    modes: ClassVar[frozenset[str]] = frozenset({"live"})
+    can_log_calls: ClassVar[bool] = False
+    inline: ClassVar[bool] = False
+    default_crm_name: ClassVar[str | None] = None
+    default_crm_logo: ClassVar[str | None] = None
+    # Requests a second the source allows (None: no limit). Overridable with `rate_per_second`.
+    default_rate_per_second: ClassVar[float | None] = None
+    # Keys of `options` that are secrets: never logged, redacted in `config check`.
+    secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "api_key", "api_token", "access_token", "token"})
+
+    def __init__(self, spec: BackendSpec):
+        self.spec = spec
+        self.options = spec.options
+        self.name = spec.name
+
+    @property
+    def timeout_s(self) -> float:
+        """Network timeout for one request to the source: inside the engine's deadline."""
+        configured = self.options.get("timeout")
+        return float(configured) if configured else max(0.2, self.spec.deadline_s * 0.9)
+
+    @property
+    def rate_per_second(self) -> float | None:
+        return self.options.get("rate_per_second") or self.default_rate_per_second
+
+    def parse(self, raw: str) -> PhoneNumber | None:
+        """Normalize a number the source holds; ``None`` when it is not a phone number."""
+        try:
+            return parse_number(raw, self.spec.default_region)
+        except (ValueError, TypeError):
+            return None
+
+    def matches(self, number: PhoneNumber, stored: Iterable[str]) -> bool | None:
+        """Re-check a candidate from a loose source query with the project's normalization.
+
+        Returns True for an exact match, False for a match on the main number of a stored number
+        that carries an extension, None for no match. Live backends must use it on every candidate.
+        """
+        result: bool | None = None
+        for raw in stored:
+            if not raw:
+                continue
+            parsed = self.parse(str(raw))
+            if parsed is None or parsed.key != number.key:
+                continue
+            if not parsed.extension or parsed.extension == number.extension:
+                return True
+            result = False
+        return result
+
+    def filter_candidates(self, number: PhoneNumber, candidates: Iterable[Contact]) -> list[Contact]:
+        """Keep the candidates whose phones re-check as matches, setting ``exact``; drop the rest."""
+        kept: list[Contact] = []
+        for contact in candidates:
+            verdict = self.matches(number, contact.phones)
+            if verdict is None:
+                continue
+            contact.exact = verdict
+            kept.append(contact)
+        return kept
+
+    def check(self) -> None:
+        """Verify connectivity and credentials at start-up; raise BackendUnavailable or
+        BackendConfigError. The default does nothing."""
+
+    @abstractmethod
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        """Contacts having ``number``, best first, at most ``limit``. Raise BackendUnavailable."""
+
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot log calls")
+
+    def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
+        """List the source for the mirror: everything when ``cursor`` is None, else what changed
+        since it. Only backends whose ``modes`` include ``mirror`` implement it."""
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot be mirrored")
+
+    def data_version(self) -> object | None:
+        """A value that changes whenever the backend's data changes (local stores only), so the
+        engine can drop cached answers at once. None: rely on the cache TTL."""
+        return None
+
+    def close(self) -> None:
+        """Release connections; called at shutdown."""
+
+    def describe(self) -> dict[str, Any]:
+        """Options for `config check`, secrets redacted."""
+        return {
+            key: ("***" if key in self.secret_keys and value else value)
+            for key, value in self.options.items()
+        }
+
+
+BACKEND_TYPES: dict[str, type[Backend]] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    """Class decorator adding a backend type to the registry under ``cls.type_name``."""
+    if cls.type_name in BACKEND_TYPES:
+        raise RuntimeError(f"backend type {cls.type_name!r} registered twice")
+    BACKEND_TYPES[cls.type_name] = cls
+    return cls
+
+
+def load_options(cls: type[Backend], raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a backend table with its type's schema; a ConfigError names the key."""
+    try:
+        return cls.options_schema().load(raw)
+    except ValidationError as exc:
+        key, messages = next(iter(_flatten(exc.messages)))
+        raise BackendConfigError(f"{where}, key {key!r}: {messages}", key=key) from None
+
+
+def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else str(messages)
+        if text == "Unknown field.":
+            text = "unknown key (check its spelling in the documentation)"
+        yield prefix, text

@@ -1,0 +1,311 @@
+"""A SQLite index of contacts keyed by normalized phone number.
+
+The embedded directory is one of these; every mirrored backend keeps its copy of the source in
+another. A lookup is one indexed query on ``phones.key`` whatever the number of contacts.
+Writers (imports, syncs, call records) take SQLite's write lock; readers never wait for them (WAL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from lookup_service.phone import PhoneNumber, parse_number
+
+from .base import CallRecord, Contact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT,
+    company TEXT,
+    contact_uri TEXT,
+    company_uri TEXT,
+    email TEXT,
+    custom_data TEXT,
+    phones TEXT,
+    last_activity REAL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phones (
+    key TEXT NOT NULL,
+    contact_rowid INTEGER NOT NULL,
+    extension TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (key, contact_rowid, extension)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS phones_by_contact ON phones (contact_rowid);
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    status TEXT NOT NULL,
+    originator_number TEXT,
+    originator_name TEXT,
+    destination_number TEXT,
+    destination_name TEXT,
+    started TEXT,
+    answered TEXT,
+    ended TEXT,
+    duration INTEGER NOT NULL,
+    user_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
+"""
+
+_LOOKUP = """
+SELECT c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
+       c.email, MIN(p.extension != '') AS loose
+FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
+WHERE p.key = ?
+GROUP BY c.rowid
+ORDER BY loose, c.last_activity DESC NULLS LAST, c.name
+LIMIT ?
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPhone:
+    key: str
+    extension: str
+
+
+@dataclass
+class WriteReport:
+    written: int = 0
+    skipped: int = 0
+    deleted: int = 0
+
+
+class ContactStore:
+    """Contacts and call records in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str, region: str = "CH"):
+        self.path = path
+        self.region = region
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    # connections -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must not be shared across threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # reading -----------------------------------------------------------------------------
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        rows = self.conn.execute(_LOOKUP, (number.key, limit)).fetchall()
+        return [
+            Contact(
+                id=row[0],
+                name=row[1],
+                company=row[2],
+                contact_uri=row[3],
+                company_uri=row[4],
+                custom_data=json.loads(row[5]) if row[5] else {},
+                last_activity=datetime.fromtimestamp(row[6], timezone.utc) if row[6] else None,
+                email=row[7],
+                exact=not row[8],
+            )
+            for row in rows
+        ]
+
+    def generation(self) -> int:
+        """Grows with every committed write from any process: the cache's invalidation signal."""
+        return int(self.conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+
+    def get_meta(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, value),
+        )
+
+    def stats(self) -> dict[str, int]:
+        conn = self.conn
+        return {
+            "contacts": conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0],
+            "phone_numbers": conn.execute("SELECT COUNT(*) FROM phones").fetchone()[0],
+            "calls": conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0],
+        }
+
+    def contact_ids(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT id FROM contacts")}
+
+    def has_contact(self, contact_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM contacts WHERE id=?", (contact_id,)).fetchone() is not None
+
+    # writing -----------------------------------------------------------------------------
+    def normalize_phones(self, raw_numbers: Iterable[str]) -> list[StoredPhone]:
+        """The distinct normalized keys of ``raw_numbers``; unusable ones are left out."""
+        seen: dict[tuple[str, str], StoredPhone] = {}
+        for raw in raw_numbers:
+            try:
+                parsed = parse_number(raw, self.region)
+            except ValueError:
+                continue
+            phone = StoredPhone(parsed.key, parsed.extension or "")
+            seen.setdefault((phone.key, phone.extension), phone)
+        return list(seen.values())
+
+    def upsert(self, contacts: Iterable[tuple[Contact, list[StoredPhone]]]) -> int:
+        """Insert or replace contacts (matched by id) with their normalized phones, in one
+        transaction. Returns how many were written."""
+        now = time.time()
+        contact_rows = []
+        phone_rows = []
+        ids = []
+        for contact, phones in contacts:
+            ids.append((contact.id,))
+            contact_rows.append(
+                (
+                    contact.id,
+                    contact.name,
+                    contact.company,
+                    contact.contact_uri,
+                    contact.company_uri,
+                    contact.email,
+                    json.dumps(contact.custom_data, ensure_ascii=False) if contact.custom_data else None,
+                    json.dumps(contact.phones, ensure_ascii=False),
+                    contact.last_activity.timestamp() if contact.last_activity else None,
+                    now,
+                )
+            )
+            phone_rows.extend((phone.key, contact.id, phone.extension) for phone in phones)
+        if not contact_rows:
+            return 0
+        with self.write() as conn:
+            conn.executemany(
+                "DELETE FROM phones WHERE contact_rowid = (SELECT rowid FROM contacts WHERE id = ?)", ids
+            )
+            conn.executemany(
+                """INSERT INTO contacts (id, name, company, contact_uri, company_uri, email,
+                       custom_data, phones, last_activity, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET name=excluded.name, company=excluded.company,
+                       contact_uri=excluded.contact_uri, company_uri=excluded.company_uri,
+                       email=excluded.email, custom_data=excluded.custom_data,
+                       phones=excluded.phones,
+                       last_activity=COALESCE(excluded.last_activity, contacts.last_activity),
+                       updated_at=excluded.updated_at""",
+                contact_rows,
+            )
+            conn.executemany(
+                """INSERT OR IGNORE INTO phones (key, contact_rowid, extension)
+                   SELECT ?, rowid, ? FROM contacts WHERE id = ?""",
+                [(key, ext, cid) for key, cid, ext in phone_rows],
+            )
+        return len(contact_rows)
+
+    def delete(self, contact_ids: Iterable[str]) -> int:
+        ids = [(cid,) for cid in contact_ids]
+        if not ids:
+            return 0
+        with self.write() as conn:
+            conn.executemany(
+                "DELETE FROM phones WHERE contact_rowid = (SELECT rowid FROM contacts WHERE id = ?)", ids
+            )
+            before = conn.total_changes
+            conn.executemany("DELETE FROM contacts WHERE id = ?", ids)
+            return conn.total_changes - before
+
+    def write(self) -> _WriteTransaction:
+        """A write transaction that bumps the generation, so caches see the change at once."""
+        return _WriteTransaction(self.conn)
+
+    # call records ------------------------------------------------------------------------
+    def record_call(self, call: CallRecord, call_id: str) -> str:
+        """Store ``call`` once: a second call with the same key returns the first one's id."""
+        with self.write() as conn:
+            conn.execute(
+                """INSERT OR IGNORE INTO calls (key, id, contact_id, direction, status,
+                       originator_number, originator_name, destination_number, destination_name,
+                       started, answered, ended, duration, user_id, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    call.key,
+                    call_id,
+                    call.contact_id,
+                    call.direction,
+                    call.status,
+                    call.originator_number,
+                    call.originator_name,
+                    call.destination_number,
+                    call.destination_name,
+                    _iso(call.started),
+                    _iso(call.answered),
+                    _iso(call.ended or call.declined),
+                    call.duration_seconds,
+                    call.user_id,
+                    time.time(),
+                ),
+            )
+            moment = call.ended or call.declined or call.started
+            if moment is not None:
+                conn.execute(
+                    "UPDATE contacts SET last_activity = MAX(COALESCE(last_activity, 0), ?) WHERE id = ?",
+                    (moment.timestamp(), call.contact_id),
+                )
+            row = conn.execute("SELECT id FROM calls WHERE key = ?", (call.key,)).fetchone()
+        return row[0]
+
+    def calls(self, contact_id: str | None = None) -> list[dict]:
+        query = "SELECT * FROM calls" + (" WHERE contact_id = ?" if contact_id else "") + " ORDER BY created_at"
+        cursor = self.conn.execute(query, (contact_id,) if contact_id else ())
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def iter_contacts(self) -> Iterator[Contact]:
+        for row in self.conn.execute("SELECT id, name, company, phones FROM contacts ORDER BY rowid"):
+            yield Contact(id=row[0], name=row[1], company=row[2], phones=json.loads(row[3] or "[]"))
+
+
+class _WriteTransaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

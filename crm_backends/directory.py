@@ -1,0 +1,63 @@
+"""The embedded directory: contacts imported from CSV or vCard files into a local SQLite index.
+
+It is the default backend, so the service runs with nothing else installed, and it keeps the call
+records that ``CallFlow`` creates for its contacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+from marshmallow import fields
+
+from lookup_service.phone import PhoneNumber
+
+from .base import (
+    Backend,
+    BackendOptions,
+    BackendSpec,
+    CallRecord,
+    Contact,
+    ContactNotFound,
+    WorkflowResult,
+    register,
+)
+from .contact_store import ContactStore
+
+
+class DirectoryOptions(BackendOptions):
+    path = fields.String(load_default="instance/directory.sqlite3")
+    call_url_template = fields.String(load_default="", allow_none=True)
+
+
+@register
+class DirectoryBackend(Backend):
+    type_name: ClassVar[str] = "directory"
+    options_schema = DirectoryOptions
+    modes = frozenset({"live"})
+    can_log_calls = True
+    inline = True
+    default_crm_name = "Directory"
+
+    def __init__(self, spec: BackendSpec):
+        super().__init__(spec)
+        self.store = ContactStore(self.options["path"], spec.default_region)
+
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        return self.store.lookup(number, limit)
+
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        if not self.store.has_contact(call.contact_id):
+            raise ContactNotFound(f"no contact with id {call.contact_id!r} in the directory")
+        call_id = "call-" + hashlib.sha256(call.key.encode()).hexdigest()[:16]
+        call_id = self.store.record_call(call, call_id)
+        template = self.options.get("call_url_template") or ""
+        url = template.format(id=call_id, contact_id=call.contact_id) if template else ""
+        return WorkflowResult(id=call_id, url=url)
+
+    def data_version(self) -> object:
+        return self.store.generation()
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,152 @@
+"""Phone number normalization: the one place that turns what people type into comparable keys.
+
+Every number that is stored (directory import, mirror sync) and every number that is looked up goes
+through :func:`parse_number`, so two spellings of one line always produce the same key:
+
+* a full number becomes its E.164 form (``+41215522000``), whatever separators, trunk prefix,
+  ``00`` international prefix or ``(0)`` it was written with; an extension is kept apart;
+* a short internal number (an extension such as ``201``) becomes ``ext:201``, which can only ever
+  equal another short number, never the tail of a long one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat
+
+MIN_DIGITS = 2
+MAX_DIGITS = 20
+# Internal extensions rarely exceed six digits; longer digit strings are treated as full numbers.
+MAX_SHORT_DIGITS = 6
+
+_ALLOWED = re.compile(r"^[\d\s+\-./()\[\]]*$")
+_EXTENSION = re.compile(r"\s*(?:;\s*ext\s*=|(?:ext|extension|ext\.|x|#)\s*\.?\s*)(\d{1,8})\s*$", re.I)
+
+
+class InvalidPhoneNumber(ValueError):
+    """The text cannot be a phone number; the message says why, for the API's 400 answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    """A normalized number.
+
+    ``key`` is what stores index and compare. ``e164`` is ``None`` for short internal numbers.
+    """
+
+    key: str
+    e164: str | None
+    national: str | None = None  # national form with trunk prefix, digits only: 0215522000
+    nsn: str | None = None  # national significant number: 215522000
+    extension: str | None = None
+
+    @property
+    def is_short(self) -> bool:
+        return self.e164 is None
+
+    @property
+    def digits(self) -> str:
+        """International digits without '+', the form the connector sends."""
+        return self.e164[1:] if self.e164 else self.key[4:]
+
+    def search_forms(self) -> list[str]:
+        """The spellings a remote source may hold, most specific first, for live queries."""
+        if self.is_short:
+            return [self.key[4:]]
+        forms = [self.e164, self.digits, self.national, self.nsn, "00" + self.digits]
+        return list(dict.fromkeys(f for f in forms if f))
+
+    def masked(self) -> str:
+        return mask(self.key)
+
+
+def mask(text: str | None) -> str:
+    """All but the last 3 digits replaced, for logs."""
+    if not text:
+        return "-"
+    digits = re.sub(r"\D", "", text)
+    if len(digits) <= 3:
+        return "***"
+    return "*" * (len(digits) - 3) + digits[-3:]
+
+
+def parse_number(text: str, region: str = "CH") -> PhoneNumber:
+    """Normalize ``text`` or raise :class:`InvalidPhoneNumber` saying what is wrong with it."""
+    if not isinstance(text, str):
+        raise InvalidPhoneNumber("the phone number must be a string of digits")
+    return _parse_cached(text.strip(), region.upper())
+
+
+@lru_cache(maxsize=65536)
+def _parse_cached(text: str, region: str) -> PhoneNumber:
+    if not text:
+        raise InvalidPhoneNumber("the phone number is empty")
+    main, extension = _split_extension(text)
+    if not _ALLOWED.match(main):
+        raise InvalidPhoneNumber(
+            "a phone number may contain only digits, spaces, '+', '-', '.', '/' and parentheses"
+        )
+    digits = re.sub(r"\D", "", main)
+    if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
+        raise InvalidPhoneNumber(
+            f"a phone number has {MIN_DIGITS} to {MAX_DIGITS} digits; this one has {len(digits)}"
+        )
+    international = main.lstrip().startswith("+") or digits.startswith("00")
+    if not international and len(digits) <= MAX_SHORT_DIGITS and not digits.startswith("0"):
+        return PhoneNumber(key="ext:" + digits, e164=None, extension=extension)
+
+    parsed = _best_parse(main, digits, region, international)
+    if parsed is None:
+        if len(digits) <= MAX_SHORT_DIGITS:
+            return PhoneNumber(key="ext:" + digits, e164=None, extension=extension)
+        # Unparseable but long: keep every digit so only the very same string matches.
+        return PhoneNumber(key="raw:" + digits, e164=None, extension=extension)
+    e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+    nsn = phonenumbers.national_significant_number(parsed)
+    national = re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL))
+    return PhoneNumber(
+        key=e164, e164=e164, national=national or None, nsn=nsn, extension=extension or parsed.extension
+    )
+
+
+def _split_extension(text: str) -> tuple[str, str | None]:
+    match = _EXTENSION.search(text)
+    if match and match.start() > 0:
+        return text[: match.start()], match.group(1)
+    return text, None
+
+
+def _best_parse(main: str, digits: str, region: str, international: bool):
+    """Pick the reading of the number that is a real number.
+
+    Digits without '+' are ambiguous: the connector sends ``41215522000`` (international without
+    '+'), a person types ``0215522000`` (national). A reading that is a valid number wins; the
+    international reading first, since it is the connector's documented format.
+    """
+    candidates: list[str] = []
+    if digits.startswith("00"):
+        candidates.append("+" + digits[2:])
+    elif international:
+        candidates.append(main)
+    elif digits.startswith("0"):
+        candidates.append(("region", main))  # type: ignore[arg-type]
+    else:
+        candidates += ["+" + digits, ("region", main)]  # type: ignore[list-item]
+    possible = None
+    for candidate in candidates:
+        try:
+            if isinstance(candidate, tuple):
+                parsed = phonenumbers.parse(candidate[1], region)
+            else:
+                parsed = phonenumbers.parse(candidate, None)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return parsed
+        if possible is None and phonenumbers.is_possible_number(parsed):
+            possible = parsed
+    return possible
