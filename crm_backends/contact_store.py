@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from lookup_service.phone import PhoneNumber, parse_number
 
@@ -131,7 +131,7 @@ class ContactStore:
                 contact_uri=row[3],
                 company_uri=row[4],
                 custom_data=json.loads(row[5]) if row[5] else {},
-                last_activity=datetime.fromtimestamp(row[6], timezone.utc) if row[6] else None,
+                last_activity=datetime.fromtimestamp(row[6], UTC) if row[6] else None,
                 email=row[7],
                 exact=not row[8],
             )

@@ -1,0 +1,36 @@
+"""gunicorn settings, from the environment as on a Heroku-style PaaS (see Procfile)."""
+
+import os
+import sys
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let a worker keep answering while one request waits on a slow backend's deadline.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+keepalive = 5
+accesslog = "-" if os.environ.get("LOOKUP_ACCESS_LOG", "1") != "0" else None
+errorlog = "-"
+# The path only (%(U)s), never the query string: it carries the phone number. The logger class
+# masks digit runs in the path too, and headers (the token) are never logged.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+logger_class = "config.gunicorn_logging.MaskingLogger"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+
+
+def on_starting(server):
+    """Refuse to start, with the reason, when the configuration is invalid."""
+    from config.settings import ConfigError, load_settings
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        print(f"lookup service: configuration error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def post_worker_init(worker):
+    service = worker.wsgi.extensions.get("lookup") if hasattr(worker, "wsgi") else None
+    if service is not None:
+        service.start_background()

@@ -1,0 +1,379 @@
+"""Settings: environment variables (12-factor) and, optionally, a TOML file of tenants and backends.
+
+Everything is read and validated by :func:`load_settings`, called from ``create_app`` (never at
+import time). A mistake is a :class:`ConfigError` whose message names the file, the tenant, the
+backend and the key, and the process refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_RESULTS_CAP = 5  # the connector's documented recommendation; a lower cap may be configured
+KNOWN_WORKFLOWS = ("CallFlow",)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says where and how to fix it."""
+
+
+@dataclass
+class BackendConfig:
+    name: str
+    type: str
+    mode: str
+    options: dict[str, Any]
+    crm_name: str | None
+    crm_logo: str | None
+    workflows: list[str] | None  # None: every workflow the backend can run
+
+
+@dataclass
+class TenantConfig:
+    name: str
+    tokens: list[str]
+    backends: list[BackendConfig]
+    default_region: str = "CH"
+    deadline_ms: int = 1500
+    max_results: int = MAX_RESULTS_CAP
+    cache_ttl: float = 300.0
+    negative_cache_ttl: float = 60.0
+
+
+@dataclass
+class Settings:
+    tenants: list[TenantConfig]
+    source: str = "environment"
+    token_header: str = "X-Execution-Token"
+    response_keys: str = "camel"
+    redis_url: str | None = None
+    metrics_token: str | None = None
+    state_db: str = "instance/state.sqlite3"
+    instance_dir: str = "instance"
+    naive_timezone: str = "UTC"
+    log_level: str = "INFO"
+    backend_threads: int = 32
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    max_body_bytes: int = 64 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """Every token and secret option value, for the log redaction filter."""
+        values = [token for tenant in self.tenants for token in tenant.tokens]
+        if self.metrics_token:
+            values.append(self.metrics_token)
+        for tenant in self.tenants:
+            for backend in tenant.backends:
+                values.extend(_secret_values(backend.options))
+        return [v for v in values if isinstance(v, str) and len(v) >= 4]
+
+
+_SECRET_NAME = re.compile(r"(password|secret|token|api_key|apikey|authorization|credential)", re.I)
+
+
+def _secret_values(options: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            found.extend(_secret_values(value))
+        elif isinstance(value, str) and _SECRET_NAME.search(key):
+            found.append(value)
+    return found
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the environment (``overrides`` win, for tests) and the TOML file it names, if any."""
+    env: dict[str, Any] = dict(os.environ)
+    if overrides:
+        env.update({k: v for k, v in overrides.items() if v is not None})
+    base = _base_settings(env)
+    path = env.get("LOOKUP_CONFIG")
+    if path:
+        return _load_file(str(path), base, env)
+    base.tenants = [_tenant_from_environment(env)]
+    _check_tokens(base, "the environment")
+    return base
+
+
+def _base_settings(env: Mapping[str, Any]) -> Settings:
+    where = "environment"
+    settings = Settings(tenants=[])
+    settings.token_header = str(env.get("LOOKUP_TOKEN_HEADER") or settings.token_header).strip()
+    settings.response_keys = _response_keys(env.get("LOOKUP_RESPONSE_KEYS") or "camel", "LOOKUP_RESPONSE_KEYS")
+    settings.redis_url = env.get("REDIS_URL") or None
+    settings.metrics_token = env.get("LOOKUP_METRICS_TOKEN") or None
+    settings.instance_dir = str(env.get("LOOKUP_INSTANCE_DIR") or "instance")
+    settings.state_db = str(env.get("LOOKUP_STATE_DB") or os.path.join(settings.instance_dir, "state.sqlite3"))
+    settings.naive_timezone = str(env.get("LOOKUP_TIMEZONE") or "UTC")
+    settings.log_level = str(env.get("LOG_LEVEL") or "INFO").upper()
+    settings.backend_threads = _int(env, "LOOKUP_BACKEND_THREADS", 32, where, minimum=1)
+    settings.breaker_failures = _int(env, "LOOKUP_BREAKER_FAILURES", 5, where, minimum=1)
+    settings.breaker_cooldown_s = _float(env, "LOOKUP_BREAKER_COOLDOWN", 30.0, where)
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(settings.naive_timezone)
+    except Exception:
+        raise ConfigError(f"LOOKUP_TIMEZONE: unknown time zone {settings.naive_timezone!r}") from None
+    if not re.fullmatch(r"[A-Za-z0-9-]+", settings.token_header):
+        raise ConfigError(f"LOOKUP_TOKEN_HEADER: {settings.token_header!r} is not a valid HTTP header name")
+    return settings
+
+
+def _tenant_from_environment(env: Mapping[str, Any]) -> TenantConfig:
+    where = "environment"
+    tokens = [t.strip() for t in str(env.get("LOOKUP_TOKENS") or "").split(",") if t.strip()]
+    options = {
+        "name": "directory",
+        "type": "directory",
+        "path": str(env.get("LOOKUP_DIRECTORY") or "instance/directory.sqlite3"),
+        "call_url_template": str(env.get("LOOKUP_CALL_URL_TEMPLATE") or ""),
+    }
+    for key, variable in (("crm_name", "LOOKUP_CRM_NAME"), ("crm_logo", "LOOKUP_CRM_LOGO")):
+        if env.get(variable):
+            options[key] = str(env[variable])
+    backend = _backend_config(options, "default", "the environment")
+    return TenantConfig(
+        name="default",
+        tokens=tokens,
+        backends=[backend],
+        default_region=_region(env.get("LOOKUP_DEFAULT_REGION") or "CH", "LOOKUP_DEFAULT_REGION"),
+        deadline_ms=_int(env, "LOOKUP_DEADLINE_MS", 1500, where, minimum=50),
+        max_results=_max_results(_int(env, "LOOKUP_MAX_RESULTS", MAX_RESULTS_CAP, where), "LOOKUP_MAX_RESULTS"),
+        cache_ttl=_float(env, "LOOKUP_CACHE_TTL", 300.0, where),
+        negative_cache_ttl=_float(env, "LOOKUP_NEGATIVE_CACHE_TTL", 60.0, where),
+    )
+
+
+# --- the TOML file -------------------------------------------------------------------------------
+
+_TOP_KEYS = {
+    "default_region", "deadline_ms", "max_results", "cache_ttl", "negative_cache_ttl",
+    "response_keys", "token_header", "tenant",
+}
+_TENANT_KEYS = {
+    "name", "tokens", "default_region", "deadline_ms", "max_results", "cache_ttl",
+    "negative_cache_ttl", "backend",
+}
+
+
+def _load_file(path: str, base: Settings, env: Mapping[str, Any]) -> Settings:
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (LOOKUP_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _substitute(raw, env, path, [])
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}; known: {sorted(_TOP_KEYS)}")
+    base.source = path
+    if "response_keys" in raw:
+        base.response_keys = _response_keys(raw["response_keys"], f"{path}: key 'response_keys'")
+    if "token_header" in raw:
+        base.token_header = str(raw["token_header"])
+    defaults = {
+        "default_region": _region(raw.get("default_region", "CH"), f"{path}: key 'default_region'"),
+        "deadline_ms": _number(raw, "deadline_ms", 1500, f"{path}", minimum=50, integer=True),
+        "max_results": _max_results(_number(raw, "max_results", 5, path, integer=True), f"{path}: key 'max_results'"),
+        "cache_ttl": _number(raw, "cache_ttl", 300.0, path),
+        "negative_cache_ttl": _number(raw, "negative_cache_ttl", 60.0, path),
+    }
+    tenants_raw = raw.get("tenant")
+    if not isinstance(tenants_raw, list) or not tenants_raw:
+        raise ConfigError(f"{path}: no [[tenant]] table; add at least one tenant with a token and a backend")
+    names: set[str] = set()
+    for index, table in enumerate(tenants_raw):
+        tenant = _tenant_from_table(table, index, defaults, path)
+        if tenant.name in names:
+            raise ConfigError(f"{path}: tenant {tenant.name!r} is defined twice")
+        names.add(tenant.name)
+        base.tenants.append(tenant)
+    _check_tokens(base, path)
+    return base
+
+
+def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: str) -> TenantConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: tenant #{index + 1} must be a table")
+    name = table.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{path}: tenant #{index + 1}: key 'name' is required")
+    where = f"{path}: tenant {name!r}"
+    unknown = set(table) - _TENANT_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; known: {sorted(_TENANT_KEYS)}")
+    tokens = table.get("tokens")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise ConfigError(f"{where}: key 'tokens' must be a non-empty list of strings")
+    region = _region(table.get("default_region", defaults["default_region"]), f"{where}: key 'default_region'")
+    backends_raw = table.get("backend")
+    if not isinstance(backends_raw, list) or not backends_raw:
+        raise ConfigError(f"{where}: no [[tenant.backend]] table; add at least one backend")
+    backends = []
+    seen: set[str] = set()
+    for b_index, b_table in enumerate(backends_raw):
+        if not isinstance(b_table, dict):
+            raise ConfigError(f"{where}: backend #{b_index + 1} must be a table")
+        backend = _backend_config(b_table, name, path)
+        if backend.name in seen:
+            raise ConfigError(f"{where}: backend {backend.name!r} is defined twice")
+        seen.add(backend.name)
+        backends.append(backend)
+    return TenantConfig(
+        name=name,
+        tokens=[t.strip() for t in tokens],
+        backends=backends,
+        default_region=region,
+        deadline_ms=_number(table, "deadline_ms", defaults["deadline_ms"], where, minimum=50, integer=True),
+        max_results=_max_results(
+            _number(table, "max_results", defaults["max_results"], where, integer=True), f"{where}: key 'max_results'"
+        ),
+        cache_ttl=_number(table, "cache_ttl", defaults["cache_ttl"], where),
+        negative_cache_ttl=_number(table, "negative_cache_ttl", defaults["negative_cache_ttl"], where),
+    )
+
+
+def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendConfig:
+    import crm_backends  # noqa: F401 - fills BACKEND_TYPES
+    from crm_backends.base import BACKEND_TYPES, BackendConfigError, load_options
+
+    name = table.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        raise ConfigError(
+            f"{source}: tenant {tenant!r}: every backend needs a 'name' of letters, digits, '_', '.' or '-'"
+        )
+    where = f"{source}: tenant {tenant!r}, backend {name!r}"
+    kind = table.get("type")
+    cls = BACKEND_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}, key 'type': unknown backend type {kind!r}; known: {sorted(BACKEND_TYPES)}")
+    try:
+        options = load_options(cls, table, where)
+    except BackendConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    mode = options.get("mode") or ("live" if "live" in cls.modes else "mirror")
+    if mode not in cls.modes:
+        raise ConfigError(f"{where}, key 'mode': {mode!r} is not supported by type {kind!r}; use one of {sorted(cls.modes)}")
+    workflows = options.get("workflows")
+    for workflow in workflows or []:
+        if workflow not in KNOWN_WORKFLOWS:
+            raise ConfigError(f"{where}, key 'workflows': unknown workflow {workflow!r}; known: {list(KNOWN_WORKFLOWS)}")
+    return BackendConfig(
+        name=name,
+        type=kind,
+        mode=mode,
+        options=options,
+        crm_name=options.get("crm_name"),
+        crm_logo=options.get("crm_logo"),
+        workflows=workflows,
+    )
+
+
+def _check_tokens(settings: Settings, source: str) -> None:
+    seen: dict[str, str] = {}
+    for tenant in settings.tenants:
+        if not tenant.tokens:
+            raise ConfigError(
+                f"{source}: no token configured for tenant {tenant.name!r}. Set LOOKUP_TOKENS to one or more "
+                "comma-separated secrets (e.g. LOOKUP_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'))"
+            )
+        for token in tenant.tokens:
+            if len(token) < 8:
+                raise ConfigError(f"{source}: tenant {tenant.name!r}: a token must have at least 8 characters")
+            if token in seen and seen[token] != tenant.name:
+                raise ConfigError(f"{source}: tenants {seen[token]!r} and {tenant.name!r} share a token")
+            seen[token] = tenant.name
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(value: Any, env: Mapping[str, Any], path: str, trail: list[str]) -> Any:
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            variable = match.group(1)
+            if variable not in env:
+                place = ".".join(trail) or "top level"
+                raise ConfigError(f"{path}: {place}: environment variable {variable} is not set")
+            return str(env[variable])
+
+        return _VARIABLE.sub(replace, value)
+    if isinstance(value, list):
+        return [_substitute(v, env, path, [*trail, _label(v, i)]) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, path, [*trail, k]) for k, v in value.items()}
+    return value
+
+
+def _label(value: Any, index: int) -> str:
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return repr(value["name"])
+    return f"#{index + 1}"
+
+
+def _response_keys(value: Any, where: str) -> str:
+    text = str(value).strip().lower()
+    if text not in ("camel", "pascal"):
+        raise ConfigError(f"{where}: must be 'camel' or 'pascal', not {value!r}")
+    return text
+
+
+def _region(value: Any, where: str) -> str:
+    import phonenumbers
+
+    text = str(value).strip().upper()
+    if text not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"{where}: {value!r} is not a two-letter region code such as CH, DE or FR")
+    return text
+
+
+def _max_results(value: int, where: str) -> int:
+    if not 1 <= value <= MAX_RESULTS_CAP:
+        raise ConfigError(f"{where}: must be between 1 and {MAX_RESULTS_CAP}, not {value}")
+    return value
+
+
+def _int(env: Mapping[str, Any], name: str, default: int, where: str, minimum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, Any], name: str, default: float, where: str) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative")
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, default: Any, where: str, minimum: float = 0, integer: bool = False):
+    value = table.get(key, default)
+    valid = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not valid:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{where}: key {key!r}: expected {kind}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{where}: key {key!r}: must be at least {minimum}, got {value}")
+    return value

@@ -1,0 +1,189 @@
+"""Filling the embedded directory from files: CSV (any spreadsheet or CRM export) and vCard.
+
+Imports stream in batches, so a million rows need little memory, and are idempotent: a contact is
+matched by its ``id`` column, or without one by its name and company, so importing the same file
+again updates contacts instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .base import Contact
+from .contact_store import ContactStore, StoredPhone
+
+BATCH = 5000
+ProgressCallback = Callable[[int], None]
+
+_PHONE_PREFIXES = ("phone", "mobile", "tel", "fax")
+_ALIASES = {
+    "id": "id", "name": "name", "full_name": "name", "fullname": "name", "display_name": "name",
+    "first_name": "first_name", "firstname": "first_name", "given_name": "first_name",
+    "last_name": "last_name", "lastname": "last_name", "family_name": "last_name", "surname": "last_name",
+    "company": "company", "organization": "company", "organisation": "company",
+    "email": "email", "e-mail": "email", "e_mail": "email",
+    "contact_uri": "contact_uri", "company_uri": "company_uri",
+}
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+
+def import_file(store: ContactStore, path: str, progress: ProgressCallback | None = None) -> ImportReport:
+    """Import a ``.csv`` or ``.vcf`` file (chosen by extension, else by content)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    if path.lower().endswith((".vcf", ".vcard")) or head[:11].upper() == b"BEGIN:VCARD":
+        return import_vcards(store, path, progress)
+    return import_csv(store, path, progress)
+
+
+def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None = None) -> ImportReport:
+    report = ImportReport()
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        sample = handle.readline()
+        delimiter = max((";", ",", "\t"), key=sample.count)
+        handle.seek(0)
+        lines = _counting(handle, progress)
+        reader = csv.reader(lines, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            report.problems.append((1, "the file is empty: a header row is required"))
+            return report
+        columns = _columns(header)
+        if not columns.phones:
+            report.problems.append((1, "no phone column: name one phone, mobile, tel or fax (e.g. 'phone_work')"))
+            return report
+        report.imported = _store_batches(store, _csv_contacts(reader, columns, store, report), report)
+    return report
+
+
+def import_vcards(store: ContactStore, path: str, progress: ProgressCallback | None = None) -> ImportReport:
+    from .vcard import parse_vcards
+
+    report = ImportReport()
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        text = handle.read()
+    if progress:
+        progress(len(text))
+
+    def contacts() -> Iterator[tuple[Contact, list[StoredPhone]]]:
+        for entry in parse_vcards(text):
+            phones = store.normalize_phones(entry.contact.phones)
+            if not phones:
+                reason = "no phone number" if not entry.contact.phones else "no usable phone number"
+                report.problems.append((entry.line, f"{reason} ({entry.contact.name or 'unnamed card'})"))
+                continue
+            yield entry.contact, phones
+
+    report.imported = _store_batches(store, contacts(), report)
+    return report
+
+
+@dataclass
+class _Columns:
+    named: dict[str, int]
+    phones: list[int]
+    custom: list[tuple[str, int]]
+
+
+def _columns(header: list[str]) -> _Columns:
+    named: dict[str, int] = {}
+    phones: list[int] = []
+    custom: list[tuple[str, int]] = []
+    for index, title in enumerate(header):
+        key = title.strip().lower().replace(" ", "_")
+        if key in _ALIASES and _ALIASES[key] not in named:
+            named[_ALIASES[key]] = index
+        elif key.startswith(_PHONE_PREFIXES):
+            phones.append(index)
+        elif title.strip():
+            custom.append((title.strip(), index))
+    return _Columns(named, phones, custom)
+
+
+def _csv_contacts(
+    reader: Iterable[list[str]], columns: _Columns, store: ContactStore, report: ImportReport
+) -> Iterator[tuple[Contact, list[StoredPhone]]]:
+    named = columns.named
+    line = 1
+    for row in reader:
+        line = reader.line_num  # type: ignore[attr-defined]
+        if not any(cell.strip() for cell in row):
+            continue
+
+        def cell(name: str, row: list[str] = row) -> str:
+            index = named.get(name)
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        raw_phones = [row[i].strip() for i in columns.phones if i < len(row) and row[i].strip()]
+        phones = store.normalize_phones(raw_phones)
+        name = cell("name") or " ".join(p for p in (cell("first_name"), cell("last_name")) if p)
+        if not phones:
+            what = f"no usable phone number in {raw_phones!r}" if raw_phones else "no phone number"
+            report.problems.append((line, f"{what} ({name or 'unnamed'})"))
+            continue
+        company = cell("company")
+        contact = Contact(
+            id=cell("id") or derived_id(name, company, phones),
+            name=name or None,
+            company=company or None,
+            contact_uri=cell("contact_uri") or None,
+            company_uri=cell("company_uri") or None,
+            email=cell("email") or None,
+            custom_data={title: row[i].strip() for title, i in columns.custom if i < len(row) and row[i].strip()},
+            phones=raw_phones,
+        )
+        yield contact, phones
+
+
+def derived_id(name: str | None, company: str | None, phones: list[StoredPhone]) -> str:
+    """A stable id for a row or card that has none: its name and company, else its first number."""
+    basis = "|".join(" ".join((part or "").casefold().split()) for part in (name, company))
+    if basis == "|":
+        basis = phones[0].key if phones else ""
+    return "auto-" + hashlib.sha1(basis.encode()).hexdigest()[:16]
+
+
+def _store_batches(store: ContactStore, rows: Iterator[tuple[Contact, list[StoredPhone]]], report: ImportReport) -> int:
+    written = 0
+    batch: list[tuple[Contact, list[StoredPhone]]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            written += store.upsert(batch)
+            batch = []
+    if batch:
+        written += store.upsert(batch)
+    return written
+
+
+def _counting(handle: io.TextIOBase, progress: ProgressCallback | None) -> Iterator[str]:
+    """Iterate lines, reporting the characters read (close enough to bytes for a progress bar)."""
+    if progress is None:
+        yield from handle
+        return
+    pending = 0
+    for line in handle:
+        pending += len(line)
+        if pending >= 1 << 20:
+            progress(pending)
+            pending = 0
+        yield line
+    progress(pending)
+
+
+def file_size(path: str) -> int:
+    return os.path.getsize(path)

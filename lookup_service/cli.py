@@ -1,0 +1,178 @@
+"""Command line: ``flask --app wsgi <command>``: directory import/stats, lookup, config check, sync."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from config.settings import ConfigError, load_settings
+from crm_backends.directory import DirectoryBackend
+from crm_backends.directory_import import file_size, import_file
+from crm_backends.mirror import MirroredBackend
+from lookup_service.phone import InvalidPhoneNumber, parse_number
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(directory)
+    app.cli.add_command(config_group)
+    app.cli.add_command(lookup_command)
+    app.cli.add_command(sync_command)
+
+
+def _service():
+    error = current_app.extensions.get("lookup_config_error")
+    if error:
+        raise click.ClickException(f"configuration error: {error}")
+    return current_app.extensions["lookup"]
+
+
+def _tenant(service, name: str | None):
+    if name is None:
+        if len(service.tenants) > 1:
+            names = ", ".join(t.name for t in service.tenants)
+            raise click.ClickException(f"several tenants are configured ({names}); choose one with --tenant")
+        return service.tenants[0]
+    tenant = service.tenant(name)
+    if tenant is None:
+        raise click.ClickException(f"no tenant named {name!r}")
+    return tenant
+
+
+directory = AppGroup("directory", help="The embedded contact directory.")
+
+
+def _directory_backend(tenant, name: str | None) -> DirectoryBackend:
+    found = [s for s in tenant.slots if isinstance(s.backend, DirectoryBackend) and (name in (None, s.name))]
+    if not found:
+        raise click.ClickException(f"tenant {tenant.name!r} has no directory backend{f' named {name!r}' if name else ''}")
+    if len(found) > 1:
+        raise click.ClickException("several directory backends; choose one with --backend")
+    return found[0].backend  # type: ignore[return-value]
+
+
+@directory.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tenant", default=None, help="Tenant (when several are configured).")
+@click.option("--backend", default=None, help="Directory backend name (when a tenant has several).")
+def import_command(path: str, tenant: str | None, backend: str | None) -> None:
+    """Import contacts from a CSV or vCard file (again: updates, never duplicates)."""
+    target = _directory_backend(_tenant(_service(), tenant), backend)
+    with click.progressbar(length=file_size(path), label="importing", file=sys.stderr) as bar:
+        report = import_file(target.store, path, progress=bar.update)
+    click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows")
+    for line, reason in report.problems[:50]:
+        click.echo(f"  line {line}: {reason}")
+    if report.skipped > 50:
+        click.echo(f"  ... and {report.skipped - 50} more")
+
+
+@directory.command("stats")
+@click.option("--tenant", default=None)
+@click.option("--backend", default=None)
+def stats_command(tenant: str | None, backend: str | None) -> None:
+    """Print the number of contacts, phone numbers and call records."""
+    target = _directory_backend(_tenant(_service(), tenant), backend)
+    for key, value in target.store.stats().items():
+        click.echo(f"{key}: {value}")
+
+
+@click.command("lookup")
+@click.argument("number")
+@click.option("--tenant", default=None)
+def lookup_command(number: str, tenant: str | None) -> None:
+    """Print the JSON the connector would get for NUMBER."""
+    service = _service()
+    chosen = _tenant(service, tenant)
+    try:
+        parsed = parse_number(number, chosen.region)
+    except InvalidPhoneNumber as exc:
+        raise click.ClickException(str(exc)) from None
+    body = service.engine.lookup(chosen, parsed)
+    click.echo(json.dumps(json.loads(body), indent=2, ensure_ascii=False))
+
+
+config_group = AppGroup("config", help="Configuration.")
+
+
+@config_group.command("check")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--no-connect", is_flag=True, help="Validate only; do not contact the backends.")
+def check_command(path: str | None, no_connect: bool) -> None:
+    """Validate the configuration (PATH, or LOOKUP_CONFIG) and print a summary without secrets."""
+    from lookup_service.tenants import build_tenants
+
+    try:
+        settings = load_settings({"LOOKUP_CONFIG": path} if path else None)
+        tenants = build_tenants(settings)
+    except ConfigError as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"configuration: {settings.source}")
+    click.echo(f"token header: {settings.token_header}; response keys: {settings.response_keys}; "
+               f"cache: {'redis' if settings.redis_url else 'in process'}")
+    problems = 0
+    for tenant in tenants:
+        click.echo(f"tenant {tenant.name}: {len(tenant.tokens)} token(s), region {tenant.region}, "
+                   f"deadline {int(tenant.deadline_s * 1000)} ms, max {tenant.max_results} results")
+        for slot in tenant.slots:
+            backend = slot.backend
+            click.echo(f"  backend {slot.name}: type {backend.type_name}, mode {slot.mode}, crm {slot.crm_name!r}, "
+                       f"workflows {slot.workflows}")
+            details = backend.describe()
+            for key in sorted(details):
+                if key in ("name", "type", "mode", "crm_name", "workflows", "last_sync"):
+                    continue
+                click.echo(f"    {key} = {details[key]!r}")
+            if isinstance(backend, MirroredBackend):
+                click.echo(f"    last sync: {_describe_sync(backend.last_sync())}")
+            if not no_connect:
+                try:
+                    backend.check()
+                    click.echo("    check: ok")
+                except Exception as exc:  # reported, the summary goes on
+                    problems += 1
+                    click.echo(f"    check: FAILED: {exc}")
+        tenant.close()
+    if problems:
+        click.echo(f"{problems} backend(s) failed their check", err=True)
+        sys.exit(1)
+
+
+def _describe_sync(last: dict | None) -> str:
+    if not last:
+        return "never"
+    when = datetime.fromtimestamp(last["started_at"], UTC).isoformat(timespec="seconds")
+    if not last.get("ok"):
+        return f"{when} FAILED: {last.get('error')}"
+    kind = "incremental" if last.get("incremental") else "full"
+    return f"{when} ok ({kind}, {last.get('written', 0)} written, {last.get('deleted', 0)} deleted, {last.get('seconds')}s)"
+
+
+@click.command("sync")
+@click.argument("tenant", required=False)
+@click.argument("backend", required=False)
+@click.option("--full", is_flag=True, help="List everything instead of what changed since the last sync.")
+def sync_command(tenant: str | None, backend: str | None, full: bool) -> None:
+    """Sync mirrored backends now (all, a tenant's, or one), with a progress count."""
+    service = _service()
+    chosen = [
+        (t, m) for t, m in service.mirrors()
+        if tenant in (None, t.name) and backend in (None, m.name)
+    ]
+    if not chosen:
+        raise click.ClickException("no mirrored backend matches (set mode = \"mirror\" on a backend)")
+    failed = 0
+    for owner, mirror in chosen:
+        with click.progressbar(length=0, label=f"sync {owner.name}/{mirror.name}", file=sys.stderr,
+                               show_pos=True, show_percent=False) as bar:
+            outcome = mirror.sync_now(full=full, progress=bar.update)
+        click.echo(f"{owner.name}/{mirror.name}: {_describe_sync(mirror.last_sync())}"
+                   + (" (skipped: another process is syncing)" if outcome.skipped else ""))
+        failed += 0 if outcome.ok else 1
+    if failed:
+        sys.exit(1)

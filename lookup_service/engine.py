@@ -1,0 +1,310 @@
+"""The lookup engine: cache, single flight, parallel fan-out with a deadline, merge, rank, cap.
+
+Every tenant's backends are asked at once; the answer leaves by the tenant's deadline with
+whatever arrived. Work still running then goes on in the background and fills the cache, so the
+next ring of the same number is answered from it. Concurrent lookups of one number share one call
+per backend (in process always, across processes and machines with Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+
+from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
+from lookup_service.cache import MemoryCache, RedisCache
+from lookup_service.metrics import Metrics
+from lookup_service.phone import PhoneNumber
+from lookup_service.resilience import CircuitBreaker, RateLimiter
+from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat
+from lookup_service.tenants import BackendSlot, Tenant
+
+log = logging.getLogger(__name__)
+
+_FAILED = object()  # a backend's result when it raised
+
+
+@dataclass
+class Flight:
+    """One in-progress lookup of one number for one tenant, shared by concurrent requests."""
+
+    key: str
+    futures: dict[str, Future] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+    remote: bool = False  # another process holds the lock and computes; poll the shared cache
+    lock_token: str | None = None
+
+
+class LookupEngine:
+    def __init__(
+        self,
+        tenants: list[Tenant],
+        cache: MemoryCache | RedisCache,
+        formatter: ResponseFormat,
+        metrics: Metrics,
+        threads: int = 32,
+        breaker_failures: int = 5,
+        breaker_cooldown: float = 30.0,
+    ):
+        self.tenants = tenants
+        self.cache = cache
+        self.formatter = formatter
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="backend")
+        self._flights: dict[str, Flight] = {}
+        self._flights_lock = threading.Lock()
+        redis_client = cache.client if isinstance(cache, RedisCache) else None
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self.limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._credential_alerts: set[tuple[str, str]] = set()
+        for tenant in tenants:
+            for slot in tenant.slots:
+                ident = (tenant.name, slot.name)
+                self.breakers[ident] = CircuitBreaker(threshold=breaker_failures, cooldown=breaker_cooldown)
+                self.limiters[ident] = RateLimiter(
+                    slot.backend.rate_per_second, f"{tenant.name}:{slot.name}", redis_client
+                )
+
+    # --- public ------------------------------------------------------------------------------
+    def lookup(self, tenant: Tenant, number: PhoneNumber) -> bytes:
+        """The serialized JSON answer for ``number``: cached, or computed within the deadline."""
+        key = self.cache_key(tenant, number)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.metrics.lookup(tenant.name, "cache_hit")
+            return cached
+        self.metrics.cache_miss(tenant.name)
+        deadline = time.monotonic() + tenant.deadline_s
+        flight, leader = self._join(key)
+        if leader:
+            self._launch(tenant, number, flight)
+        if flight.remote:
+            return self._await_remote(tenant, flight, deadline)
+        return self._answer(tenant, flight, deadline)
+
+    def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
+        versions = tenant.data_version()
+        return f"{tenant.name}|{number.key}|{','.join(map(str, versions))}"
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def breaker_states(self) -> dict[tuple[str, str], str]:
+        return {ident: breaker.state for ident, breaker in self.breakers.items()}
+
+    # --- single flight -------------------------------------------------------------------------
+    def _join(self, key: str) -> tuple[Flight, bool]:
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = Flight(key=key)
+            return flight, True
+
+    def _finish(self, flight: Flight) -> None:
+        with self._flights_lock:
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+
+    def _launch(self, tenant: Tenant, number: PhoneNumber, flight: Flight) -> None:
+        if self.cache.shared:
+            flight.lock_token = self.cache.acquire(flight.key, tenant.deadline_s * 3 + 1.0)
+            if flight.lock_token is None:
+                flight.remote = True
+                return
+        inline: list[BackendSlot] = []
+        for slot in tenant.slots:
+            ident = (tenant.name, slot.name)
+            if not self.limiters[ident].try_acquire():
+                self.metrics.backend_skipped(tenant.name, slot.name, "rate_limited")
+                flight.skipped.add(slot.name)
+                continue
+            if not self.breakers[ident].allow():
+                self.metrics.backend_skipped(tenant.name, slot.name, "breaker_open")
+                flight.skipped.add(slot.name)
+                continue
+            if slot.inline:
+                flight.futures[slot.name] = Future()
+                inline.append(slot)
+            else:
+                flight.futures[slot.name] = self.executor.submit(self._call, tenant, slot, number)
+        for slot in inline:  # local and fast: run here, after the remote calls are on their way
+            future = flight.futures[slot.name]
+            try:
+                future.set_result(self._call(tenant, slot, number))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
+        pending = [f for f in flight.futures.values() if not f.done()]
+        if not pending:
+            self._complete(tenant, flight)
+            return
+        remaining = _Countdown(len(pending), lambda: self._complete(tenant, flight))
+        for future in pending:
+            future.add_done_callback(lambda _f: remaining.tick())
+
+    def _complete(self, tenant: Tenant, flight: Flight) -> None:
+        """All backends have answered (or failed): cache the full answer, end the flight."""
+        try:
+            results, failed = self._collect(tenant, flight)
+            body = self._merge(tenant, results)
+            incomplete = failed or bool(flight.skipped)
+            ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER or incomplete else tenant.cache_ttl
+            if incomplete:
+                ttl = min(ttl, tenant.cache_ttl)
+            self.cache.set(flight.key, body, ttl)
+        except Exception:
+            log.exception("caching the answer for tenant %s failed", tenant.name)
+        finally:
+            if flight.lock_token:
+                try:
+                    self.cache.release(flight.key, flight.lock_token)
+                except Exception:
+                    log.warning("could not release the single-flight lock (it expires by itself)")
+            self._finish(flight)
+
+    # --- answering ---------------------------------------------------------------------------
+    def _answer(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
+        futures = list(flight.futures.values())
+        if futures:
+            wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=ALL_COMPLETED)
+        results, failed = self._collect(tenant, flight)
+        late = [name for name, f in flight.futures.items() if not f.done()]
+        body = self._merge(tenant, results)
+        if late:
+            log.warning("tenant %s: answered at the deadline without %s", tenant.name, ", ".join(late))
+            for name in late:
+                self.metrics.backend_skipped(tenant.name, name, "late")
+            if self.cache.shared:  # let other processes waiting on our lock answer with it too
+                self.cache.set("partial:" + flight.key, body, tenant.deadline_s * 3)
+        outcome = "found" if body != EMPTY_ANSWER else "empty"
+        if late or failed or flight.skipped:
+            outcome = "partial_" + outcome
+        self.metrics.lookup(tenant.name, outcome)
+        return body
+
+    def _await_remote(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
+        assert isinstance(self.cache, RedisCache)
+        try:
+            body = self.cache.wait_for(flight.key, deadline)
+            if body is None:
+                body = self.cache.get("partial:" + flight.key)
+        finally:
+            self._finish(flight)
+        self.metrics.lookup(tenant.name, "shared_flight" if body is not None else "partial_empty")
+        return body if body is not None else EMPTY_ANSWER
+
+    def _collect(self, tenant: Tenant, flight: Flight) -> tuple[list[tuple[BackendSlot, list[Contact]]], bool]:
+        results = []
+        failed = False
+        for slot in tenant.slots:
+            future = flight.futures.get(slot.name)
+            if future is None or not future.done():
+                continue
+            if future.exception() is not None:
+                failed = True
+                continue
+            results.append((slot, future.result()))
+        return results, failed
+
+    def _merge(self, tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> bytes:
+        """De-duplicate, rank (exact match, backend order, recent activity) and cap."""
+        entries = [(slot, contact) for slot, contacts in results for contact in contacts]
+        if not entries:
+            return EMPTY_ANSWER
+        entries.sort(
+            key=lambda e: (
+                not e[1].exact,
+                e[0].position,
+                -(e[1].last_activity.timestamp() if e[1].last_activity else float("-inf")),
+            )
+        )
+        kept: list[tuple[BackendSlot, Contact]] = []
+        seen_ids: set[tuple[str, str]] = set()
+        by_name: dict[str, int] = {}  # normalized name -> index in kept
+        for slot, contact in entries:
+            ident = (slot.name, contact.id)
+            if ident in seen_ids:
+                continue
+            seen_ids.add(ident)
+            name = " ".join((contact.name or "").casefold().split())
+            index = by_name.get(name) if name else None
+            if index is not None and kept[index][0] is not slot:
+                kept[index] = (kept[index][0], _with_missing_filled(kept[index][1], contact))
+                continue
+            if name and index is None:
+                by_name[name] = len(kept)
+            kept.append((slot, contact))
+            if len(kept) == tenant.max_results:
+                break
+        return self.formatter.dumps(
+            self.formatter.contact(c, f"{s.name}:{c.id}", s.crm_name, s.crm_logo, s.workflows) for s, c in kept
+        )
+
+    # --- one backend call --------------------------------------------------------------------
+    def _call(self, tenant: Tenant, slot: BackendSlot, number: PhoneNumber) -> list[Contact]:
+        ident = (tenant.name, slot.name)
+        breaker = self.breakers[ident]
+        started = time.perf_counter()
+        try:
+            contacts = slot.backend.lookup(number, tenant.max_results)
+        except RateLimited as exc:
+            pause = exc.retry_after if exc.retry_after is not None else 1.0
+            self.limiters[ident].block(pause)
+            self.metrics.backend_error(tenant.name, slot.name, "rate_limited")
+            log.warning("backend %s/%s asked to slow down for %.1fs", tenant.name, slot.name, pause)
+            raise
+        except CredentialsRejected as exc:
+            breaker.record_failure()
+            self.metrics.backend_error(tenant.name, slot.name, "credentials")
+            if ident not in self._credential_alerts:  # one clear line, not one per ring
+                self._credential_alerts.add(ident)
+                log.error("backend %s/%s rejected its credentials: %s", tenant.name, slot.name, exc)
+            raise
+        except BackendUnavailable as exc:
+            breaker.record_failure()
+            self.metrics.backend_error(tenant.name, slot.name, "unavailable")
+            log.warning("backend %s/%s unavailable: %s", tenant.name, slot.name, exc)
+            raise
+        except Exception:
+            breaker.record_failure()
+            self.metrics.backend_error(tenant.name, slot.name, "bug")
+            log.exception("backend %s/%s failed unexpectedly", tenant.name, slot.name)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.backend_latency(tenant.name, slot.name, elapsed)
+            self.metrics.breaker_state(tenant.name, slot.name, breaker.state)
+        self._credential_alerts.discard(ident)
+        if elapsed > tenant.deadline_s:
+            breaker.record_failure()  # answering after the deadline is as bad as not answering
+        else:
+            breaker.record_success()
+        return contacts
+
+
+class _Countdown:
+    def __init__(self, count: int, then: Callable[[], None]):
+        self._count = count
+        self._then = then
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._count -= 1
+            fire = self._count == 0
+        if fire:
+            self._then()
+
+
+def _with_missing_filled(kept: Contact, duplicate: Contact) -> Contact:
+    """A copy of ``kept`` completed with what only the duplicate from another backend knows."""
+    changes = {
+        attribute: getattr(duplicate, attribute)
+        for attribute in ("company", "contact_uri", "company_uri", "email")
+        if not getattr(kept, attribute) and getattr(duplicate, attribute)
+    }
+    return replace(kept, custom_data={**duplicate.custom_data, **kept.custom_data}, **changes)

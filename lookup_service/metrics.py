@@ -1,0 +1,81 @@
+"""Prometheus metrics (prometheus-client), one registry per app.
+
+With several gunicorn workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory so that
+``/metrics`` adds up every worker's figures (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+_BREAKER_VALUES = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.lookups = Counter("lookup_requests_total", "Lookups by outcome", ["tenant", "outcome"], registry=r)
+        self.cache_misses = Counter("lookup_cache_misses_total", "Lookups not answered from cache", ["tenant"],
+                                    registry=r)
+        self.latency = Histogram(
+            "lookup_backend_latency_seconds", "Time one backend took to answer a lookup", ["tenant", "backend"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5), registry=r,
+        )
+        self.errors = Counter("lookup_backend_errors_total", "Backend failures by kind", ["tenant", "backend", "kind"],
+                              registry=r)
+        self.skipped = Counter("lookup_backend_skipped_total", "Backends left out of a lookup, by reason",
+                               ["tenant", "backend", "reason"], registry=r)
+        self.breaker = Gauge("lookup_backend_breaker_state", "Circuit breaker: 0 closed, 0.5 half-open, 1 open",
+                             ["tenant", "backend"], registry=r, multiprocess_mode="max")
+        self.workflows = Counter("lookup_workflow_requests_total", "Workflow runs by outcome",
+                                 ["tenant", "workflow", "outcome"], registry=r)
+        self.last_sync = Gauge("lookup_mirror_last_sync_timestamp_seconds", "Start of the last mirror sync",
+                               ["tenant", "backend"], registry=r, multiprocess_mode="max")
+        self.last_sync_ok = Gauge("lookup_mirror_last_sync_success", "1 if the last mirror sync succeeded",
+                                  ["tenant", "backend"], registry=r, multiprocess_mode="max")
+        self.mirror_contacts = Gauge("lookup_mirror_contacts", "Contacts in the local mirror",
+                                     ["tenant", "backend"], registry=r, multiprocess_mode="max")
+        self._hit_children: dict[str, object] = {}
+
+    def lookup(self, tenant: str, outcome: str) -> None:
+        if outcome == "cache_hit":  # the hot path: keep the bound child
+            child = self._hit_children.get(tenant)
+            if child is None:
+                child = self._hit_children[tenant] = self.lookups.labels(tenant, outcome)
+            child.inc()  # type: ignore[attr-defined]
+            return
+        self.lookups.labels(tenant, outcome).inc()
+
+    def cache_miss(self, tenant: str) -> None:
+        self.cache_misses.labels(tenant).inc()
+
+    def backend_latency(self, tenant: str, backend: str, seconds: float) -> None:
+        self.latency.labels(tenant, backend).observe(seconds)
+
+    def backend_error(self, tenant: str, backend: str, kind: str) -> None:
+        self.errors.labels(tenant, backend, kind).inc()
+
+    def backend_skipped(self, tenant: str, backend: str, reason: str) -> None:
+        self.skipped.labels(tenant, backend, reason).inc()
+
+    def breaker_state(self, tenant: str, backend: str, state: str) -> None:
+        self.breaker.labels(tenant, backend).set(_BREAKER_VALUES.get(state, 0.0))
+
+    def workflow(self, tenant: str, workflow: str, outcome: str) -> None:
+        self.workflows.labels(tenant, workflow, outcome).inc()
+
+    def mirror_status(self, tenant: str, backend: str, last_sync: dict | None, contacts: int) -> None:
+        self.mirror_contacts.labels(tenant, backend).set(contacts)
+        if last_sync:
+            self.last_sync.labels(tenant, backend).set(last_sync.get("started_at", 0))
+            self.last_sync_ok.labels(tenant, backend).set(1 if last_sync.get("ok") else 0)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

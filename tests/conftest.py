@@ -1,0 +1,92 @@
+"""Shared fixtures: an app on a temporary embedded directory, its client and its token."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from crm_backends.contact_store import ContactStore  # noqa: E402
+from crm_backends.directory_import import import_file  # noqa: E402
+from lookup_service import create_app  # noqa: E402
+
+TOKEN = "test-token-0123456789"
+HEADERS = {"X-Execution-Token": TOKEN}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests configure the app explicitly; the developer's own LOOKUP_* settings stay out."""
+    for name in list(os.environ):
+        if name.startswith("LOOKUP_") or name in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def make_app(tmp_path) -> Callable[..., object]:
+    """Build an app; keyword arguments are settings (environment variable names)."""
+    apps = []
+
+    def build(**settings):
+        config = {
+            "LOOKUP_TOKENS": TOKEN,
+            "LOOKUP_DIRECTORY": str(tmp_path / "directory.sqlite3"),
+            "LOOKUP_STATE_DB": str(tmp_path / "state.sqlite3"),
+            "LOOKUP_INSTANCE_DIR": str(tmp_path / "instance"),
+        }
+        config.update({k: str(v) for k, v in settings.items()})
+        app = create_app(config)
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        service = app.extensions.get("lookup")
+        if service is not None:
+            service.close()
+
+
+@pytest.fixture
+def directory_path(tmp_path) -> str:
+    return str(tmp_path / "directory.sqlite3")
+
+
+def write_csv(path, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return str(path)
+
+
+@pytest.fixture
+def load_contacts(tmp_path, directory_path) -> Callable[[str], object]:
+    """Import CSV text into the test directory."""
+
+    def load(text: str, name: str = "contacts.csv"):
+        path = write_csv(tmp_path / name, text)
+        store = ContactStore(directory_path, "CH")
+        try:
+            return import_file(store, path)
+        finally:
+            store.close()
+
+    return load
+
+
+@pytest.fixture
+def client(make_app, load_contacts):
+    load_contacts(DEMO_CSV)
+    return make_app().test_client()
+
+
+DEMO_CSV = """id;name;company;phone;mobile;email;language;contact_uri;company_uri
+alexa;Alexa Holiday;White Cross Co;+41 21 552 20 00;;alexa@example.com;fr;https://crm.example/c/alexa;https://crm.example/o/wcc
+bruno;Bruno Keller;Keller AG;+41 44 668 18 00;;;de;;
+reception;Reception;White Cross Co;201;;;;;
+"""
