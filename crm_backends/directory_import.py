@@ -71,19 +71,19 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
 
 
 def import_vcards(store: ContactStore, path: str, progress: ProgressCallback | None = None) -> ImportReport:
-    from .vcard import parse_vcards
+    from .vcard import decode_vcard_bytes, parse_vcards
 
     report = ImportReport()
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        text = handle.read()
+    with open(path, "rb") as handle:
+        data = handle.read()
     if progress:
-        progress(len(text))
+        progress(len(data))
 
     def contacts() -> Iterator[tuple[Contact, list[StoredPhone]]]:
-        for entry in parse_vcards(text):
-            phones = store.normalize_phones(entry.contact.phones)
+        for entry in parse_vcards(decode_vcard_bytes(data), store.region):
+            phones = store.normalize_phones(entry.contact.phones) if entry.problem is None else []
             if not phones:
-                reason = "no phone number" if not entry.contact.phones else "no usable phone number"
+                reason = entry.problem or "no usable phone number"
                 report.problems.append((entry.line, f"{reason} ({entry.contact.name or 'unnamed card'})"))
                 continue
             yield entry.contact, phones

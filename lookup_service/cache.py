@@ -7,11 +7,24 @@ and every machine behind the router shares the cache and the single-flight locks
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 
 from cachetools import TLRUCache
+
+
+log = logging.getLogger(__name__)
+_last_warning = [0.0]
+
+
+def _warn(message: str) -> None:
+    """At most one warning every 10 s: an outage must not flood the log."""
+    now = time.monotonic()
+    if now - _last_warning[0] > 10:
+        _last_warning[0] = now
+        log.warning(message)
 
 
 class MemoryCache:
@@ -60,14 +73,23 @@ class RedisCache:
 
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._errors = (redis.RedisError, OSError)
         self._release = self.client.register_script(self._RELEASE)
 
     def get(self, key: str) -> bytes | None:
-        return self.client.get(self.prefix + key)
+        try:
+            return self.client.get(self.prefix + key)
+        except self._errors as exc:  # Redis down: a miss, the lookup still answers
+            _warn(f"redis unavailable, cache bypassed: {exc}")
+            return None
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
-        if ttl > 0:
+        if ttl <= 0:
+            return
+        try:
             self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+        except self._errors as exc:
+            _warn(f"redis unavailable, answer not cached: {exc}")
 
     def clear(self) -> None:
         for name in self.client.scan_iter(match=self.prefix + "*", count=1000):

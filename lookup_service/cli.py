@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
@@ -84,6 +84,7 @@ def stats_command(tenant: str | None, backend: str | None) -> None:
 @click.command("lookup")
 @click.argument("number")
 @click.option("--tenant", default=None)
+@with_appcontext
 def lookup_command(number: str, tenant: str | None) -> None:
     """Print the JSON the connector would get for NUMBER."""
     service = _service()
@@ -157,6 +158,7 @@ def _describe_sync(last: dict | None) -> str:
 @click.argument("tenant", required=False)
 @click.argument("backend", required=False)
 @click.option("--full", is_flag=True, help="List everything instead of what changed since the last sync.")
+@with_appcontext
 def sync_command(tenant: str | None, backend: str | None, full: bool) -> None:
     """Sync mirrored backends now (all, a tenant's, or one), with a progress count."""
     service = _service()

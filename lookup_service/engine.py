@@ -37,6 +37,7 @@ class Flight:
     skipped: set[str] = field(default_factory=set)
     remote: bool = False  # another process holds the lock and computes; poll the shared cache
     lock_token: str | None = None
+    launched: threading.Event = field(default_factory=threading.Event)  # futures are in place
 
 
 class LookupEngine:
@@ -81,7 +82,12 @@ class LookupEngine:
         deadline = time.monotonic() + tenant.deadline_s
         flight, leader = self._join(key)
         if leader:
-            self._launch(tenant, number, flight)
+            try:
+                self._launch(tenant, number, flight)
+            finally:
+                flight.launched.set()
+        elif not flight.launched.wait(max(0.0, deadline - time.monotonic())):
+            return EMPTY_ANSWER
         if flight.remote:
             return self._await_remote(tenant, flight, deadline)
         return self._answer(tenant, flight, deadline)
@@ -112,7 +118,11 @@ class LookupEngine:
 
     def _launch(self, tenant: Tenant, number: PhoneNumber, flight: Flight) -> None:
         if self.cache.shared:
-            flight.lock_token = self.cache.acquire(flight.key, tenant.deadline_s * 3 + 1.0)
+            try:
+                flight.lock_token = self.cache.acquire(flight.key, tenant.deadline_s * 3 + 1.0)
+            except Exception as exc:  # Redis down: lookups go on without cross-process sharing
+                log.warning("single-flight lock unavailable: %s", exc)
+                flight.lock_token = ""
             if flight.lock_token is None:
                 flight.remote = True
                 return
@@ -132,6 +142,7 @@ class LookupEngine:
                 inline.append(slot)
             else:
                 flight.futures[slot.name] = self.executor.submit(self._call, tenant, slot, number)
+        flight.launched.set()
         for slot in inline:  # local and fast: run here, after the remote calls are on their way
             future = flight.futures[slot.name]
             try:

@@ -75,12 +75,18 @@ class RateLimiter:
         with self._lock:
             self._blocked_until = max(self._blocked_until, until)
         if self.redis is not None:
-            self.redis.set(f"lookup:blocked:{self.name}", str(until), px=max(1, int(seconds * 1000)))
+            try:
+                self.redis.set(f"lookup:blocked:{self.name}", str(until), px=max(1, int(seconds * 1000)))
+            except Exception:  # Redis down: the local block still applies
+                pass
 
     def blocked_for(self) -> float:
         remaining = self._blocked_until - time.time()
         if remaining <= 0 and self.redis is not None:
-            shared = self.redis.get(f"lookup:blocked:{self.name}")
+            try:
+                shared = self.redis.get(f"lookup:blocked:{self.name}")
+            except Exception:  # Redis down: rely on the local state
+                shared = None
             if shared:
                 remaining = float(shared) - time.time()
         return max(0.0, remaining)
@@ -93,10 +99,13 @@ class RateLimiter:
         if self.redis is not None:
             window = int(time.time())
             key = f"lookup:rate:{self.name}:{window}"
-            count = self.redis.incr(key)
-            if count == 1:
-                self.redis.expire(key, 2)
-            return count <= int(self.rate)
+            try:
+                count = self.redis.incr(key)
+                if count == 1:
+                    self.redis.expire(key, 2)
+                return count <= max(1, int(self.rate))
+            except Exception:  # Redis down: fall back to this process's own bucket
+                pass
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)

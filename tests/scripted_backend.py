@@ -1,0 +1,81 @@
+"""A backend whose behaviour each test scripts (delay, failure, answers) and whose calls it counts.
+
+It is a real backend type registered in the registry, driven through the real engine and HTTP
+layer; only its data source is a dictionary instead of a CRM. It exists to test the engine's
+deadline, single flight, circuit breaker and rate limiting, which need a source that misbehaves
+on cue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from marshmallow import fields
+
+from crm_backends.base import (
+    BACKEND_TYPES,
+    Backend,
+    BackendOptions,
+    BackendUnavailable,
+    CallRecord,
+    Contact,
+    RateLimited,
+    WorkflowResult,
+    register,
+)
+from lookup_service.phone import PhoneNumber
+
+
+@dataclass
+class Script:
+    contacts: dict[str, list[Contact]] = field(default_factory=dict)  # number key -> contacts
+    delay: float = 0.0
+    fail: Exception | None = None
+    calls: int = 0
+    logged: list[CallRecord] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event | None = None  # when set, lookups block until it is set
+
+
+SCRIPTS: dict[str, Script] = {}
+
+
+class ScriptedOptions(BackendOptions):
+    script = fields.String(required=True)
+
+
+class ScriptedBackend(Backend):
+    type_name: ClassVar[str] = "scripted"
+    options_schema = ScriptedOptions
+    modes = frozenset({"live"})
+    can_log_calls = True
+    default_crm_name = "Scripted"
+
+    @property
+    def script(self) -> Script:
+        return SCRIPTS[self.options["script"]]
+
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        script = self.script
+        with script.lock:
+            script.calls += 1
+        if script.release is not None:
+            script.release.wait(10)
+        if script.delay:
+            time.sleep(script.delay)
+        if script.fail is not None:
+            raise script.fail
+        return list(script.contacts.get(number.key, []))[:limit]
+
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        self.script.logged.append(call)
+        return WorkflowResult(id=f"{self.name}-call-{len(self.script.logged)}", url=None)
+
+
+if "scripted" not in BACKEND_TYPES:
+    register(ScriptedBackend)
+
+__all__ = ["SCRIPTS", "BackendUnavailable", "RateLimited", "Script", "ScriptedBackend"]

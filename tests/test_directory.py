@@ -1,0 +1,114 @@
+"""The embedded directory: CSV and vCard imports, idempotent re-imports, CLI, indexed lookups."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crm_backends.contact_store import ContactStore
+from lookup_service.phone import parse_number
+from tests.conftest import HEADERS, write_csv
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def names(client, number):
+    return [c["name"] for c in client.get(f"/Lookup?PhoneNumber={number}", headers=HEADERS).get_json()]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id;name;company;phone\n1;Ann Example;Acme;+41 21 552 20 00\n",
+        "id,name,company,phone\n1,Ann Example,Acme,+41 21 552 20 00\n",
+        "\ufeffID;First_Name;Last_Name;Company;Phone Work\n1;Ann;Example;Acme;021 552 20 00\n",
+        "Id,FirstName,LastName,Organization,Mobile\n1,Ann,Example,Acme,\"+41 (0)21 552 20 00\"\n",
+    ],
+)
+def test_csv_dialects(make_app, load_contacts, text):
+    report = load_contacts(text)
+    assert report.imported == 1 and report.problems == []
+    contact = make_app().test_client().get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()[0]
+    assert (contact["name"], contact["company"], contact["id"]) == ("Ann Example", "Acme", "directory:1")
+
+
+def test_csv_columns_custom_data_and_problems(make_app, load_contacts):
+    report = load_contacts(
+        "name;company;phone_office;mobile;fax;tel_home;email;language;notes;contact_uri\n"
+        "Ann;Acme;+41 21 552 20 00;;;;ann@acme.example;fr;VIP;https://crm/1\n"
+        "Nobody;;;;;;;;;\n"
+        "Bad Number;;not a number;;;;;;;\n"
+        "Ben;Beta;;079 123 45 67;+41 21 552 20 99;031 333 44 55;;;;\n"
+    )
+    assert report.imported == 2
+    assert report.problems == [(3, "no phone number (Nobody)"),
+                               (4, "no usable phone number in ['not a number'] (Bad Number)")]
+    client = make_app().test_client()
+    ann = client.get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()[0]
+    assert ann["customData"] == {"email": "ann@acme.example", "language": "fr", "notes": "VIP"}
+    assert ann["contactUri"] == "https://crm/1"
+    for number in ("41791234567", "41215522099", "41313334455"):  # mobile, fax and tel columns
+        assert names(client, number) == ["Ben"]
+
+
+def test_reimport_updates_without_duplicates(make_app, load_contacts, directory_path):
+    load_contacts("name;company;phone\nAnn;Acme;+41 21 552 20 00\n")
+    load_contacts("name;company;phone\nAnn;Acme;+41 21 552 20 01\n")  # no id column: name+company
+    load_contacts("name;company;phone\nAnn;Acme;+41 21 552 20 01\n")
+    store = ContactStore(directory_path)
+    assert store.stats()["contacts"] == 1
+    client = make_app().test_client()
+    assert names(client, "41215522001") == ["Ann"]
+    assert names(client, "41215522000") == []  # the old number went with the update
+
+
+@pytest.mark.parametrize(
+    "filename, number, expected_name, expected_company",
+    [
+        ("nextcloud-export.vcf", "41215522000", "Anna Müller", "Muster Treuhand AG"),
+        ("contacts-v4.vcf", "41313104040", "Frieda Huber", "Huber Elektro AG"),
+        ("contacts-v4.vcf", "12125550142", "Helen Brooks", "Brooks & Partners LLP"),
+        ("google-outlook-v3.vcf", "41628345050", "Lukas Peter Lang", "Lang Transporte AG"),
+        ("phone-v21.vcf", "41417102233", "Beat Zürcher", "Zürcher Holz AG"),
+    ],
+)
+def test_vcard_imports(make_app, directory_path, filename, number, expected_name, expected_company):
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["directory", "import", os.path.join(DATA, filename)])
+    assert result.exit_code == 0, result.output
+    contacts = app.test_client().get(f"/Lookup?PhoneNumber={number}", headers=HEADERS).get_json()
+    assert (contacts[0]["name"], contacts[0]["company"]) == (expected_name, expected_company)
+
+
+def test_vcard_file_with_several_matches_and_a_card_without_number(make_app):
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["directory", "import", os.path.join(DATA, "nextcloud-export.vcf")])
+    assert "imported 5 contacts, skipped 1 rows" in result.output
+    assert "Elena Weber" in result.output
+    # three cards hold +41 21 552 20 00, written three different ways
+    assert sorted(names(app.test_client(), "41215522000")) == ["Anna Müller", "Bernard Favre", "Chiara Rossi"]
+    again = app.test_cli_runner().invoke(args=["directory", "import", os.path.join(DATA, "nextcloud-export.vcf")])
+    assert again.exit_code == 0
+    stats = app.test_cli_runner().invoke(args=["directory", "stats"])
+    assert "contacts: 5" in stats.output
+
+
+def test_cli_import_reports_lines_and_lookup_prints_the_answer(make_app, tmp_path):
+    path = write_csv(tmp_path / "c.csv", "id;name;phone\n1;Ann;+41 21 552 20 00\n2;Nobody;\n")
+    app = make_app()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["directory", "import", path])
+    assert "imported 1 contacts, skipped 1 rows" in result.output and "line 3: no phone number" in result.output
+    printed = runner.invoke(args=["lookup", "021 552 20 00"])
+    assert '"name": "Ann"' in printed.output and '"id": "directory:1"' in printed.output
+
+
+def test_lookup_is_one_indexed_query(directory_path):
+    store = ContactStore(directory_path)
+    from crm_backends.contact_store import _LOOKUP
+
+    plan = " ".join(str(row) for row in store.conn.execute("EXPLAIN QUERY PLAN " + _LOOKUP, ("+41215522000", 5)))
+    assert "USING PRIMARY KEY (key=?)" in plan or "USING INDEX" in plan
+    assert "SCAN p" not in plan and "SCAN phones" not in plan
+    assert parse_number("41215522000").key == "+41215522000"
