@@ -2,6 +2,8 @@
 explicit inventory (no filesystem scanning), so an unknown ``type`` fails loudly at start-up."""
 
 from . import directory  # noqa: F401
+from . import ldap  # noqa: F401
+from . import rest  # noqa: F401
 from .base import BACKEND_TYPES, Backend, BackendSpec
 
 __all__ = ["BACKEND_TYPES", "Backend", "BackendSpec"]
