@@ -74,7 +74,7 @@ class Settings:
         return [v for v in values if isinstance(v, str) and len(v) >= 4]
 
 
-_SECRET_NAME = re.compile(r"(password|secret|token|api_key|apikey|authorization|credential)", re.I)
+_SECRET_NAME = re.compile(r"(password|secret|token|api[_-]?key|authorization|credential|cookie)", re.I)
 
 
 def _secret_values(options: Mapping[str, Any]) -> list[str]:

@@ -177,6 +177,7 @@ class BackendOptions(Schema):
     workflows = fields.List(fields.String(), load_default=None, allow_none=True)
     mode = fields.String(load_default=None, allow_none=True)
     sync_interval = fields.Float(load_default=900.0)
+    full_sync_interval = fields.Float(load_default=86400.0)
     timeout = fields.Float(load_default=None, allow_none=True)
     rate_per_second = fields.Float(load_default=None, allow_none=True)
 

@@ -86,6 +86,19 @@ class WriteReport:
     deleted: int = 0
 
 
+def normalize_phones(raw_numbers: Iterable[str], region: str) -> list[StoredPhone]:
+    """The distinct normalized keys of ``raw_numbers``; unusable ones are left out."""
+    seen: dict[tuple[str, str], StoredPhone] = {}
+    for raw in raw_numbers:
+        try:
+            parsed = parse_number(raw, region)
+        except ValueError:
+            continue
+        phone = StoredPhone(parsed.key, parsed.extension or "")
+        seen.setdefault((phone.key, phone.extension), phone)
+    return list(seen.values())
+
+
 class ContactStore:
     """Contacts and call records in one SQLite file; safe to share between threads."""
 
@@ -168,16 +181,7 @@ class ContactStore:
 
     # writing -----------------------------------------------------------------------------
     def normalize_phones(self, raw_numbers: Iterable[str]) -> list[StoredPhone]:
-        """The distinct normalized keys of ``raw_numbers``; unusable ones are left out."""
-        seen: dict[tuple[str, str], StoredPhone] = {}
-        for raw in raw_numbers:
-            try:
-                parsed = parse_number(raw, self.region)
-            except ValueError:
-                continue
-            phone = StoredPhone(parsed.key, parsed.extension or "")
-            seen.setdefault((phone.key, phone.extension), phone)
-        return list(seen.values())
+        return normalize_phones(raw_numbers, self.region)
 
     def upsert(self, contacts: Iterable[tuple[Contact, list[StoredPhone]]]) -> int:
         """Insert or replace contacts (matched by id) with their normalized phones, in one

@@ -11,13 +11,17 @@ import csv
 import hashlib
 import io
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .base import Contact
-from .contact_store import ContactStore, StoredPhone
+from .contact_store import ContactStore, StoredPhone, normalize_phones
 
 BATCH = 5000
+PARALLEL_FROM_BYTES = 4 << 20
 ProgressCallback = Callable[[int], None]
 
 _PHONE_PREFIXES = ("phone", "mobile", "tel", "fax")
@@ -56,8 +60,7 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
         sample = handle.readline()
         delimiter = max((";", ",", "\t"), key=sample.count)
         handle.seek(0)
-        lines = _counting(handle, progress)
-        reader = csv.reader(lines, delimiter=delimiter)
+        reader = csv.reader(_counting(handle, progress), delimiter=delimiter)
         header = next(reader, None)
         if not header:
             report.problems.append((1, "the file is empty: a header row is required"))
@@ -66,7 +69,10 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
         if not columns.phones:
             report.problems.append((1, "no phone column: name one phone, mobile, tel or fax (e.g. 'phone_work')"))
             return report
-        report.imported = _store_batches(store, _csv_contacts(reader, columns, store, report), report)
+        rows = _csv_rows(reader, columns)
+        with _normalizer(store.region, os.path.getsize(path)) as normalize:
+            contacts = _with_phones(_chunks(rows, BATCH), normalize, report)
+            report.imported = _store_batches(store, contacts, report)
     return report
 
 
@@ -114,13 +120,10 @@ def _columns(header: list[str]) -> _Columns:
     return _Columns(named, phones, custom)
 
 
-def _csv_contacts(
-    reader: Iterable[list[str]], columns: _Columns, store: ContactStore, report: ImportReport
-) -> Iterator[tuple[Contact, list[StoredPhone]]]:
+def _csv_rows(reader: Iterable[list[str]], columns: _Columns) -> Iterator[tuple[int, Contact]]:
+    """Each non-empty row as (line number, contact with its raw numbers and no id yet)."""
     named = columns.named
-    line = 1
     for row in reader:
-        line = reader.line_num  # type: ignore[attr-defined]
         if not any(cell.strip() for cell in row):
             continue
 
@@ -128,25 +131,74 @@ def _csv_contacts(
             index = named.get(name)
             return row[index].strip() if index is not None and index < len(row) else ""
 
-        raw_phones = [row[i].strip() for i in columns.phones if i < len(row) and row[i].strip()]
-        phones = store.normalize_phones(raw_phones)
         name = cell("name") or " ".join(p for p in (cell("first_name"), cell("last_name")) if p)
-        if not phones:
-            what = f"no usable phone number in {raw_phones!r}" if raw_phones else "no phone number"
-            report.problems.append((line, f"{what} ({name or 'unnamed'})"))
-            continue
-        company = cell("company")
-        contact = Contact(
-            id=cell("id") or derived_id(name, company, phones),
+        yield reader.line_num, Contact(  # type: ignore[attr-defined]
+            id=cell("id"),
             name=name or None,
-            company=company or None,
+            company=cell("company") or None,
             contact_uri=cell("contact_uri") or None,
             company_uri=cell("company_uri") or None,
             email=cell("email") or None,
             custom_data={title: row[i].strip() for title, i in columns.custom if i < len(row) and row[i].strip()},
-            phones=raw_phones,
+            phones=[row[i].strip() for i in columns.phones if i < len(row) and row[i].strip()],
         )
-        yield contact, phones
+
+
+Normalizer = Callable[[Iterator[list[tuple[int, Contact]]]], Iterator[tuple[list[tuple[int, Contact]], list]]]
+
+
+def _with_phones(
+    chunks: Iterator[list[tuple[int, Contact]]], normalize: Normalizer, report: ImportReport
+) -> Iterator[tuple[Contact, list[StoredPhone]]]:
+    """Attach normalized numbers to each row; report the rows without a usable one."""
+    for rows, phone_lists in normalize(chunks):
+        for (line, contact), phones in zip(rows, phone_lists, strict=True):
+            if not phones:
+                what = f"no usable phone number in {contact.phones!r}" if contact.phones else "no phone number"
+                report.problems.append((line, f"{what} ({contact.name or 'unnamed'})"))
+                continue
+            if not contact.id:
+                contact.id = derived_id(contact.name, contact.company, phones)
+            yield contact, phones
+
+
+@contextmanager
+def _normalizer(region: str, file_bytes: int) -> Iterator[Normalizer]:
+    """Number normalization (phonenumbers) is most of an import's time; big files spread it over
+    worker processes while this one reads the CSV and writes SQLite."""
+    workers = min(4, os.cpu_count() or 1)
+    if file_bytes < PARALLEL_FROM_BYTES or workers < 2:
+        yield lambda chunks: ((rows, _normalize_lists(region, [c.phones for _, c in rows])) for rows in chunks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+
+        def run(chunks: Iterator[list[tuple[int, Contact]]]):
+            in_flight: deque = deque()
+            for rows in chunks:
+                in_flight.append((rows, pool.submit(_normalize_lists, region, [c.phones for _, c in rows])))
+                if len(in_flight) > 2 * workers:  # bounded: memory stays flat however big the file
+                    done_rows, future = in_flight.popleft()
+                    yield done_rows, future.result()
+            while in_flight:
+                done_rows, future = in_flight.popleft()
+                yield done_rows, future.result()
+
+        yield run
+
+
+def _normalize_lists(region: str, phone_lists: list[list[str]]) -> list[list[StoredPhone]]:
+    return [normalize_phones(phones, region) for phones in phone_lists]
+
+
+def _chunks(rows: Iterator[tuple[int, Contact]], size: int) -> Iterator[list[tuple[int, Contact]]]:
+    chunk: list[tuple[int, Contact]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def derived_id(name: str | None, company: str | None, phones: list[StoredPhone]) -> str:

@@ -59,6 +59,7 @@ class MirroredBackend(Backend):
         )
         self.store = ContactStore(self.store_path, spec.default_region)
         self.interval = float(source.options.get("sync_interval") or 900.0)
+        self.full_interval = float(source.options.get("full_sync_interval") or 86400.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -119,6 +120,9 @@ class MirroredBackend(Backend):
         return outcome
 
     def _sync_locked(self, full: bool, progress: ProgressCallback | None, started: float) -> SyncOutcome:
+        # Incremental listings cannot always see deletions: list everything once a day anyway.
+        last_full = float(self.store.get_meta("last_full_sync") or 0)
+        full = full or started - last_full >= self.full_interval
         cursor = None if full else self.store.get_meta("cursor")
         outcome = SyncOutcome(ok=False, started_at=started, seconds=0.0, incremental=cursor is not None)
         seen: set[str] = set()
@@ -138,6 +142,7 @@ class MirroredBackend(Backend):
             if complete:
                 outcome.incremental = False
                 outcome.deleted += self.store.delete(self.store.contact_ids() - seen)
+                self.store.set_meta("last_full_sync", str(started))
             self.store.set_meta("cursor", new_cursor)
             outcome.ok = True
         except BackendError as exc:

@@ -40,9 +40,13 @@ class PhoneNumber:
 
     key: str
     e164: str | None
-    national: str | None = None  # national form with trunk prefix, digits only: 0215522000
     nsn: str | None = None  # national significant number: 215522000
     extension: str | None = None
+
+    @property
+    def national(self) -> str | None:
+        """National form with the trunk prefix, digits only: 0215522000."""
+        return _national_form(self.e164) if self.e164 else None
 
     @property
     def is_short(self) -> bool:
@@ -105,12 +109,16 @@ def _parse_cached(text: str, region: str) -> PhoneNumber:
             return PhoneNumber(key="ext:" + digits, e164=None, extension=extension)
         # Unparseable but long: keep every digit so only the very same string matches.
         return PhoneNumber(key="raw:" + digits, e164=None, extension=extension)
-    e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
     nsn = phonenumbers.national_significant_number(parsed)
-    national = re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL))
-    return PhoneNumber(
-        key=e164, e164=e164, national=national or None, nsn=nsn, extension=extension or parsed.extension
-    )
+    e164 = f"+{parsed.country_code}{nsn}"
+    return PhoneNumber(key=e164, e164=e164, nsn=nsn, extension=extension or parsed.extension)
+
+
+@lru_cache(maxsize=4096)
+def _national_form(e164: str) -> str | None:
+    # Only live backends need it, so the costly national formatting stays off the import path.
+    parsed = phonenumbers.parse(e164, None)
+    return re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)) or None
 
 
 def _split_extension(text: str) -> tuple[str, str | None]:
@@ -145,6 +153,8 @@ def _best_parse(main: str, digits: str, region: str, international: bool):
                 parsed = phonenumbers.parse(candidate, None)
         except phonenumbers.NumberParseException:
             continue
+        if len(candidates) == 1:  # one reading: validity cannot change the choice, only possibility
+            return parsed if phonenumbers.is_possible_number(parsed) else None
         if phonenumbers.is_valid_number(parsed):
             return parsed
         if possible is None and phonenumbers.is_possible_number(parsed):

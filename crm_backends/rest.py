@@ -1,0 +1,1001 @@
+"""Generic REST/JSON backend: any HTTP API that answers JSON, described entirely in the configuration.
+
+The configuration says which request finds the contacts having a number (``lookup_url``, ``method``,
+``body``), where the records sit in the answer (``results``) and where each contact's values sit in a
+record (``fields``), as JMESPath expressions compiled at start-up. Optionally it says how to list
+every contact page by page for mirror mode (``list_url``, ``paging``, ``since_param``) and which
+request records a call (``[call_log]``).
+
+The source's own search is never trusted: every record it returns is re-checked with the project's
+number normalization, so a loose search ("contains these digits") never shows a wrong contact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urljoin, urlsplit, urlunsplit
+from xml.sax.saxutils import escape as xml_escape
+
+import jmespath
+import phonenumbers
+import requests
+from jmespath.exceptions import JMESPathError
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from requests.adapters import HTTPAdapter
+
+from lookup_service.phone import PhoneNumber, mask, parse_number
+
+from .base import (
+    Backend,
+    BackendConfigError,
+    BackendOptions,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    Contact,
+    ContactNotFound,
+    CredentialsRejected,
+    RateLimited,
+    SyncBatch,
+    WorkflowResult,
+    register,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "phone-lookup-service/1 (rest backend)"
+
+NUMBER_FORMS = ("e164", "digits", "national", "nsn", "intl")
+LOOKUP_PLACEHOLDERS = frozenset(NUMBER_FORMS) | {"number", "limit"}
+CALL_PLACEHOLDERS = frozenset(
+    {
+        "contact_id",
+        "direction",
+        "status",
+        "originator_number",
+        "originator_name",
+        "destination_number",
+        "destination_name",
+        "remote_number",
+        "remote_name",
+        "started",
+        "answered",
+        "ended",
+        "declined",
+        "duration",
+        "user_id",
+        "call_key",
+        "summary",
+    }
+)
+PAGING_STYLES = ("none", "page", "offset", "cursor", "link")
+# Defaults of page_param / page_size_param per paging style.
+_PAGE_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
+_PAGE_SIZE_PARAM = {"page": "per_page", "offset": "limit"}
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)
+_LONG_DIGITS = re.compile(r"\d{7,}")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+# --- options -------------------------------------------------------------------------------------
+class Expression:
+    """A compiled JMESPath expression. Plain dotted names (``id``, ``org.name``), most fields in
+    practice, are read directly: a mirror sync evaluates them for every record of the source."""
+
+    __slots__ = ("expression", "_parsed", "_names")
+
+    def __init__(self, text: str):
+        if text.strip().lower().startswith(("http://", "https://", "/")):
+            raise ValueError(
+                f"{text!r} looks like a URL; a JMESPath expression into the JSON response is expected here"
+            )
+        try:
+            self._parsed = jmespath.compile(text)
+        except JMESPathError as exc:
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"invalid JMESPath expression {text!r}: {reason}") from None
+        self.expression = text
+        self._names = text.split(".") if _DOTTED.fullmatch(text) else None
+
+    def search(self, data: Any) -> Any:
+        if self._names is None:
+            return self._parsed.search(data)
+        for name in self._names:
+            if not isinstance(data, dict):
+                return None
+            data = data.get(name)
+        return data
+
+
+def compile_expression(text: str) -> Expression:
+    """Compile a JMESPath expression or raise ValueError with a one-line reason."""
+    return Expression(text)
+
+
+def placeholders(template: Any) -> set[str]:
+    """Every ``{name}`` used in a string template or anywhere inside a table/list body."""
+    if isinstance(template, str):
+        return set(_PLACEHOLDER.findall(template))
+    if isinstance(template, dict):
+        return set().union(*(placeholders(v) for v in template.values())) if template else set()
+    if isinstance(template, list):
+        return set().union(*(placeholders(v) for v in template)) if template else set()
+    return set()
+
+
+def _check_placeholders(template: Any, allowed: frozenset[str]) -> None:
+    unknown = placeholders(template) - allowed
+    if unknown:
+        names = ", ".join("{" + name + "}" for name in sorted(unknown))
+        choices = ", ".join("{" + name + "}" for name in sorted(allowed)) or "none"
+        raise ValidationError(f"unknown placeholder {names}; allowed here: {choices}")
+
+
+class JMESPathField(fields.String):
+    """A JMESPath expression, compiled while loading so a bad one is reported with its key."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            compile_expression(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return text
+
+
+class TemplateField(fields.String):
+    """A string with ``{placeholder}``s; an unknown placeholder (a typo) is a start-up error."""
+
+    def __init__(self, allowed: frozenset[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.allowed = frozenset(allowed)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        _check_placeholders(text, self.allowed)
+        return text
+
+
+class BodyField(fields.Raw):
+    """A request body: a string template, or a TOML table/array sent as JSON."""
+
+    def __init__(self, allowed: frozenset[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.allowed = frozenset(allowed)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str | dict | list):
+            raise ValidationError("must be a string template or a table (sent as JSON)")
+        _check_placeholders(value, self.allowed)
+        return value
+
+
+class ExpressionMap(fields.Dict):
+    """A table of label -> JMESPath expression; a bad expression is reported under its label."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(keys=fields.String(), values=fields.String(), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        table = super()._deserialize(value, attr, data, **kwargs)
+        errors = {}
+        for label, expr in table.items():
+            try:
+                compile_expression(expr)
+            except ValueError as exc:
+                errors[label] = [str(exc)]
+        if errors:
+            raise ValidationError(errors)
+        return table
+
+
+class RecordFields(Schema):
+    """Where each value of a contact sits in one record: JMESPath expressions."""
+
+    id = JMESPathField(required=True)
+    name = JMESPathField(load_default=None)
+    first_name = JMESPathField(load_default=None)
+    last_name = JMESPathField(load_default=None)
+    company = JMESPathField(load_default=None)
+    phones = JMESPathField(required=True)
+    contact_uri = JMESPathField(load_default=None)
+    company_uri = JMESPathField(load_default=None)
+    email = JMESPathField(load_default=None)
+    last_activity = JMESPathField(load_default=None)
+    custom_data = ExpressionMap(load_default=dict)
+
+    @validates_schema
+    def _has_a_name(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not (data.get("name") or data.get("first_name") or data.get("last_name")):
+            raise ValidationError("give `name`, or `first_name` and/or `last_name`", "name")
+
+
+class CallLogOptions(Schema):
+    """The request that records a call (CallFlow) and where its answer holds the id and link."""
+
+    request_url = TemplateField(CALL_PLACEHOLDERS, required=True)
+    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(CALL_PLACEHOLDERS), load_default=dict)
+    body = BodyField(CALL_PLACEHOLDERS, load_default=None)
+    id = JMESPathField(load_default=None)
+    url = JMESPathField(load_default=None)
+
+
+class RestOptions(BackendOptions):
+    # live lookup request
+    lookup_url = TemplateField(LOOKUP_PLACEHOLDERS, load_default=None)
+    method = fields.String(load_default="GET", validate=validate.OneOf(["GET", "POST"]))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    body = BodyField(LOOKUP_PLACEHOLDERS, load_default=None)
+    try_forms = fields.List(fields.String(validate=validate.OneOf(NUMBER_FORMS)), load_default=None)
+    not_found_is_empty = fields.Boolean(load_default=True)
+    # authentication and TLS
+    username = fields.String(load_default=None)
+    password = fields.String(load_default=None)
+    verify_tls = fields.Boolean(load_default=True)
+    ca_file = fields.String(load_default=None)
+    # reading the answer
+    results = JMESPathField(load_default="@")
+    record_fields = fields.Nested(RecordFields, data_key="fields", required=True)
+    contact_uri_template = TemplateField(frozenset({"id"}), load_default=None)
+    # mirror listing
+    list_url = TemplateField(frozenset(), load_default=None)
+    list_results = JMESPathField(load_default=None)
+    paging = fields.String(load_default="none", validate=validate.OneOf(PAGING_STYLES))
+    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=100_000))
+    page_param = fields.String(load_default=None)
+    page_size_param = fields.String(load_default=None)
+    first_page = fields.Integer(load_default=1)
+    next = JMESPathField(load_default=None)
+    stop_on_short_page = fields.Boolean(load_default=True)
+    max_pages = fields.Integer(load_default=5000, validate=validate.Range(min=1))
+    since_param = fields.String(load_default=None)
+    since_format = fields.String(load_default="iso", validate=validate.OneOf(["iso", "unix", "unix_ms"]))
+    since_overlap = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+    deleted = JMESPathField(load_default=None)
+    list_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
+    # call logging
+    call_log = fields.Nested(CallLogOptions, load_default=None)
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        mode = data.get("mode") or "live"
+        if mode == "live" and not data.get("lookup_url"):
+            raise ValidationError(
+                'required in live mode (or set mode = "mirror" with list_url)', "lookup_url"
+            )
+        if mode == "mirror" and not data.get("list_url"):
+            raise ValidationError("required in mirror mode: the URL that lists every contact", "list_url")
+        if data.get("method") == "GET" and data.get("body") is not None:
+            raise ValidationError('a GET request carries no body; set method = "POST"', "body")
+        if data.get("try_forms") and "number" not in placeholders([data.get("lookup_url"), data.get("body")]):
+            raise ValidationError(
+                "put {number} in lookup_url or body: it takes each form of try_forms in turn", "try_forms"
+            )
+        if data.get("paging") == "cursor" and not data.get("next"):
+            raise ValidationError('paging = "cursor" needs `next`, the JMESPath of the next cursor', "next")
+        if "CallFlow" in (data.get("workflows") or []) and not data.get("call_log"):
+            raise ValidationError(
+                "workflows lists CallFlow but no [call_log] request is configured", "call_log"
+            )
+
+
+# --- values inserted into templates ----------------------------------------------------------------
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _iso(value)
+    return str(value)
+
+
+def _as_json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _json_text(text: str) -> str:
+    """``text`` escaped for the inside of a JSON string (the template supplies the quotes)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _body_escaper(content_type: str):
+    kind = content_type.lower()
+    if "json" in kind:
+        return _json_text
+    if "x-www-form-urlencoded" in kind:
+        return quote_plus
+    if "xml" in kind:
+        return lambda text: xml_escape(text, {'"': "&quot;", "'": "&apos;"})
+    return lambda text: text
+
+
+def _fill(template: str, values: dict[str, Any], escape) -> str:
+    return _PLACEHOLDER.sub(lambda m: escape(_as_text(values.get(m.group(1)))), template)
+
+
+def _fill_tree(node: Any, values: dict[str, Any]) -> Any:
+    """Render a table body: a string that is exactly one placeholder keeps the value's JSON type
+    (a number for {duration}, null for an empty time); other strings get the values as text."""
+    if isinstance(node, str):
+        whole = _PLACEHOLDER.fullmatch(node)
+        if whole:
+            return _as_json_value(values.get(whole.group(1)))
+        return _fill(node, values, lambda text: text)
+    if isinstance(node, dict):
+        return {key: _fill_tree(value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fill_tree(value, values) for value in node]
+    return _as_json_value(node)
+
+
+def _header_text(text: str) -> str:
+    """A header value: one line, and only what HTTP/1.1 carries (Latin-1)."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTemplate:
+    """A configured request: URL, method, extra headers and body, all with placeholders."""
+
+    key: str  # the option that defines it, for messages
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: Any
+
+    def render(self, values: dict[str, Any]) -> tuple[str, dict[str, str], bytes | None]:
+        url = _fill(self.url, values, lambda text: quote(text, safe=""))
+        headers = {
+            name: _header_text(_fill(value, values, _header_text)) for name, value in self.headers.items()
+        }
+        if self.body is None:
+            return url, headers, None
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        if content_type is None:
+            content_type = headers["Content-Type"] = "application/json"
+        if isinstance(self.body, str):
+            text = _fill(self.body, values, _body_escaper(content_type))
+        else:
+            text = json.dumps(_fill_tree(self.body, values), ensure_ascii=False)
+        return url, headers, text.encode("utf-8")
+
+    def describe(self) -> str:
+        """Method and URL template (no number, no secret), for messages."""
+        return f"{self.method} {redact_url(self.url)}"
+
+
+def _number_values(number: PhoneNumber, limit: int) -> dict[str, Any]:
+    if number.is_short:
+        forms = dict.fromkeys(NUMBER_FORMS, number.digits)
+    else:
+        forms = {
+            "e164": number.e164,
+            "digits": number.digits,
+            "national": number.national or number.digits,
+            "nsn": number.nsn or number.digits,
+            "intl": "00" + number.digits,
+        }
+    return dict(forms, number=forms["e164"], limit=limit)
+
+
+def _call_values(call: CallRecord) -> dict[str, Any]:
+    return {
+        "contact_id": call.contact_id,
+        "direction": call.direction,
+        "status": call.status,
+        "originator_number": call.originator_number,
+        "originator_name": call.originator_name,
+        "destination_number": call.destination_number,
+        "destination_name": call.destination_name,
+        "remote_number": call.remote_number,
+        "remote_name": call.remote_name,
+        "started": call.started,
+        "answered": call.answered,
+        "ended": call.ended or call.declined,
+        "declined": call.declined,
+        "duration": call.duration_seconds,
+        "user_id": call.user_id,
+        "call_key": call.key,
+        "summary": call.summary(),
+    }
+
+
+# --- reading values out of records ------------------------------------------------------------------
+def _scalar(value: Any) -> str | None:
+    """A string for a JSON scalar (an id may be a number); None for anything else or empty."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    """Like :func:`_scalar`, and the first usable element of a list (e.g. a list of e-mails)."""
+    if isinstance(value, list):
+        return next((text for text in map(_scalar, value) if text), None)
+    return _scalar(value)
+
+
+def _phones(value: Any) -> list[str]:
+    found: list[str] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, list):
+            for element in item:
+                walk(element)
+        else:
+            text = _scalar(item)
+            if text:
+                found.append(text)
+
+    walk(value)
+    return list(dict.fromkeys(found))
+
+
+def _display(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        parts = [text for text in map(_display, value) if text]
+        return ", ".join(parts) or None
+    return _scalar(value)
+
+
+def _moment(value: Any) -> datetime | None:
+    """A timezone-aware datetime from ISO 8601 text or Unix seconds/milliseconds."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        keys = ", ".join(list(value)[:8]) or "none"
+        return scrub(f"an object (keys: {keys})")
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def scrub(text: str) -> str:
+    """Mask anything that may be a phone number in a text bound for a log or an error message."""
+    return _LONG_DIGITS.sub(lambda m: mask(m.group()), text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with user info and secret-looking query values replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRETISH.search(k) else v) for k, v in pairs], safe="{}*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {name: "***" if _SECRETISH.search(name) else value for name, value in headers.items()}
+
+
+def _redact_body(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: "***" if _SECRETISH.search(k) else _redact_body(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_redact_body(v) for v in body]
+    if isinstance(body, str):
+        return re.sub(r'("[^"]*(?:key|token|secret|passw)[^"]*"\s*:\s*)"[^"]*"', r'\1"***"', body, flags=re.I)
+    return body
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: the header holds seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _reason(exc: BaseException) -> str:
+    """The operating system's reason behind a requests error (``Connection refused``), if any."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        linked = [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
+        todo.extend(item for item in linked if isinstance(item, BaseException))
+    return scrub(str(exc))[:200]
+
+
+def _probe_number(region: str) -> PhoneNumber:
+    example = phonenumbers.example_number(region) or phonenumbers.example_number("CH")
+    return parse_number(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164), region)
+
+
+# --- the backend ---------------------------------------------------------------------------------
+@register
+class RestBackend(Backend):
+    """Any JSON API, described by URL templates and JMESPath expressions."""
+
+    type_name: ClassVar[str] = "rest"
+    options_schema = RestOptions
+    modes = frozenset({"live", "mirror"})
+    can_log_calls = False  # True on instances that have a [call_log] request
+    secret_keys = Backend.secret_keys | {"password"}
+
+    def __init__(self, spec: BackendSpec):
+        super().__init__(spec)
+        o = self.options
+        self._results = self._compile(o["results"], "results")
+        list_key = "list_results" if o.get("list_results") else "results"
+        self._list_results = self._compile(o.get(list_key) or "@", list_key)
+        record_fields = dict(o["record_fields"])
+        custom = record_fields.pop("custom_data", None) or {}
+        self._fields = {
+            key: self._compile(expr, f"fields.{key}") for key, expr in record_fields.items() if expr
+        }
+        self._custom = {
+            label: self._compile(expr, f"fields.custom_data.{label}") for label, expr in custom.items()
+        }
+        self._next = self._compile(o["next"], "next") if o.get("next") else None
+        self._deleted = self._compile(o["deleted"], "deleted") if o.get("deleted") else None
+
+        self._lookup: RequestTemplate | None = None
+        if o.get("lookup_url"):
+            self._lookup = RequestTemplate("lookup_url", o["lookup_url"], o["method"], {}, o.get("body"))
+        self.try_forms: list[str] = list(o.get("try_forms") or [])
+
+        call_log = o.get("call_log")
+        self._call: RequestTemplate | None = None
+        self._call_id = self._call_url = None
+        if call_log:
+            self._call = RequestTemplate(
+                "call_log",
+                call_log["request_url"],
+                call_log["method"],
+                dict(call_log["headers"]),
+                call_log["body"],
+            )
+            if call_log.get("id"):
+                self._call_id = self._compile(call_log["id"], "call_log.id")
+            if call_log.get("url"):
+                self._call_url = self._compile(call_log["url"], "call_log.url")
+        self.can_log_calls = self._call is not None  # type: ignore[misc]
+
+        paging = o["paging"]
+        self.paging = paging
+        page_param = o.get("page_param")
+        self.page_param = page_param if page_param is not None else _PAGE_PARAM.get(paging, "")
+        size_param = o.get("page_size_param")
+        self.page_size_param = size_param if size_param is not None else _PAGE_SIZE_PARAM.get(paging, "")
+
+        self._session = requests.Session()
+        self._session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
+        self._session.headers.update(o.get("headers") or {})
+        if o.get("username"):
+            self._session.auth = (o["username"], o.get("password") or "")
+        self._session.verify = o["ca_file"] if o.get("ca_file") else bool(o.get("verify_tls", True))
+        # The engine's worker threads share this session: pool as many connections as threads.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def _compile(self, expr: str, key: str) -> Expression:
+        try:
+            return compile_expression(expr)
+        except ValueError as exc:
+            raise BackendConfigError(f"{self.spec.where(key)}: {exc}", key=key) from None
+
+    # HTTP -------------------------------------------------------------------------------------------
+    def _fail(self, what: str, text: str) -> str:
+        return f"{self.spec.where()}: {what} {text}"
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
+        try:
+            return self._session.request(
+                method, url, params=params, headers=headers, data=data, timeout=timeout
+            )
+        except requests.Timeout:
+            raise BackendUnavailable(self._fail(what, f"timed out after {timeout:.3g}s")) from None
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailable(self._fail(what, f"failed, TLS error: {_reason(exc)}")) from None
+        except requests.ConnectionError as exc:
+            raise BackendUnavailable(self._fail(what, f"failed: {_reason(exc)}")) from None
+        except (requests.RequestException, ValueError) as exc:  # ValueError: an unsendable URL/header
+            raise BackendUnavailable(
+                self._fail(what, f"failed: {type(exc).__name__}: {_reason(exc)}")
+            ) from None
+
+    def _check_status(self, response: requests.Response, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in (401, 403):
+            raise CredentialsRejected(
+                self._fail(what, f"answered HTTP {status}: check the credentials and the API user's rights")
+            )
+        if status == 429:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            raise RateLimited(self._fail(what, "answered HTTP 429 (rate limited)"), retry_after)
+        raise BackendUnavailable(self._fail(what, f"answered HTTP {status} {response.reason or ''}".rstrip()))
+
+    def _json(self, response: requests.Response, what: str) -> Any:
+        """The decoded body; None for an empty one."""
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            content_type = response.headers.get("Content-Type", "none")
+            raise BackendUnavailable(
+                self._fail(
+                    what, f"did not answer JSON (Content-Type {content_type}, {len(response.content)} bytes)"
+                )
+            ) from None
+
+    # reading records -------------------------------------------------------------------------------
+    def _records(self, data: Any, expr: Any, key: str, what: str) -> list[Any]:
+        if data is None:
+            return []
+        try:
+            found = expr.search(data)
+        except JMESPathError as exc:
+            raise BackendUnavailable(
+                self._fail(what, f"answered a shape `{key}` cannot read: {exc}")
+            ) from None
+        if not isinstance(found, list):
+            raise BackendUnavailable(
+                self._fail(
+                    what,
+                    f"answered an unexpected shape: `{key}` = {expr.expression!r} gave {_kind(found)} "
+                    f"instead of a list of records (the answer is {_kind(data)})",
+                )
+            )
+        return found
+
+    def _value(self, expr: Any, record: Any) -> Any:
+        if expr is None:
+            return None
+        try:
+            return expr.search(record)
+        except JMESPathError:
+            return None
+
+    def _contact(self, record: Any) -> Contact | None:
+        get = self._fields.get
+        contact_id = _scalar(self._value(get("id"), record))
+        if contact_id is None:
+            return None
+        name = _text(self._value(get("name"), record))
+        if not name:
+            parts = (
+                _text(self._value(get("first_name"), record)),
+                _text(self._value(get("last_name"), record)),
+            )
+            name = " ".join(part for part in parts if part) or None
+        custom: dict[str, str] = {}
+        for label, expr in self._custom.items():
+            shown = _display(self._value(expr, record))
+            if shown:
+                custom[label] = shown
+        contact_uri = _text(self._value(get("contact_uri"), record))
+        template = self.options.get("contact_uri_template")
+        if not contact_uri and template:
+            contact_uri = _fill(template, {"id": contact_id}, lambda text: quote(text, safe=""))
+        return Contact(
+            id=contact_id,
+            name=name,
+            company=_text(self._value(get("company"), record)),
+            contact_uri=contact_uri,
+            company_uri=_text(self._value(get("company_uri"), record)),
+            custom_data=custom,
+            phones=_phones(self._value(get("phones"), record)),
+            last_activity=_moment(self._value(get("last_activity"), record)),
+            email=_text(self._value(get("email"), record)),
+        )
+
+    def _contacts(self, records: list[Any], what: str) -> list[Contact]:
+        contacts: list[Contact] = []
+        seen: set[str] = set()
+        for record in records:
+            contact = self._contact(record)
+            if contact is not None and contact.id not in seen:
+                seen.add(contact.id)
+                contacts.append(contact)
+        if records and not contacts:
+            raise BackendUnavailable(
+                self._fail(
+                    what,
+                    f"answered {len(records)} records, none with an id at `fields.id` = "
+                    f"{self.options['record_fields']['id']!r} (a record is {_kind(records[0])})",
+                )
+            )
+        skipped = len(records) - len(contacts)
+        if skipped:
+            log.debug("%s: %d records without a usable id or repeated, skipped", self.spec.where(), skipped)
+        return contacts
+
+    # live lookup ----------------------------------------------------------------------------------
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        if self._lookup is None:
+            raise BackendUnavailable(f"{self.spec.where()}: no lookup_url configured for live lookups")
+        started = time.perf_counter()
+        values = _number_values(number, limit)
+        matched: list[Contact] = []
+        if self.try_forms:
+            forms = list(dict.fromkeys(values[form] for form in self.try_forms))
+        else:
+            forms = [values["number"]]
+        budget = self.timeout_s  # for the whole lookup: the forms of try_forms share it
+        for tried, form in enumerate(forms):
+            remaining = budget - (time.perf_counter() - started)
+            if remaining < 0.05:
+                raise BackendUnavailable(
+                    f"{self.spec.where()}: out of time after {tried} of the {len(forms)} forms of try_forms"
+                )
+            values["number"] = form
+            candidates = self._lookup_once(values, min(self.timeout_s, remaining))
+            matched = self.filter_candidates(number, candidates)
+            if matched:
+                break
+        matched.sort(key=lambda contact: not contact.exact)
+        log.debug(
+            "%s: %s -> %d contacts in %.0f ms",
+            self.spec.where(),
+            number.masked(),
+            len(matched),
+            (time.perf_counter() - started) * 1000,
+        )
+        return matched[:limit]
+
+    def _lookup_once(self, values: dict[str, Any], timeout: float) -> list[Contact]:
+        template = self._lookup
+        assert template is not None
+        what = template.describe()
+        url, headers, data = template.render(values)
+        response = self._send(what, template.method, url, headers=headers, data=data, timeout=timeout)
+        if response.status_code == 404 and self.options["not_found_is_empty"]:
+            return []
+        self._check_status(response, what)
+        records = self._records(self._json(response, what), self._results, "results", what)
+        contacts = self._contacts(records, what)
+        if contacts and not any(contact.phones for contact in contacts):
+            raise BackendUnavailable(
+                self._fail(
+                    what,
+                    f"answered {len(contacts)} records, none with a phone number at `fields.phones` = "
+                    f"{self.options['record_fields']['phones']!r}",
+                )
+            )
+        return contacts
+
+    def check(self) -> None:
+        """One real request: a lookup of an example number, or the first page of the listing."""
+        if self._lookup is not None:
+            self.lookup(_probe_number(self.spec.default_region), 1)
+        elif self.options.get("list_url"):
+            pages = self.sync(None)
+            try:
+                next(pages, None)
+            finally:
+                pages.close()
+
+    # mirror ---------------------------------------------------------------------------------------
+    def _since_value(self, moment: datetime) -> str:
+        style = self.options["since_format"]
+        if style == "unix":
+            return str(int(moment.timestamp()))
+        if style == "unix_ms":
+            return str(int(moment.timestamp() * 1000))
+        return _iso(moment)
+
+    def _deleted_ids(self, data: Any) -> list[str]:
+        if self._deleted is None or data is None:
+            return []
+        found = self._value(self._deleted, data)
+        items = found if isinstance(found, list) else [found]
+        return list(dict.fromkeys(text for text in map(_scalar, items) if text))
+
+    def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
+        """List the source page by page. With ``since_param``, ``cursor`` is the start time of the
+        previous sync (ISO 8601 UTC) and only what changed since then is asked for."""
+        o = self.options
+        list_url = o.get("list_url")
+        if not list_url:
+            raise BackendConfigError(
+                f"{self.spec.where('list_url')}: needed to mirror the source", key="list_url"
+            )
+        what = f"GET {redact_url(list_url)}"
+        since_param = o.get("since_param")
+        started = datetime.now(UTC)
+        new_cursor = _iso(started) if since_param else None
+        since = _moment(cursor) if (cursor and since_param) else None
+
+        params: dict[str, Any] = {}
+        if since is not None:
+            params[since_param] = self._since_value(since - timedelta(seconds=o["since_overlap"]))
+        if self.paging != "none" and self.page_size_param:
+            params[self.page_size_param] = o["page_size"]
+        url = list_url
+        page_number = o["first_page"]
+        offset = 0
+        full_page = o["page_size"]
+        previous_ids: list[str] | None = None
+        previous_token: str | None = None
+
+        for page in range(1, o["max_pages"] + 1):
+            if self.paging == "page":
+                params[self.page_param] = page_number
+            elif self.paging == "offset":
+                params[self.page_param] = offset
+            response = self._send(what, "GET", url, params=params, timeout=o["list_timeout"])
+            self._check_status(response, what)
+            data = self._json(response, what)
+            records = self._records(data, self._list_results, "list_results", what)
+            contacts = self._contacts(records, what)
+            ids = [contact.id for contact in contacts]
+            if ids and ids == previous_ids:
+                raise BackendUnavailable(
+                    self._fail(what, f"repeated page {page - 1} as page {page}: check paging and page_param")
+                )
+            previous_ids = ids
+
+            done = False
+            if self.paging == "none":
+                done = True
+            elif self.paging in ("page", "offset"):
+                size = len(records)
+                if size == 0:
+                    done = True
+                elif o["stop_on_short_page"]:
+                    # A short first page is either the whole listing or the API's own page cap:
+                    # ask once more rather than take a cap for the end (that would delete contacts).
+                    if page == 1 and size < full_page:
+                        full_page = size
+                    elif size < full_page:
+                        done = True
+                page_number += 1
+                offset += size
+            else:
+                if self.paging == "cursor":
+                    token = _scalar(self._value(self._next, data))
+                else:
+                    token = response.links.get("next", {}).get("url")
+                if not token:
+                    done = True
+                elif token == previous_token:
+                    raise BackendUnavailable(self._fail(what, f"gave the same next page twice (page {page})"))
+                else:
+                    previous_token = token
+                    if self.paging == "link" or token.lower().startswith(("http://", "https://", "/")):
+                        url, params = urljoin(response.url, token), {}
+                    else:
+                        params[self.page_param] = token
+            yield SyncBatch(
+                contacts=contacts,
+                deleted_ids=self._deleted_ids(data),
+                cursor=new_cursor if done else None,
+                complete=done and since is None,
+            )
+            if done:
+                return
+        raise BackendUnavailable(
+            self._fail(
+                what, f"still had more pages after max_pages = {o['max_pages']}; raise max_pages or page_size"
+            )
+        )
+
+    # call logging ---------------------------------------------------------------------------------
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        if self._call is None:
+            return super().log_call(call)
+        template = self._call
+        what = template.describe()
+        url, headers, data = template.render(_call_values(call))
+        if call.key and not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = call.key
+        response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)
+        if response.status_code == 404:
+            raise ContactNotFound(
+                self._fail(
+                    what, f"answered 404: unknown contact {call.contact_id!r} (or a wrong request_url)"
+                )
+            )
+        self._check_status(response, what)
+        try:
+            answer = self._json(response, what)
+        except BackendUnavailable as exc:
+            # The call was recorded (2xx); failing now would only make the caller retry it.
+            log.warning("%s; the call was recorded, its id is unknown", exc)
+            return WorkflowResult(id=None, url=None)
+        return WorkflowResult(
+            id=_scalar(self._value(self._call_id, answer)) if answer is not None else None,
+            url=_scalar(self._value(self._call_url, answer)) if answer is not None else None,
+        )
+
+    # housekeeping ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._session.close()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["fields"] = info.pop("record_fields", None)
+        info["headers"] = _redact_headers(info.get("headers") or {})
+        info["lookup_url"] = redact_url(info.get("lookup_url"))
+        info["list_url"] = redact_url(info.get("list_url"))
+        info["body"] = _redact_body(info.get("body"))
+        if info.get("call_log"):
+            call_log = dict(info["call_log"])
+            call_log["request_url"] = redact_url(call_log.get("request_url"))
+            call_log["headers"] = _redact_headers(call_log.get("headers") or {})
+            call_log["body"] = _redact_body(call_log.get("body"))
+            info["call_log"] = call_log
+        return info

@@ -1,0 +1,938 @@
+"""The generic REST/JSON backend against a real HTTP server on 127.0.0.1 (tests/fakes/rest_api.py)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import time
+import tomllib
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm_backends.base import (
+    BackendConfigError,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    ContactNotFound,
+    CredentialsRejected,
+    RateLimited,
+    WorkflowResult,
+    load_options,
+)
+from crm_backends.mirror import MirroredBackend
+from crm_backends.rest import RestBackend
+from lookup_service.phone import parse_number
+from tests.fakes.rest_api import FakeRestApi, Reply, Request
+
+NUMBER = parse_number("41215522000")
+
+
+@pytest.fixture(scope="module")
+def api():
+    server = FakeRestApi().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(api):
+    api.reset()
+    yield
+
+
+def build(options: dict[str, Any], tmp_path, **overrides: Any) -> RestBackend:
+    table = {"name": "erp", "type": "rest", **options, **overrides}
+    opts = load_options(RestBackend, table, "tenant 't', backend 'erp'")
+    return RestBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+
+
+def config_error(options: dict[str, Any], tmp_path) -> BackendConfigError:
+    with pytest.raises(BackendConfigError) as info:
+        build(options, tmp_path)
+    return info.value
+
+
+# --- a loose ERP search: "the last 7 digits match", as many in-house APIs do ---------------------------
+ERP_CONTACTS = [
+    {
+        "id": 1,
+        "first": "Anna",
+        "last": "Muster",
+        "org": {"name": "Muster AG", "url": "https://erp.example/orgs/9"},
+        "phones": [{"type": "work", "number": "(021) 552 20 00"}],
+        "email": ["anna@muster.example", "a.m@private.example"],
+        "updated": "2024-05-01T10:00:00Z",
+        "lang": "de",
+        "vip": True,
+    },
+    {
+        "id": 2,
+        "first": "Bruno",
+        "last": "Keller",
+        "phones": [{"number": "+41 21 552 20 00"}],
+        "updated": 1714557600,
+    },
+    {
+        "id": "C-3",
+        "first": "Chantal",
+        "last": None,
+        "phones": [{"number": "0041215522000"}, {"number": None}],
+    },
+    {"id": 4, "first": "Dora", "last": "Loose", "phones": [{"number": "(021) 552 20 00 ext. 12"}]},
+    {"id": 5, "first": "Wrong", "last": "Country", "phones": [{"number": "+49 30 5522000"}]},
+    {"id": 6, "first": "Eve", "last": "Else", "phones": [{"number": "+41 44 123 45 67"}]},
+]
+
+
+def digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def loose_search(request: Request) -> Reply:
+    wanted = digits(request.query.get("phone", ""))[-7:]
+    # "contains these digits": also finds other countries' numbers and numbers with an extension
+    hits = [c for c in ERP_CONTACTS if any(wanted in digits(p["number"] or "") for p in c["phones"])]
+    return Reply(200, {"data": hits, "total": len(hits)})
+
+
+def live_options(api: FakeRestApi, **overrides: Any) -> dict[str, Any]:
+    options = {
+        "lookup_url": api.url + "/api/contacts?phone={national}&max={limit}",
+        "headers": {"Authorization": "Bearer s3cret-token"},
+        "results": "data",
+        "fields": {
+            "id": "id",
+            "first_name": "first",
+            "last_name": "last",
+            "company": "org.name",
+            "company_uri": "org.url",
+            "phones": "phones[].number",
+            "email": "email",
+            "last_activity": "updated",
+            "custom_data": {"Language": "lang", "VIP": "vip"},
+        },
+        "contact_uri_template": "https://erp.example/contacts/{id}",
+    }
+    options.update(overrides)
+    return options
+
+
+def test_live_lookup_matches_every_stored_format_and_drops_the_wrong_candidate(api, tmp_path):
+    api.route("GET", "/api/contacts", loose_search)
+    backend = build(live_options(api), tmp_path)
+
+    found = backend.lookup(NUMBER, 5)
+
+    # the API returned 5 candidates; +49 30 5522000 shares the last 7 digits but is another number
+    assert [c.id for c in found] == ["1", "2", "C-3", "4"]
+    assert [c.exact for c in found] == [True, True, True, False]
+    anna, bruno, chantal, dora = found
+    assert anna.name == "Anna Muster" and anna.company == "Muster AG"
+    assert anna.company_uri == "https://erp.example/orgs/9"
+    assert anna.contact_uri == "https://erp.example/contacts/1"
+    assert anna.email == "anna@muster.example"
+    assert anna.phones == ["(021) 552 20 00"]
+    assert anna.custom_data == {"Language": "de", "VIP": "yes"}
+    assert anna.last_activity == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert bruno.last_activity == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)  # Unix seconds
+    assert chantal.name == "Chantal" and chantal.phones == ["0041215522000"]
+    assert dora.contact_uri == "https://erp.example/contacts/4"
+
+    (request,) = api.requests
+    assert request.query == {"phone": "0215522000", "max": "5"}
+    assert request.headers["authorization"] == "Bearer s3cret-token"
+    assert request.headers["accept"] == "application/json"
+
+
+def test_live_lookup_caps_to_limit_keeping_exact_matches_first(api, tmp_path):
+    api.route(
+        "GET", "/api/contacts", lambda r: Reply(200, {"data": list(reversed(loose_search(r).json["data"]))})
+    )
+    backend = build(live_options(api), tmp_path)
+    found = backend.lookup(NUMBER, 2)
+    assert [c.id for c in found] == ["C-3", "2"]
+    assert all(c.exact for c in found)
+
+
+def test_placeholders_in_the_path_are_url_encoded_and_a_single_object_answer(api, tmp_path):
+    record = {"contact": {"ref": 77, "display": "Zoe Zahl", "tel": "+41215522000"}}
+    api.route("GET", "/api/by-phone/%2B41215522000", lambda r: Reply(200, record))
+    backend = build(
+        {
+            "lookup_url": api.url + "/api/by-phone/{e164}",
+            "results": "[contact]",
+            "fields": {"id": "ref", "name": "display", "phones": "tel"},
+        },
+        tmp_path,
+    )
+    found = backend.lookup(NUMBER, 5)
+    assert [(c.id, c.name, c.phones) for c in found] == [("77", "Zoe Zahl", ["+41215522000"])]
+    assert api.requests[0].raw_path == "/api/by-phone/%2B41215522000"
+
+
+def test_post_with_a_table_body_sends_exactly_that_json(api, tmp_path):
+    def search(request: Request) -> Reply:
+        phone = request.json()["query"]["phone"]
+        hits = [c for c in ERP_CONTACTS if c["id"] == 2] if phone == "+41215522000" else []
+        return Reply(200, {"hits": {"items": hits}})
+
+    api.route("POST", "/api/search", search)
+    backend = build(
+        live_options(
+            api,
+            lookup_url=api.url + "/api/search",
+            method="POST",
+            body={
+                "query": {"phone": "{e164}", "formats": ["{national}", "{nsn}", "{intl}"]},
+                "limit": "{limit}",
+                "label": "lookup {digits}",
+                "active": True,
+            },
+            results="hits.items",
+        ),
+        tmp_path,
+    )
+    found = backend.lookup(NUMBER, 3)
+    assert [c.name for c in found] == ["Bruno Keller"]
+    (request,) = api.requests
+    assert request.method == "POST"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "query": {"phone": "+41215522000", "formats": ["0215522000", "215522000", "0041215522000"]},
+        "limit": 3,
+        "label": "lookup 41215522000",
+        "active": True,
+    }
+
+
+def test_post_with_a_string_body_template(api, tmp_path):
+    api.route("POST", "/api/search", lambda r: Reply(200, [ERP_CONTACTS[1]]))
+    backend = build(
+        live_options(
+            api,
+            lookup_url=api.url + "/api/search",
+            method="POST",
+            body='{"q": "{e164}", "n": {limit}}',
+            results="@",
+        ),
+        tmp_path,
+    )
+    assert [c.id for c in backend.lookup(NUMBER, 5)] == ["2"]
+    assert api.requests[0].body == b'{"q": "+41215522000", "n": 5}'
+
+
+def test_try_forms_asks_one_form_after_the_other_until_a_match(api, tmp_path):
+    stored = {"0215522000": {"id": 10, "name": "Exact National", "phone": "0215522000"}}
+    api.route(
+        "GET",
+        "/api/exact",
+        lambda r: Reply(200, [stored[r.query["phone"]]] if r.query["phone"] in stored else []),
+    )
+    backend = build(
+        {
+            "lookup_url": api.url + "/api/exact?phone={number}",
+            "try_forms": ["e164", "national", "nsn"],
+            "fields": {"id": "id", "name": "name", "phones": "phone"},
+        },
+        tmp_path,
+    )
+    found = backend.lookup(NUMBER, 5)
+    assert [c.name for c in found] == ["Exact National"]
+    assert [r.query["phone"] for r in api.requests] == ["+41215522000", "0215522000"]  # nsn never asked
+
+    api.requests.clear()
+    assert backend.lookup(parse_number("+41 44 999 88 77"), 5) == []
+    assert [r.query["phone"] for r in api.requests] == ["+41449998877", "0449998877", "449998877"]
+
+
+def test_short_internal_number_matches_only_exactly(api, tmp_path):
+    people = [
+        {"id": 1, "name": "Reception", "ext": "201"},
+        {"id": 2, "name": "Long number ending in 201", "ext": "+41 21 552 02 01"},
+    ]
+    api.route(
+        "GET",
+        "/api/contacts",
+        lambda r: Reply(200, [p for p in people if digits(p["ext"]).endswith(r.query["phone"])]),
+    )
+    backend = build(
+        {
+            "lookup_url": api.url + "/api/contacts?phone={e164}",
+            "fields": {"id": "id", "name": "name", "phones": "ext"},
+        },
+        tmp_path,
+    )
+    found = backend.lookup(parse_number("201"), 5)
+    assert [c.name for c in found] == ["Reception"]
+    assert api.requests[0].query == {"phone": "201"}
+
+
+def test_basic_auth(api, tmp_path):
+    api.route("GET", "/api/contacts", loose_search)
+    backend = build(live_options(api, headers={}, username="erp-user", password="pa:ss"), tmp_path)
+    backend.lookup(NUMBER, 5)
+    expected = "Basic " + base64.b64encode(b"erp-user:pa:ss").decode()
+    assert api.requests[0].headers["authorization"] == expected
+
+
+def test_records_of_the_wrong_type_are_coerced_or_skipped(api, tmp_path):
+    answer = {
+        "data": [
+            "not a record",
+            {"id": {"nested": 1}, "first": "No usable id", "phones": [{"number": "+41215522000"}]},
+            {
+                "id": 12.0,
+                "first": 12345,
+                "last": ["Listy"],
+                "phones": [{"number": 41215522000}],
+                "vip": False,
+            },
+            {"id": 13, "first": "Nophone", "phones": [{"number": {"oops": 1}}]},
+        ]
+    }
+    api.route("GET", "/api/contacts", lambda r: Reply(200, answer))
+    found = build(live_options(api), tmp_path).lookup(NUMBER, 5)
+    assert [(c.id, c.name, c.phones, c.custom_data) for c in found] == [
+        ("12", "12345 Listy", ["41215522000"], {"VIP": "no"})
+    ]
+
+
+# --- errors ---------------------------------------------------------------------------------------
+def assert_no_full_number(message: str) -> None:
+    for form in ("41215522000", "0215522000", "215522000"):
+        assert form not in message
+
+
+def test_timeout_is_unavailable_within_the_timeout(api, tmp_path):
+    api.route("GET", "/api/contacts", lambda r: Reply(200, {"data": []}, delay=1.0))
+    backend = build(live_options(api, timeout=0.2), tmp_path)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as info:
+        backend.lookup(NUMBER, 5)
+    assert time.monotonic() - started < 0.8
+    assert "timed out after 0.2s" in str(info.value)
+    assert "tenant 't', backend 'erp'" in str(info.value)
+    assert_no_full_number(str(info.value))
+
+
+def test_connection_refused_is_unavailable(api, tmp_path):
+    probe = FakeRestApi().start()
+    closed_url = probe.url
+    probe.stop()
+    backend = build(live_options(api, lookup_url=closed_url + "/api/contacts?phone={digits}"), tmp_path)
+    with pytest.raises(BackendUnavailable) as info:
+        backend.lookup(NUMBER, 5)
+    assert "Connection refused" in str(info.value)
+    assert_no_full_number(str(info.value))
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_credentials(api, tmp_path, status):
+    api.route("GET", "/api/contacts", lambda r: Reply(status, {"error": "no"}))
+    with pytest.raises(CredentialsRejected) as info:
+        build(live_options(api), tmp_path).lookup(NUMBER, 5)
+    assert f"HTTP {status}" in str(info.value)
+
+
+def test_404_is_no_match_unless_configured_otherwise(api, tmp_path):
+    api.route("GET", "/api/contacts", lambda r: Reply(404, {"error": "not found"}))
+    assert build(live_options(api), tmp_path).lookup(NUMBER, 5) == []
+    with pytest.raises(BackendUnavailable) as info:
+        build(live_options(api, not_found_is_empty=False), tmp_path).lookup(NUMBER, 5)
+    assert "HTTP 404" in str(info.value)
+    assert type(info.value) is BackendUnavailable
+
+
+@pytest.mark.parametrize("status", [400, 422, 500, 502, 503])
+def test_other_errors_are_unavailable_with_the_status(api, tmp_path, status):
+    api.route("GET", "/api/contacts", lambda r: Reply(status, {"error": "boom"}))
+    with pytest.raises(BackendUnavailable) as info:
+        build(live_options(api), tmp_path).lookup(NUMBER, 5)
+    assert type(info.value) is BackendUnavailable
+    assert f"HTTP {status}" in str(info.value)
+    assert "GET http://127.0.0.1:" in str(info.value) and "phone={national}" in str(info.value)
+    assert_no_full_number(str(info.value))
+
+
+def test_429_retry_after_in_seconds_and_as_a_date(api, tmp_path):
+    api.route(
+        "GET", "/api/contacts", lambda r: Reply(429, {"error": "slow down"}, headers={"Retry-After": "7"})
+    )
+    backend = build(live_options(api), tmp_path)
+    with pytest.raises(RateLimited) as info:
+        backend.lookup(NUMBER, 5)
+    assert info.value.retry_after == 7.0
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    api.route("GET", "/api/contacts", lambda r: Reply(429, {}, headers={"Retry-After": when}))
+    with pytest.raises(RateLimited) as info:
+        backend.lookup(NUMBER, 5)
+    assert 27 <= info.value.retry_after <= 30
+
+    api.route("GET", "/api/contacts", lambda r: Reply(429, {}))
+    with pytest.raises(RateLimited) as info:
+        backend.lookup(NUMBER, 5)
+    assert info.value.retry_after is None
+
+
+def test_invalid_json_is_unavailable(api, tmp_path):
+    api.route(
+        "GET",
+        "/api/contacts",
+        lambda r: Reply(200, body=b"<html>Login</html>", headers={"Content-Type": "text/html"}),
+    )
+    with pytest.raises(BackendUnavailable) as info:
+        build(live_options(api), tmp_path).lookup(NUMBER, 5)
+    assert "did not answer JSON (Content-Type text/html, 18 bytes)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"data": {"id": 1}}, "`results` = 'data' gave an object (keys: id) instead of a list of records"),
+        (
+            {"items": []},
+            "'data' gave null instead of a list of records (the answer is an object (keys: items))",
+        ),
+        ({"data": [{"ident": 1}, {"ident": 2}]}, "answered 2 records, none with an id at `fields.id` = 'id'"),
+        ({"data": [{"id": 1, "tel": "+41215522000"}]}, "none with a phone number at `fields.phones`"),
+        ([1, 2], "gave null instead of a list"),
+    ],
+)
+def test_unexpected_shapes_are_unavailable_with_a_clear_message(api, tmp_path, answer, expected):
+    api.route("GET", "/api/contacts", lambda r: Reply(200, answer))
+    with pytest.raises(BackendUnavailable) as info:
+        build(live_options(api), tmp_path).lookup(NUMBER, 5)
+    assert expected in str(info.value)
+
+
+def test_empty_answers_are_no_match(api, tmp_path):
+    api.route("GET", "/api/contacts", lambda r: Reply(204))
+    assert build(live_options(api), tmp_path).lookup(NUMBER, 5) == []
+    api.route("GET", "/api/contacts", lambda r: Reply(200, {"data": []}))
+    assert build(live_options(api), tmp_path).lookup(NUMBER, 5) == []
+
+
+def test_check_runs_one_lookup(api, tmp_path):
+    api.route("GET", "/api/contacts", lambda r: Reply(401, {}))
+    with pytest.raises(CredentialsRejected):
+        build(live_options(api), tmp_path).check()
+    assert len(api.requests) == 1
+
+
+# --- configuration ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "key", "text"),
+    [
+        (
+            {"fields": {"id": "id", "name": "a[[", "phones": "p"}},
+            "fields.name",
+            "invalid JMESPath expression 'a[['",
+        ),
+        ({"results": "data..x"}, "results", "invalid JMESPath"),
+        ({"fields": {"id": "id", "phones": "p"}}, "fields.name", "first_name"),
+        ({"fields": {"name": "n", "phones": "p"}}, "fields.id", "Missing data"),
+        ({"fields": {"id": "id", "nmae": "n", "name": "n", "phones": "p"}}, "fields.nmae", "unknown key"),
+        (
+            {"fields": {"id": "id", "name": "n", "phones": "p", "custom_data": {"VIP": "?!"}}},
+            "fields.custom_data.VIP",
+            "'?!'",
+        ),
+        ({"lookup_url": "http://h/api?phone={phone}"}, "lookup_url", "unknown placeholder {phone}"),
+        ({"lookup_url": None}, "lookup_url", "required in live mode"),
+        ({"mode": "mirror"}, "list_url", "required in mirror mode"),
+        ({"list_url": "http://h/all?since={since}", "mode": "mirror"}, "list_url", "unknown placeholder"),
+        ({"body": {"q": "{e164}"}}, "body", "GET request carries no body"),
+        ({"method": "DELETE"}, "method", "Must be one of"),
+        ({"try_forms": ["e164", "national"]}, "try_forms", "{number}"),
+        (
+            {"try_forms": ["e164", "e.164"], "lookup_url": "http://h/?p={number}"},
+            "try_forms.1",
+            "Must be one of",
+        ),
+        ({"paging": "cursor", "list_url": "http://h/all"}, "next", "needs `next`"),
+        ({"paging": "pages"}, "paging", "Must be one of"),
+        ({"workflows": ["CallFlow"]}, "call_log", "no [call_log]"),
+        (
+            {"call_log": {"request_url": "http://h/calls", "url": "https://erp/calls/1"}},
+            "call_log.url",
+            "looks like a URL",
+        ),
+        ({"call_log": {"request_url": "http://h/calls/{contact}"}}, "call_log.request_url", "{contact}"),
+        (
+            {"call_log": {"request_url": "http://h/c", "body": "{e164}"}},
+            "call_log.body",
+            "unknown placeholder {e164}",
+        ),
+    ],
+)
+def test_configuration_errors_name_the_key(tmp_path, change, key, text):
+    options = {"lookup_url": "http://h/api?phone={e164}", "fields": {"id": "id", "name": "n", "phones": "p"}}
+    options.update(change)
+    if options["lookup_url"] is None:
+        del options["lookup_url"]
+    error = config_error(options, tmp_path)
+    assert error.key == key
+    assert text in str(error)
+
+
+def test_describe_redacts_secrets(tmp_path):
+    backend = build(
+        {
+            "lookup_url": "https://erp.example/api?api_key=K3Y&phone={e164}",
+            "headers": {"Authorization": "Bearer s3cret", "X-Api-Key": "k", "Accept-Language": "de"},
+            "username": "erp-user",
+            "password": "pw",
+            "fields": {"id": "id", "name": "n", "phones": "p"},
+            "call_log": {
+                "request_url": "https://erp.example/calls",
+                "headers": {"X-Auth-Token": "t0k"},
+                "body": {"token": "t0k", "contact": "{contact_id}"},
+            },
+        },
+        tmp_path,
+    )
+    info = backend.describe()
+    text = repr(info)
+    for secret in ("K3Y", "s3cret", "'pw'", "t0k"):
+        assert secret not in text
+    assert info["headers"] == {"Authorization": "***", "X-Api-Key": "***", "Accept-Language": "de"}
+    assert info["lookup_url"] == "https://erp.example/api?api_key=***&phone={e164}"
+    assert info["password"] == "***" and info["username"] == "erp-user"
+    assert info["call_log"]["body"] == {"token": "***", "contact": "{contact_id}"}
+
+
+# --- mirror ----------------------------------------------------------------------------------------
+class FakeErp:
+    """A listing endpoint with page/per_page, offset/limit or cursor paging and `updated_since`."""
+
+    def __init__(self, count: int, max_page_size: int = 1000):
+        old = datetime(2024, 1, 1, tzinfo=UTC)
+        self.contacts = {i: self.make(i, old) for i in range(1, count + 1)}
+        self.deletions: list[tuple[int, datetime]] = []
+        self.max_page_size = max_page_size
+
+    @staticmethod
+    def make(i: int, updated: datetime, name: str | None = None) -> dict[str, Any]:
+        return {
+            "id": i,
+            "name": name or f"Person {i}",
+            "phone": f"(021) 555 {i // 100:02d} {i % 100:02d}",
+            "updated_at": updated.isoformat(),
+        }
+
+    def changed(self, request: Request) -> tuple[list[dict[str, Any]], list[int]]:
+        since = request.query.get("updated_since")
+        rows = [self.contacts[i] for i in sorted(self.contacts)]
+        if since is None:
+            return rows, []
+        moment = datetime.fromisoformat(since)
+        rows = [row for row in rows if datetime.fromisoformat(row["updated_at"]) >= moment]
+        return rows, [i for i, when in self.deletions if when >= moment]
+
+    def by_page(self, request: Request) -> Reply:
+        rows, deleted = self.changed(request)
+        size = min(int(request.query["per_page"]), self.max_page_size)
+        start = (int(request.query["page"]) - 1) * size
+        return Reply(200, {"items": rows[start : start + size], "deleted": deleted})
+
+    def by_offset(self, request: Request) -> Reply:
+        rows, _ = self.changed(request)
+        size = min(int(request.query["limit"]), self.max_page_size)
+        start = int(request.query["offset"])
+        return Reply(200, {"items": rows[start : start + size]})
+
+    def by_cursor(self, style: str):
+        def handler(request: Request) -> Reply:
+            rows, _ = self.changed(request)
+            start = int(request.query.get("after", "0"))
+            page = rows[start : start + 100]
+            more = start + 100 < len(rows)
+            if style == "cursor":
+                return Reply(
+                    200, {"items": page, "meta": {"next_cursor": str(start + 100) if more else None}}
+                )
+            link = f"/api/all?after={start + 100}"
+            if style == "next_link":
+                return Reply(200, {"items": page, "links": {"next": link if more else ""}})
+            headers = {"Link": f'<{link}>; rel="next"'} if more else {}
+            return Reply(200, {"items": page}, headers=headers)
+
+        return handler
+
+
+def mirror_options(api: FakeRestApi, **overrides: Any) -> dict[str, Any]:
+    options = {
+        "mode": "mirror",
+        "list_url": api.url + "/api/all",
+        "list_results": "items",
+        "paging": "page",
+        "page_size": 100,
+        "since_param": "updated_since",
+        "since_overlap": 0,
+        "deleted": "deleted",
+        "fields": {"id": "id", "name": "name", "phones": "phone", "last_activity": "updated_at"},
+    }
+    options.update(overrides)
+    return options
+
+
+def test_mirror_pages_then_syncs_incrementally_then_full_listing_removes_deleted(api, tmp_path):
+    erp = FakeErp(250)
+    api.route("GET", "/api/all", erp.by_page)
+    mirror = MirroredBackend(build(mirror_options(api), tmp_path))
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and not outcome.incremental, outcome.error
+    assert outcome.written == 250
+    assert [(r.query["page"], r.query["per_page"]) for r in api.requests] == [
+        ("1", "100"),
+        ("2", "100"),
+        ("3", "100"),
+    ]
+    assert all("updated_since" not in r.query for r in api.requests)
+    found = mirror.lookup(parse_number("+41 21 555 01 07"), 5)
+    assert [(c.id, c.name) for c in found] == [("107", "Person 107")]
+
+    # changes at the source: one renamed, one deleted (reported), one added
+    cursor = mirror.store.get_meta("cursor")
+    assert cursor is not None and cursor.endswith("Z")
+    time.sleep(0.01)
+    now = datetime.now(UTC)
+    erp.contacts[7] = FakeErp.make(7, now, name="Renamed Seven")
+    del erp.contacts[8]
+    erp.deletions.append((8, now))
+    erp.contacts[251] = FakeErp.make(251, now)
+    api.requests.clear()
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.incremental, outcome.error
+    # a short first page may be the API's own page cap: one more (empty) page confirms the end
+    assert [(r.query["page"], r.query.get("updated_since")) for r in api.requests] == [
+        ("1", cursor),
+        ("2", cursor),
+    ]
+    assert outcome.written == 2 and outcome.deleted == 1
+    assert [c.name for c in mirror.lookup(parse_number("021 555 00 07"), 5)] == ["Renamed Seven"]
+    assert mirror.lookup(parse_number("021 555 00 08"), 5) == []
+    assert [c.id for c in mirror.lookup(parse_number("021 555 02 51"), 5)] == ["251"]
+    assert mirror.store.stats()["contacts"] == 250
+
+    # deleted without a trace: only a full listing notices
+    del erp.contacts[9]
+    outcome = mirror.sync_now()
+    assert outcome.ok and mirror.store.has_contact("9")
+    outcome = mirror.sync_now(full=True)
+    assert outcome.ok and not outcome.incremental and outcome.deleted == 1
+    assert not mirror.store.has_contact("9")
+    assert mirror.store.stats()["contacts"] == 249
+
+
+def test_mirror_offset_paging_survives_an_api_that_caps_the_page_size(api, tmp_path):
+    erp = FakeErp(250, max_page_size=40)
+    api.route("GET", "/api/all", erp.by_offset)
+    backend = build(mirror_options(api, paging="offset", since_param=None, deleted=None), tmp_path)
+    mirror = MirroredBackend(backend)
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 250, outcome.error
+    assert [r.query["offset"] for r in api.requests] == ["0", "40", "80", "120", "160", "200", "240"]
+    assert {r.query["limit"] for r in api.requests} == {"100"}
+    assert mirror.store.get_meta("cursor") is None  # no since_param: every sync is a full listing
+
+
+@pytest.mark.parametrize("style", ["cursor", "next_link", "link"])
+def test_mirror_cursor_and_next_link_paging(api, tmp_path, style):
+    erp = FakeErp(250)
+    api.route("GET", "/api/all", erp.by_cursor(style))
+    options = {
+        "cursor": {"paging": "cursor", "next": "meta.next_cursor", "page_param": "after"},
+        "next_link": {"paging": "cursor", "next": "links.next"},
+        "link": {"paging": "link"},
+    }[style]
+    backend = build(mirror_options(api, since_param=None, deleted=None, **options), tmp_path)
+    outcome = MirroredBackend(backend).sync_now()
+    assert outcome.ok and outcome.written == 250, outcome.error
+    assert [r.query.get("after") for r in api.requests] == [None, "100", "200"]
+
+
+def test_mirror_stops_on_a_paging_loop_and_at_max_pages_without_deleting(api, tmp_path):
+    erp = FakeErp(250)
+    api.route("GET", "/api/all", erp.by_page)
+    backend = build(mirror_options(api, max_pages=2), tmp_path)
+    mirror = MirroredBackend(backend)
+    outcome = mirror.sync_now()
+    assert not outcome.ok and "max_pages = 2" in outcome.error
+    assert mirror.store.stats()["contacts"] == 200
+
+    first_page = [erp.contacts[i] for i in range(1, 101)]
+    api.route("GET", "/api/all", lambda r: Reply(200, {"items": first_page}))  # ignores `page`
+    backend = build(mirror_options(api), tmp_path)
+    outcome = MirroredBackend(backend).sync_now(full=True)
+    assert not outcome.ok and "repeated page 1 as page 2" in outcome.error
+    assert mirror.store.stats()["contacts"] == 200  # nothing deleted by a failed listing
+
+
+def test_mirror_keeps_contacts_without_phones_and_skips_records_without_id(api, tmp_path):
+    rows = [
+        {"id": 1, "name": "No phone"},
+        {"name": "No id", "phone": "021 555 00 01"},
+        FakeErp.make(2, datetime.now(UTC)),
+    ]
+    api.route("GET", "/api/all", lambda r: Reply(200, {"items": rows}))
+    mirror = MirroredBackend(build(mirror_options(api, paging="none", since_param=None), tmp_path))
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 2
+    assert mirror.store.contact_ids() == {"1", "2"}
+
+
+def test_mirror_listing_errors_are_reported(api, tmp_path):
+    api.route("GET", "/api/all", lambda r: Reply(503, {}))
+    outcome = MirroredBackend(build(mirror_options(api), tmp_path)).sync_now()
+    assert not outcome.ok and "HTTP 503" in outcome.error
+    api.route("GET", "/api/all", lambda r: Reply(200, body=b"{not json"))
+    outcome = MirroredBackend(build(mirror_options(api), tmp_path)).sync_now()
+    assert not outcome.ok and "did not answer JSON" in outcome.error
+
+
+# --- CallFlow --------------------------------------------------------------------------------------
+CALL = CallRecord(
+    contact_id="C/3",
+    direction="incoming",
+    originator_number="+41215522000",
+    originator_name='Anna "Nan" Mü\\ller\nline2',
+    destination_number="+41445550101",
+    destination_name="Desk 1",
+    started=datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC),
+    answered=datetime(2024, 5, 1, 8, 0, 5, tzinfo=UTC),
+    ended=datetime(2024, 5, 1, 8, 2, 10, tzinfo=UTC),
+    user_id="u-7",
+    key="call-key-123",
+)
+CALL_BODY = (
+    '{"contact": "{contact_id}", "direction": "{direction}", "status": "{status}", '
+    '"from": "{originator_number}", "from_name": "{originator_name}", "to": "{destination_number}", '
+    '"to_name": "{destination_name}", "started": "{started}", "answered": "{answered}", '
+    '"ended": "{ended}", "duration": {duration}, "user": "{user_id}", "key": "{call_key}"}'
+)
+
+
+def call_options(api: FakeRestApi, **call_log: Any) -> dict[str, Any]:
+    options = live_options(api, workflows=["CallFlow"])
+    options["call_log"] = {
+        "request_url": api.url + "/api/contacts/{contact_id}/calls",
+        "headers": {"X-Source": "peoplefone {direction}"},
+        "body": CALL_BODY,
+        "id": "data.id",
+        "url": "data.links.self",
+        **call_log,
+    }
+    return options
+
+
+def created(request: Request) -> Reply:
+    return Reply(201, {"data": {"id": 991, "links": {"self": "https://erp.example/calls/991"}}})
+
+
+def test_call_log_sends_the_configured_body_exactly_and_reads_id_and_url(api, tmp_path):
+    api.route("POST", "/api/contacts/C%2F3/calls", created)
+    backend = build(call_options(api), tmp_path)
+    assert backend.can_log_calls is True
+
+    result = backend.log_call(CALL)
+
+    assert result == WorkflowResult(id="991", url="https://erp.example/calls/991")
+    (request,) = api.requests
+    assert request.raw_path == "/api/contacts/C%2F3/calls"
+    assert request.body.decode("utf-8") == (
+        '{"contact": "C/3", "direction": "incoming", "status": "answered", '
+        '"from": "+41215522000", "from_name": "Anna \\"Nan\\" Mü\\\\ller\\nline2", "to": "+41445550101", '
+        '"to_name": "Desk 1", "started": "2024-05-01T08:00:00Z", "answered": "2024-05-01T08:00:05Z", '
+        '"ended": "2024-05-01T08:02:10Z", "duration": 125, "user": "u-7", "key": "call-key-123"}'
+    )
+    assert request.json()["from_name"] == 'Anna "Nan" Mü\\ller\nline2'
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["idempotency-key"] == "call-key-123"
+    assert request.headers["x-source"] == "peoplefone incoming"
+    assert request.headers["authorization"] == "Bearer s3cret-token"
+
+
+def test_call_log_table_body_keeps_types(api, tmp_path):
+    api.route("PUT", "/api/calls", created)
+    missed = CallRecord(
+        contact_id="42",
+        direction="outgoing",
+        destination_number="+41215522000",
+        destination_name="Bruno",
+        started=datetime(2024, 5, 1, 9, 0, tzinfo=UTC),
+        ended=datetime(2024, 5, 1, 9, 0, 30, tzinfo=UTC),
+        key="k2",
+    )
+    body = {
+        "call": {
+            "contact": "{contact_id}",
+            "duration": "{duration}",
+            "answered": "{answered}",
+            "ended": "{ended}",
+        },
+        "subject": "Call with {remote_name} ({status})",
+        "note": "{summary}",
+        "tags": ["phone", "{direction}"],
+    }
+    backend = build(call_options(api, request_url=api.url + "/api/calls", method="PUT", body=body), tmp_path)
+    assert backend.log_call(missed).id == "991"
+    assert api.requests[0].method == "PUT"
+    assert api.requests[0].json() == {
+        "call": {"contact": "42", "duration": 0, "answered": None, "ended": "2024-05-01T09:00:30Z"},
+        "subject": "Call with Bruno (missed)",
+        "note": "Outgoing call to Bruno, missed",
+        "tags": ["phone", "outgoing"],
+    }
+
+
+def test_call_log_form_encoded_body(api, tmp_path):
+    api.route("POST", "/api/calls", lambda r: Reply(201, body=b""))
+    backend = build(
+        call_options(
+            api,
+            request_url=api.url + "/api/calls",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            body="contact={contact_id}&who={originator_name}",
+        ),
+        tmp_path,
+    )
+    assert backend.log_call(CALL) == WorkflowResult(id=None, url=None)
+    assert api.requests[0].body == b"contact=C%2F3&who=Anna+%22Nan%22+M%C3%BC%5Cller%0Aline2"
+
+
+def test_call_log_errors(api, tmp_path):
+    backend = build(call_options(api), tmp_path)
+    path = "/api/contacts/C%2F3/calls"
+    api.route("POST", path, lambda r: Reply(404, {"error": "no such contact"}))
+    with pytest.raises(ContactNotFound):
+        backend.log_call(CALL)
+    api.route("POST", path, lambda r: Reply(500, {}))
+    with pytest.raises(BackendUnavailable, match="HTTP 500"):
+        backend.log_call(CALL)
+    api.route("POST", path, lambda r: Reply(429, {}, headers={"Retry-After": "2"}))
+    with pytest.raises(RateLimited) as info:
+        backend.log_call(CALL)
+    assert info.value.retry_after == 2
+    api.route("POST", path, lambda r: Reply(401, {}))
+    with pytest.raises(CredentialsRejected):
+        backend.log_call(CALL)
+    # recorded, but the answer is not JSON: no id rather than an error that would cause a retry
+    api.route("POST", path, lambda r: Reply(200, body=b"OK", headers={"Content-Type": "text/plain"}))
+    assert backend.log_call(CALL) == WorkflowResult(id=None, url=None)
+
+
+def test_can_log_calls_only_when_configured(api, tmp_path):
+    plain = build(live_options(api), tmp_path)
+    assert plain.can_log_calls is False
+    with pytest.raises(NotImplementedError):
+        plain.log_call(CALL)
+    mirrored = MirroredBackend(build(mirror_options(api, call_log=call_options(api)["call_log"]), tmp_path))
+    assert mirrored.can_log_calls is True
+    api.route("POST", "/api/contacts/C%2F3/calls", created)
+    assert mirrored.log_call(CALL).url == "https://erp.example/calls/991"
+
+
+# --- the documentation's examples ------------------------------------------------------------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "backends" / "rest.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+def doc_backends(api: FakeRestApi) -> list[dict[str, Any]]:
+    tables = []
+    for block in doc_blocks("toml"):
+        text = re.sub(r"\$\{[A-Z_]+\}", "secret-from-env", block)
+        text = text.replace("https://erp.muster.example", api.url)
+        parsed = tomllib.loads(text)
+        for tenant in parsed.get("tenant", []):
+            tables.extend(b for b in tenant.get("backend", []) if b.get("type") == "rest")
+    return tables
+
+
+def test_documented_examples_load(api, tmp_path):
+    tables = doc_backends(api)
+    assert len(tables) == 2
+    for table in tables:
+        build(table, tmp_path)
+
+
+def test_documented_erp_example_end_to_end(api, tmp_path):
+    """The mirror example of docs/backends/rest.md, fed its own sample answer."""
+    sample = json.loads(doc_blocks("json")[0])
+    api.route(
+        "GET", "/api/v2/contacts", lambda r: Reply(200, sample if r.query["page"] == "1" else {"data": []})
+    )
+    api.route(
+        "POST",
+        "/api/v2/contacts/4711/activities",
+        lambda r: Reply(201, {"data": {"id": 99812, "web_url": "https://erp/a/99812"}}),
+    )
+    table = doc_backends(api)[0]
+    mirror = MirroredBackend(build(table, tmp_path))
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 1, outcome.error
+    assert api.requests[0].headers["authorization"] == "Bearer secret-from-env"
+    assert api.requests[0].query == {"page": "1", "per_page": "500"}
+    for spelling in ("41215522000", "+41 79 555 12 34", "021 552 20 10"):
+        (anna,) = mirror.lookup(parse_number(spelling), 5)
+        assert anna.name == "Anna Muster" and anna.company == "Muster AG"
+    assert anna.contact_uri == api.url + "/contacts/4711"
+    assert anna.custom_data == {"Customer no.": "K-1001", "Language": "de"}
+
+    result = mirror.log_call(dataclasses.replace(CALL, contact_id="4711"))
+    assert result == WorkflowResult(id="99812", url="https://erp/a/99812")
+    assert api.requests[-1].json() == {
+        "type": "phone_call",
+        "subject": 'Incoming call from Anna "Nan" Mü\\ller\nline2, answered, 2:05',
+        "direction": "incoming",
+        "status": "answered",
+        "number": "+41215522000",
+        "started_at": "2024-05-01T08:00:00Z",
+        "answered_at": "2024-05-01T08:00:05Z",
+        "ended_at": "2024-05-01T08:02:10Z",
+        "duration_seconds": 125,
+        "erp_user": "u-7",
+    }
+
+
+def test_call_values_in_headers_cannot_inject_headers(api, tmp_path):
+    api.route("POST", "/api/calls", created)
+    backend = build(
+        call_options(api, request_url=api.url + "/api/calls", headers={"X-Caller": "{originator_name}"}),
+        tmp_path,
+    )
+    backend.log_call(dataclasses.replace(CALL, originator_name="Řehoř\r\nX-Evil: 1"))
+    headers = api.requests[0].headers
+    assert headers["x-caller"] == "?eho?  X-Evil: 1"
+    assert "x-evil" not in headers
+
+
+def test_try_forms_share_one_deadline(api, tmp_path):
+    api.route("GET", "/api/exact", lambda r: Reply(200, [], delay=0.25))
+    backend = build(
+        {
+            "lookup_url": api.url + "/api/exact?phone={number}",
+            "try_forms": ["e164", "national", "nsn", "digits"],
+            "fields": {"id": "id", "name": "name", "phones": "phone"},
+            "timeout": 0.4,
+        },
+        tmp_path,
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="out of time|timed out"):
+        backend.lookup(NUMBER, 5)
+    assert time.monotonic() - started < 0.6
+    assert len(api.requests) == 2
