@@ -1,0 +1,925 @@
+"""The generic SQL backend: contacts read from any database SQLAlchemy can reach.
+
+The customer writes the SQL (a lookup query with named parameters such as ``:e164`` or
+``:national``, and/or a listing for the mirror) and maps result columns to contact fields. Every
+candidate row of a lookup is re-checked with the project's normalization, so a loose ``LIKE``
+query never shows a wrong contact. An optional ``INSERT`` makes ``CallFlow`` write call records.
+
+Two connection pools are used: a small one for lookups and call logging whose connect and
+statement timeouts stay inside the engine's deadline, and a one-connection pool for mirror syncs
+(listing a large table takes longer), created on the first sync.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import string
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from sqlalchemy import DateTime, Integer, bindparam, create_engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.sql.elements import TextClause
+
+from lookup_service.phone import PhoneNumber, parse_number
+
+from .base import (
+    Backend,
+    BackendConfigError,
+    BackendOptions,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    Contact,
+    ContactNotFound,
+    CredentialsRejected,
+    SyncBatch,
+    WorkflowResult,
+    register,
+)
+
+log = logging.getLogger(__name__)
+
+LOOKUP_PARAMS = frozenset({"e164", "digits", "national", "nsn", "digits00", "short", "limit"})
+SINCE_PARAMS = frozenset({"since"})
+CALL_TIME_PARAMS = frozenset({"started", "answered", "ended", "declined"})
+CALL_PARAMS = frozenset(
+    {
+        "contact_id",
+        "direction",
+        "status",
+        "originator_number",
+        "originator_name",
+        "destination_number",
+        "destination_name",
+        "remote_number",
+        "remote_name",
+        "duration",
+        "user_id",
+        "call_key",
+        "summary",
+    }
+    | CALL_TIME_PARAMS
+)
+CALL_URL_PARAMS = frozenset({"id", "contact_id"})
+STREAMED = frozenset({"list_query", "since_query", "deleted_query"})
+# The number bound to the lookup query by check().
+_CHECK_NUMBER = "+41215522000"
+_FALSE_TEXT = frozenset({"", "0", "f", "false", "n", "no", "off"})
+_PHONE_SEPARATORS = re.compile(r"[;,\n\r|]+")
+_ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+
+
+# options ----------------------------------------------------------------------------------------
+def query_params(query: str) -> set[str]:
+    """The named parameters (``:name``) of ``query``, as SQLAlchemy's ``text()`` parses them."""
+    return set(text(query).compile().params)
+
+
+class _StringList(fields.List):
+    """A list of strings that also accepts a single string."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(fields.String(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class SqlFields(Schema):
+    """Result column names for each contact field (matched case-insensitively)."""
+
+    id = fields.String(required=True)
+    phones = _StringList(required=True, validate=validate.Length(min=1))
+    name = fields.String(load_default=None)
+    first_name = fields.String(load_default=None)
+    last_name = fields.String(load_default=None)
+    company = fields.String(load_default=None)
+    contact_uri = fields.String(load_default=None)
+    company_uri = fields.String(load_default=None)
+    email = fields.String(load_default=None)
+    last_activity = fields.String(load_default=None)
+    updated_at = fields.String(load_default=None)
+    deleted = fields.String(load_default=None)
+    custom_data = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class SqlOptions(BackendOptions):
+    url = fields.String(required=True)
+    password = fields.String(load_default=None, allow_none=True)
+    connect_args = fields.Dict(keys=fields.String(), load_default=dict)
+    query = fields.String(load_default=None, allow_none=True)
+    list_query = fields.String(load_default=None, allow_none=True)
+    since_query = fields.String(load_default=None, allow_none=True)
+    deleted_query = fields.String(load_default=None, allow_none=True)
+    call_log_query = fields.String(load_default=None, allow_none=True)
+    call_url_template = fields.String(load_default=None, allow_none=True)
+    contact_uri_template = fields.String(load_default=None, allow_none=True)
+    company_uri_template = fields.String(load_default=None, allow_none=True)
+    # "fields" is also the name of Schema's own attribute: declared under another name
+    field_map = fields.Nested(SqlFields, required=True, data_key="fields", attribute="fields")
+    max_candidates = fields.Integer(load_default=50, validate=validate.Range(min=1, max=10000))
+    batch_size = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100000))
+    pool_size = fields.Integer(load_default=2, validate=validate.Range(min=1, max=50))
+    sync_timeout = fields.Float(load_default=600.0, validate=validate.Range(min=1))
+    since_overlap = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
+
+    @validates("url")
+    def _check_url(self, value: str, **_: Any) -> None:
+        try:
+            make_url(value)
+        except (sa_exc.ArgumentError, ValueError) as exc:
+            raise ValidationError(
+                f"not a database URL ({exc}); e.g. postgresql+psycopg://user@host/db"
+            ) from None
+
+    @validates_schema
+    def _check_queries(self, data: dict[str, Any], **_: Any) -> None:
+        allowed = {
+            "query": LOOKUP_PARAMS,
+            "list_query": frozenset(),
+            "since_query": SINCE_PARAMS,
+            "deleted_query": SINCE_PARAMS,
+            "call_log_query": CALL_PARAMS,
+        }
+        for key, names in allowed.items():
+            query = data.get(key)
+            if query is None:
+                continue
+            if not query.strip():
+                raise ValidationError("the query is empty", field_name=key)
+            unknown = query_params(query) - names
+            if unknown:
+                listed = ", ".join(f":{n}" for n in sorted(names)) or "none"
+                raise ValidationError(
+                    f"unknown parameter(s) {', '.join(':' + n for n in sorted(unknown))}; allowed: {listed}"
+                    " (write a literal colon as '\\:')",
+                    field_name=key,
+                )
+        if data.get("since_query") and "since" not in query_params(data["since_query"]):
+            raise ValidationError("the query must use :since", field_name="since_query")
+        if data.get("since_query") and not data["fields"].get("updated_at"):
+            raise ValidationError(
+                "since_query needs fields.updated_at, the column whose maximum is the next :since",
+                field_name="since_query",
+            )
+        if data.get("deleted_query") and not data.get("since_query"):
+            raise ValidationError("deleted_query is only used with since_query", field_name="deleted_query")
+        for key, names in (
+            ("call_url_template", CALL_URL_PARAMS),
+            ("contact_uri_template", None),
+            ("company_uri_template", None),
+        ):
+            template = data.get(key)
+            if not template:
+                continue
+            try:
+                used = _template_names(template)
+            except ValueError as exc:
+                raise ValidationError(f"not a valid template: {exc}", field_name=key) from None
+            if names is not None and used - names:
+                raise ValidationError(
+                    f"unknown placeholder(s) {sorted(used - names)}; allowed: {sorted(names)}", field_name=key
+                )
+
+
+def _template_names(template: str) -> set[str]:
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None:
+            if not name or not re.fullmatch(r"\w+", name):
+                raise ValueError(f"placeholder {{{name}}} must be a column name")
+            names.add(name)
+    return names
+
+
+# result columns -----------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    contact: Contact
+    deleted: bool = False
+    updated: Any = None
+
+
+class _Columns:
+    """Positions of the mapped columns in one result; ``missing`` lists (key, column) not found."""
+
+    SINGLE = ("id", "name", "first_name", "last_name", "company", "contact_uri", "company_uri", "email",
+              "last_activity", "updated_at", "deleted")
+
+    def __init__(self, keys: Iterable[str], mapping: dict[str, Any], optional: Iterable[str] = ()):
+        self.names = list(keys)
+        exact = {name: i for i, name in reversed(list(enumerate(self.names)))}
+        folded = {name.lower(): i for i, name in reversed(list(enumerate(self.names)))}
+        self.missing: list[tuple[str, str]] = []
+        optional = set(optional)
+
+        def find(key: str, column: str | None) -> int | None:
+            if not column:
+                return None
+            index = exact.get(column, folded.get(column.lower()))
+            if index is None and key.split(".")[-1] not in optional:
+                self.missing.append((key, column))
+            return index
+
+        self.index = {name: find(f"fields.{name}", mapping.get(name)) for name in self.SINGLE}
+        self.phones = [i for i in (find("fields.phones", c) for c in mapping["phones"]) if i is not None]
+        self.custom: list[tuple[str, int]] = []
+        for label, column in mapping["custom_data"].items():
+            i = find(f"fields.custom_data.{label}", column)
+            if i is not None:
+                self.custom.append((label, i))
+
+    def require(self, templates: dict[str, set[str]]) -> None:
+        """Also record template placeholders that name no column of the result."""
+        folded = {name.lower() for name in self.names}
+        for key, names in templates.items():
+            for name in sorted(names):
+                if name.lower() not in folded:
+                    self.missing.append((key, name))
+
+    def describe_missing(self, query_key: str) -> tuple[str, str]:
+        key, column = self.missing[0]
+        return key, (
+            f"column {column!r} (key {key!r}) is not in the result of {query_key!r}; "
+            f"its columns are {', '.join(self.names) or 'none'}"
+        )
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, (bytes, bytearray, memoryview)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a number or id read from a FLOAT column: no trailing ".0"
+    result = str(value).strip()
+    return result or None
+
+
+def _phone_values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [p for item in value for p in _phone_values(item)]
+    raw = _text(value)
+    if raw is None:
+        return []
+    return [part.strip() for part in _PHONE_SEPARATORS.split(raw) if part.strip()]
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A timezone-aware datetime from a column value; naive values are taken as UTC."""
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            moment = datetime(value.year, value.month, value.day)
+        elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            seconds = float(value)
+            moment = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
+        elif isinstance(value, str) and value.strip():
+            moment = datetime.fromisoformat(value.strip())
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _as_flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_TEXT
+    return bool(value)
+
+
+def _later(current: Any, value: Any) -> Any:
+    if value is None:
+        return current
+    if current is None:
+        return value
+    try:
+        return max(current, value)
+    except TypeError:  # e.g. naive and aware datetimes mixed: keep the first kind seen
+        return current
+
+
+def _merge(into: _Item, other: _Item) -> None:
+    """Rows with the same id (a join with a phones table) make one contact."""
+    target, source = into.contact, other.contact
+    for phone in source.phones:
+        if phone not in target.phones:
+            target.phones.append(phone)
+    for name in ("name", "company", "contact_uri", "company_uri", "email"):
+        if getattr(target, name) is None:
+            setattr(target, name, getattr(source, name))
+    for label, value in source.custom_data.items():
+        target.custom_data.setdefault(label, value)
+    target.last_activity = _later(target.last_activity, source.last_activity)
+    into.updated = _later(into.updated, other.updated)
+    into.deleted = into.deleted or other.deleted
+
+
+# the mirror cursor --------------------------------------------------------------------------------
+def _dump_cursor(since: Any, full_at: float) -> str:
+    """The largest ``updated_at`` seen, tagged with its type so it is bound back unchanged."""
+    tagged: list[str] | None
+    if since is None:
+        tagged = None
+    elif isinstance(since, datetime):
+        tagged = ["datetime", since.isoformat()]
+    elif isinstance(since, date):
+        tagged = ["date", since.isoformat()]
+    elif isinstance(since, bool):
+        tagged = ["str", str(since)]
+    elif isinstance(since, int):
+        tagged = ["int", str(since)]
+    elif isinstance(since, float):
+        tagged = ["float", repr(since)]
+    elif isinstance(since, Decimal):
+        tagged = ["decimal", str(since)]
+    else:
+        tagged = ["str", str(since)]
+    return json.dumps({"since": tagged, "full_at": full_at})
+
+
+def _load_cursor(cursor: str | None) -> tuple[Any, float] | None:
+    if not cursor:
+        return None
+    try:
+        data = json.loads(cursor)
+        full_at = float(data["full_at"])
+        if data["since"] is None:
+            return None, full_at
+        kind, raw = data["since"]
+        parse = {
+            "datetime": datetime.fromisoformat,
+            "date": date.fromisoformat,
+            "int": int,
+            "float": float,
+            "decimal": Decimal,
+            "str": str,
+        }[kind]
+        return parse(raw), full_at
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        log.warning("unreadable mirror cursor %r: running a full sync", cursor[:80])
+        return None
+
+
+def _minus_overlap(since: Any, seconds: float) -> Any:
+    """Step a time cursor back, so rows committed late with an earlier time are read again."""
+    if not seconds:
+        return since
+    step = timedelta(seconds=seconds)
+    if isinstance(since, datetime):
+        return since - step
+    if isinstance(since, str) and _ISO_PREFIX.match(since):
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            return since
+        return (moment - step).isoformat(sep=since[10])
+    return since
+
+
+# errors -----------------------------------------------------------------------------------------
+_CREDENTIAL_TEXT = ("password authentication failed", "authentication failed", "no pg_hba.conf entry",
+                    "access denied for user", "login failed")
+_UNAVAILABLE_TEXT = ("timeout", "timed out", "could not connect", "connection refused", "server closed",
+                     "connection to server", "database is locked", "lost connection", "gone away",
+                     "canceling statement", "terminating connection", "can't connect")
+_UNAVAILABLE_SQLSTATE = ("08", "53", "57", "58", "XX", "40")
+_UNAVAILABLE_ERRNO = {1205, 1213, 2002, 2003, 2005, 2006, 2013, 3024}
+_CREDENTIAL_ERRNO = {1044, 1045, 1698}
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return first[:300]
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+
+
+def _errno(exc: BaseException) -> int | None:
+    args = getattr(getattr(exc, "orig", None), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _credentials_rejected(exc: BaseException) -> bool:
+    if _sqlstate(exc).startswith("28") or _errno(exc) in _CREDENTIAL_ERRNO:
+        return True
+    return any(part in _reason(exc).lower() for part in _CREDENTIAL_TEXT)
+
+
+def _server_trouble(exc: BaseException) -> bool:
+    """The error says the server is down, slow or busy, not that the SQL is wrong."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.InterfaceError):
+        return True
+    if _sqlstate(exc)[:2] in _UNAVAILABLE_SQLSTATE or _errno(exc) in _UNAVAILABLE_ERRNO:
+        return True
+    return any(part in _reason(exc).lower() for part in _UNAVAILABLE_TEXT)
+
+
+def _foreign_key_violation(exc: BaseException) -> bool:
+    return (
+        _sqlstate(exc) == "23503"
+        or _errno(exc) in {1451, 1452}
+        or "foreign key" in _reason(exc).lower()
+    )
+
+
+# the backend ------------------------------------------------------------------------------------
+@register
+class SqlBackend(Backend):
+    type_name: ClassVar[str] = "sql"
+    options_schema = SqlOptions
+    modes = frozenset({"live", "mirror"})
+    can_log_calls = False  # set per instance: True when call_log_query is configured
+    default_crm_name = "Database"
+    secret_keys = Backend.secret_keys | {"connect_args"}
+
+    def __init__(self, spec: BackendSpec):
+        super().__init__(spec)
+        options = self.options
+        self.mode = options.get("mode") or "live"
+        if self.mode not in self.modes:
+            raise BackendConfigError(
+                f"{spec.where('mode')}: {self.mode!r} is not a mode of the sql backend (live or mirror)",
+                key="mode",
+            )
+        if self.mode == "live" and not options.get("query"):
+            raise BackendConfigError(f"{spec.where('query')}: mode 'live' needs a lookup query", key="query")
+        if self.mode == "mirror" and not options.get("list_query"):
+            raise BackendConfigError(
+                f"{spec.where('list_query')}: mode 'mirror' needs list_query, the full listing",
+                key="list_query",
+            )
+        self.can_log_calls = bool(options.get("call_log_query"))  # type: ignore[misc]
+        self.fields: dict[str, Any] = options["fields"]
+        self.url = self._build_url()
+        self._queries: dict[str, TextClause] = {}
+        self._params: dict[str, set[str]] = {}
+        for key in ("query", "list_query", "since_query", "deleted_query", "call_log_query"):
+            if options.get(key):
+                self._queries[key] = text(options[key])
+                self._params[key] = query_params(options[key])
+        if self.can_log_calls:
+            self._queries["call_log_query"] = self._typed_call_query()
+        self._templates = {
+            key: (options[key], _template_names(options[key]))
+            for key in ("contact_uri_template", "company_uri_template")
+            if options.get(key)
+        }
+        self.engine = self._make_engine(self.timeout_s, options["pool_size"], options["pool_size"])
+        self._sync_engine: Engine | None = None
+
+    # set-up ---------------------------------------------------------------------------------------
+    def _build_url(self) -> URL:
+        url = make_url(self.options["url"])
+        if self.options.get("password"):
+            url = url.set(password=self.options["password"])
+        if url.get_backend_name() == "sqlite" and not self._sqlite_memory(url):
+            path = url.database or ""
+            if not path.startswith("file:") and not os.path.exists(path):
+                raise BackendConfigError(
+                    f"{self.spec.where('url')}: the SQLite file {path!r} does not exist", key="url"
+                )
+        return url
+
+    @staticmethod
+    def _sqlite_memory(url: URL) -> bool:
+        return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    def _connect_args(self, timeout_s: float) -> dict[str, Any]:
+        """Driver options that keep connecting and each statement within ``timeout_s``."""
+        url = self.url
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        args: dict[str, Any] = {}
+        # whole seconds (libpq's minimum is 2); a sync's long timeout is no reason to wait long for a
+        # server that does not answer at all
+        connect_s = max(2, min(math.ceil(timeout_s), 10))
+        if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+            args["connect_timeout"] = connect_s
+            args["options"] = f"-c statement_timeout={int(timeout_s * 1000)}"
+        elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
+            seconds = max(1, math.ceil(timeout_s))
+            args.update(connect_timeout=connect_s, read_timeout=seconds, write_timeout=seconds)
+        elif backend == "sqlite":
+            args["timeout"] = timeout_s
+        for name in list(args):
+            if name in url.query:
+                del args[name]
+        args.update(self.options["connect_args"])
+        return args
+
+    def _make_engine(self, timeout_s: float, pool_size: int, max_overflow: int) -> Engine:
+        kwargs: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "hide_parameters": True,  # error messages must not carry phone numbers
+            "connect_args": self._connect_args(timeout_s),
+        }
+        if not self._sqlite_memory(self.url):
+            kwargs.update(
+                pool_size=pool_size, max_overflow=max_overflow, pool_timeout=timeout_s, pool_recycle=1800
+            )
+        try:
+            return create_engine(self.url, **kwargs)
+        except ImportError as exc:
+            raise BackendConfigError(
+                f"{self.spec.where('url')}: the database driver is not installed ({exc}); "
+                f"install the Python package for {self.url.drivername!r} (e.g. psycopg, pymysql)",
+                key="url",
+            ) from None
+        except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, TypeError) as exc:
+            raise BackendConfigError(f"{self.spec.where('url')}: {exc}", key="url") from None
+
+    @property
+    def sync_engine(self) -> Engine:
+        """One connection for syncs, with the longer ``sync_timeout``."""
+        if self._sqlite_memory(self.url):
+            return self.engine
+        if self._sync_engine is None:
+            self._sync_engine = self._make_engine(self.options["sync_timeout"], 1, 1)
+        return self._sync_engine
+
+    def _typed_call_query(self) -> TextClause:
+        # Times bound as DateTime so every dialect stores them in its own format (SQLite: text).
+        used = self._params["call_log_query"]
+        with_zone = self.url.get_backend_name() == "postgresql"
+        typed = [
+            bindparam(name, type_=DateTime(timezone=with_zone)) for name in sorted(used & CALL_TIME_PARAMS)
+        ]
+        if "duration" in used:
+            typed.append(bindparam("duration", type_=Integer()))
+        return text(self.options["call_log_query"]).bindparams(*typed)
+
+    # errors -----------------------------------------------------------------------------------------
+    def _unavailable(self, exc: BaseException, key: str) -> BackendUnavailable:
+        where = f"{self.spec.where()}, {key}"
+        if isinstance(exc, sa_exc.DBAPIError) and _credentials_rejected(exc):
+            return CredentialsRejected(f"{where}: the database refused the credentials: {_reason(exc)}")
+        return BackendUnavailable(f"{where}: {_reason(exc)}")
+
+    # lookup -----------------------------------------------------------------------------------------
+    def lookup_params(self, number: PhoneNumber) -> dict[str, Any] | None:
+        """The values bound to ``query``, only the parameters it uses; None: nothing to ask."""
+        used = self._params["query"]
+        values: dict[str, Any] = dict.fromkeys(LOOKUP_PARAMS)
+        if number.key.startswith("ext:"):
+            if "short" not in used:
+                return None  # internal numbers are looked up only by queries written for them
+            values["short"] = number.digits
+        else:
+            values.update(
+                e164=number.e164,
+                digits=number.digits,
+                national=number.national,
+                nsn=number.nsn,
+                digits00=("00" + number.digits) if number.e164 else None,
+            )
+        values["limit"] = self.options["max_candidates"]
+        params = {name: values[name] for name in used}
+        if not any(value is not None for name, value in params.items() if name != "limit"):
+            return None
+        return params
+
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        params = self.lookup_params(number)
+        if params is None:
+            return []
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(self._queries["query"], params)
+                columns = self._columns(result.keys(), "query", optional=("updated_at", "deleted"))
+                rows = result.fetchmany(self.options["max_candidates"])
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "query") from None
+        items = self._merge_rows(rows, columns)
+        candidates = [item.contact for item in items if not item.deleted]
+        found = self.filter_candidates(number, candidates)
+        found.sort(key=lambda contact: not contact.exact)  # stable: keeps the query's order
+        log.debug("%s: %d rows, %d matches for %s", self.spec.where(), len(rows), len(found), number.masked())
+        return found[:limit]
+
+    def _columns(self, keys: Iterable[str], query_key: str, optional: Iterable[str] = ()) -> _Columns:
+        columns = _Columns(keys, self.fields, optional)
+        columns.require({key: names for key, (_, names) in self._templates.items()})
+        if columns.missing:
+            key, message = columns.describe_missing(query_key)
+            raise BackendUnavailable(f"{self.spec.where(key)}: {message}")
+        return columns
+
+    def _item(self, row: Any, columns: _Columns) -> _Item | None:
+        index = columns.index
+
+        def value(name: str) -> Any:
+            i = index[name]
+            return row[i] if i is not None else None
+
+        contact_id = _text(value("id"))
+        if contact_id is None:
+            return None
+        name = _text(value("name"))
+        if name is None:
+            parts = [_text(value("first_name")), _text(value("last_name"))]
+            name = " ".join(p for p in parts if p) or None
+        contact = Contact(
+            id=contact_id,
+            name=name,
+            company=_text(value("company")),
+            contact_uri=_text(value("contact_uri")),
+            company_uri=_text(value("company_uri")),
+            email=_text(value("email")),
+            last_activity=_as_datetime(value("last_activity")),
+            phones=list(dict.fromkeys(p for i in columns.phones for p in _phone_values(row[i]))),
+            custom_data={label: shown for label, i in columns.custom if (shown := _text(row[i])) is not None},
+        )
+        if self._templates:
+            by_name = {n.lower(): row[i] for i, n in enumerate(columns.names)}
+            for key, (template, names) in self._templates.items():
+                values = {n: quote(_text(by_name[n.lower()]) or "", safe="") for n in names}
+                uri = template.format_map(values)
+                if key == "contact_uri_template" and contact.contact_uri is None:
+                    contact.contact_uri = uri
+                elif key == "company_uri_template" and contact.company_uri is None:
+                    contact.company_uri = uri
+        deleted = _as_flag(value("deleted")) if index["deleted"] is not None else False
+        return _Item(contact=contact, deleted=deleted, updated=value("updated_at"))
+
+    def _merge_rows(self, rows: Iterable[Any], columns: _Columns) -> list[_Item]:
+        items: dict[str, _Item] = {}
+        for row in rows:
+            item = self._item(row, columns)
+            if item is None:
+                continue
+            existing = items.get(item.contact.id)
+            if existing is None:
+                items[item.contact.id] = item
+            else:
+                _merge(existing, item)
+        return list(items.values())
+
+    # mirror -----------------------------------------------------------------------------------------
+    def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
+        """A full listing, or with ``since_query`` and a cursor, the rows changed since it.
+
+        The cursor is the largest ``fields.updated_at`` value seen (the database's own clock, so
+        clocks of the two machines never need to agree); incremental syncs re-read from it minus
+        ``since_overlap``. A full listing runs at the first sync, when the last one is older than
+        ``full_sync_interval``, and always without ``since_query``; it also removes the contacts
+        deleted at the source.
+        """
+        state = _load_cursor(cursor)
+        interval = self.options["full_sync_interval"]
+        incremental = (
+            "since_query" in self._queries
+            and state is not None
+            and state[0] is not None
+            and not (interval and time.time() - state[1] >= interval)
+        )
+        if incremental:
+            assert state is not None
+            yield from self._sync_changes(*state)
+        else:
+            yield from self._sync_full()
+
+    def _sync_full(self) -> Iterator[SyncBatch]:
+        started = time.time()
+        newest: Any = None
+        try:
+            with self.sync_engine.connect() as conn:
+                for items in self._stream(conn, "list_query", {}):
+                    contacts = []
+                    for item in items:
+                        newest = _later(newest, item.updated)
+                        if not item.deleted and item.contact.phones:
+                            contacts.append(item.contact)
+                    yield SyncBatch(contacts=contacts)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "list_query") from None
+        cursor = _dump_cursor(newest, started) if "since_query" in self._queries else None
+        yield SyncBatch(cursor=cursor, complete=True)
+
+    def _sync_changes(self, since: Any, full_at: float) -> Iterator[SyncBatch]:
+        bound = _minus_overlap(since, self.options["since_overlap"])
+        newest = since
+        key = "since_query"
+        try:
+            with self.sync_engine.connect() as conn:
+                if "deleted_query" in self._queries:
+                    # deletions first: a contact deleted and then re-created must stay
+                    key = "deleted_query"
+                    result = conn.execution_options(stream_results=True).execute(
+                        self._queries[key], {"since": bound}
+                    )
+                    while rows := result.fetchmany(self.options["batch_size"]):
+                        ids = [i for i in (_text(row[0]) for row in rows) if i is not None]
+                        yield SyncBatch(deleted_ids=ids)
+                key = "since_query"
+                for items in self._stream(conn, key, {"since": bound}):
+                    batch = SyncBatch()
+                    for item in items:
+                        newest = _later(newest, item.updated)
+                        if item.deleted or not item.contact.phones:
+                            batch.deleted_ids.append(item.contact.id)
+                        else:
+                            batch.contacts.append(item.contact)
+                    yield batch
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, key) from None
+        yield SyncBatch(cursor=_dump_cursor(newest, full_at))
+
+    def _stream(self, conn: Connection, key: str, params: dict[str, Any]) -> Iterator[list[_Item]]:
+        """Rows in batches of ``batch_size`` contacts, read with a server-side cursor where the
+        driver has one. Rows of one contact must be adjacent (order by the id) to be merged across
+        batches; the last contact of a batch is held back until the next row shows it is complete."""
+        size = self.options["batch_size"]
+        result = conn.execution_options(stream_results=True, max_row_buffer=size).execute(
+            self._queries[key], params
+        )
+        columns = self._columns(result.keys(), key)
+        pending: dict[str, _Item] = {}
+        last_id: str | None = None
+        while rows := result.fetchmany(size):
+            for row in rows:
+                item = self._item(row, columns)
+                if item is None:
+                    continue
+                existing = pending.get(item.contact.id)
+                if existing is None:
+                    pending[item.contact.id] = item
+                else:
+                    _merge(existing, item)
+                last_id = item.contact.id
+            if len(pending) >= size and last_id is not None:
+                held = pending.pop(last_id)
+                yield list(pending.values())
+                pending = {last_id: held}
+        if pending:
+            yield list(pending.values())
+
+    # call logging -----------------------------------------------------------------------------------
+    def call_params(self, call: CallRecord) -> dict[str, Any]:
+        """The values bound to ``call_log_query``, only the parameters it uses."""
+        values: dict[str, Any] = {
+            "contact_id": call.contact_id,
+            "direction": call.direction,
+            "status": call.status,
+            "originator_number": call.originator_number,
+            "originator_name": call.originator_name,
+            "destination_number": call.destination_number,
+            "destination_name": call.destination_name,
+            "remote_number": call.remote_number,
+            "remote_name": call.remote_name,
+            "started": call.started,
+            "answered": call.answered,
+            "ended": call.ended or call.declined,
+            "declined": call.declined,
+            "duration": call.duration_seconds,
+            "user_id": call.user_id,
+            "call_key": call.key,
+            "summary": call.summary(),
+        }
+        if self.url.get_backend_name() != "postgresql":
+            # columns without a zone (SQLite text, MySQL DATETIME) hold UTC
+            for name in CALL_TIME_PARAMS:
+                if values[name] is not None:
+                    values[name] = values[name].astimezone(UTC).replace(tzinfo=None)
+        return {name: values[name] for name in self._params["call_log_query"]}
+
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        if not self.can_log_calls:
+            raise NotImplementedError(f"{self.spec.where()}: no call_log_query is configured")
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(self._queries["call_log_query"], self.call_params(call))
+                row = result.first() if result.returns_rows else None
+        except sa_exc.IntegrityError as exc:
+            if _foreign_key_violation(exc):
+                raise ContactNotFound(f"no contact with id {call.contact_id!r}: {_reason(exc)}") from None
+            raise self._unavailable(exc, "call_log_query") from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "call_log_query") from None
+        call_id = _text(row[0]) if row is not None and len(row) else None
+        call_id = call_id or call.key
+        template = self.options.get("call_url_template") or ""
+        url = (
+            template.format(id=quote(call_id, safe=""), contact_id=quote(call.contact_id, safe=""))
+            if template
+            else None
+        )
+        return WorkflowResult(id=call_id, url=url)
+
+    # start-up check ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Connect, then run every configured query with dummy values (``:since`` bound to NULL)
+        in a transaction that is rolled back, and verify the mapped columns are in each result."""
+        try:
+            with self.engine.connect():
+                pass
+        except sa_exc.SQLAlchemyError as exc:
+            if (
+                isinstance(exc, sa_exc.DBAPIError)
+                and not _credentials_rejected(exc)
+                and "does not exist" in _reason(exc).lower()
+            ):
+                raise BackendConfigError(f"{self.spec.where('url')}: {_reason(exc)}", key="url") from None
+            raise self._unavailable(exc, "connecting") from None
+        if "query" in self._queries:
+            number = parse_number(_CHECK_NUMBER)
+            values = self._check_lookup_values(number)
+            params = {name: values[name] for name in self._params["query"]}
+            self._check_query(self.engine, "query", params, optional=("updated_at", "deleted"))
+        for key in ("list_query", "since_query"):
+            if key in self._queries:
+                self._check_query(self.sync_engine, key, {"since": None} if key == "since_query" else {})
+        if "deleted_query" in self._queries:
+            self._check_query(self.sync_engine, "deleted_query", {"since": None}, columns=False)
+        if self.can_log_calls and self.url.get_backend_name() in ("postgresql", "sqlite"):
+            # only where an INSERT is fully undone by a rollback
+            call = CallRecord(
+                contact_id="0",
+                direction="incoming",
+                originator_number=_CHECK_NUMBER,
+                destination_number=_CHECK_NUMBER,
+                started=datetime.now(UTC),
+                ended=datetime.now(UTC),
+                key="check-" + uuid.uuid4().hex,
+            )
+            self._check_query(self.engine, "call_log_query", self.call_params(call), columns=False)
+
+    def _check_lookup_values(self, number: PhoneNumber) -> dict[str, Any]:
+        return {
+            "e164": number.e164,
+            "digits": number.digits,
+            "national": number.national,
+            "nsn": number.nsn,
+            "digits00": "00" + number.digits,
+            "short": "201",
+            "limit": self.options["max_candidates"],
+        }
+
+    def _check_query(
+        self,
+        engine: Engine,
+        key: str,
+        params: dict[str, Any],
+        optional: Iterable[str] = (),
+        columns: bool = True,
+    ) -> None:
+        try:
+            with engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    # a server-side cursor for listings (PostgreSQL: DECLARE), not for the INSERT
+                    streamed = conn.execution_options(stream_results=key in STREAMED)
+                    result = streamed.execute(self._queries[key], params)
+                    keys = list(result.keys()) if result.returns_rows else []
+                    result.close()
+                finally:
+                    transaction.rollback()
+        except sa_exc.SQLAlchemyError as exc:
+            if key == "call_log_query" and isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)):
+                return  # the statement is valid; the dummy values broke a constraint
+            if _server_trouble(exc):
+                raise self._unavailable(exc, key) from None
+            message = f"{self.spec.where(key)}: the query fails: {_reason(exc)}"
+            raise BackendConfigError(message, key=key) from None
+        if columns:
+            found = _Columns(keys, self.fields, optional)
+            found.require({k: names for k, (_, names) in self._templates.items()})
+            if found.missing:
+                bad_key, message = found.describe_missing(key)
+                raise BackendConfigError(f"{self.spec.where(bad_key)}: {message}", key=bad_key)
+
+    # misc -------------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["url"] = self.url.render_as_string(hide_password=True)
+        return info
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()

@@ -1,0 +1,630 @@
+"""The generic SQL backend against SQLite and a real PostgreSQL server started for this module."""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from crm_backends.base import (
+    BackendConfigError,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    ContactNotFound,
+    CredentialsRejected,
+    load_options,
+)
+from crm_backends.mirror import MirroredBackend
+from crm_backends.sql import SqlBackend
+from lookup_service.phone import parse_number
+from tests.servers.postgres import Postgres, free_port, postgres_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Postgres]:
+    with postgres_server() as server:
+        yield server
+
+
+@dataclass
+class Db:
+    kind: str
+    url: str
+    engine: Engine
+
+    def run(self, *statements: str, **params: object) -> None:
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement), params)
+
+    def rows(self, query: str, **params: object) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(query), params)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Db]:
+    if request.param == "sqlite":
+        path = tmp_path / "erp.sqlite3"
+        url = f"sqlite:///{path}"
+    else:
+        server = request.getfixturevalue("pg")
+        url = server.create_database("t_" + uuid.uuid4().hex[:12])
+    engine = create_engine(url)
+    database = Db(request.param, url, engine)
+    timestamp = "TEXT" if request.param == "sqlite" else "TIMESTAMP"
+    database.run(
+        f"""CREATE TABLE customers (
+            id INTEGER PRIMARY KEY, first_name TEXT, last_name TEXT, company TEXT,
+            phone TEXT, mobile TEXT, email TEXT, lang TEXT,
+            updated_at {timestamp}, is_deleted INTEGER NOT NULL DEFAULT 0)"""
+    )
+    for row in CUSTOMERS:
+        add_customer(database, *row)
+    yield database
+    engine.dispose()
+
+
+def add_customer(db: Db, cid: int, first: str, last: str, company: str | None, phone: str | None,
+                 mobile: str | None = None, updated: str | None = None, deleted: int = 0) -> None:
+    updated = updated or f"2024-01-{(cid - 1) % 28 + 1:02d} 10:00:00"
+    db.run(
+        """INSERT INTO customers (id, first_name, last_name, company, phone, mobile, email, lang,
+               updated_at, is_deleted)
+           VALUES (:id, :first, :last, :company, :phone, :mobile, :email, :lang, :updated, :deleted)""",
+        id=cid, first=first, last=last, company=company, phone=phone, mobile=mobile,
+        email=f"{first.lower()}@example.ch", lang="fr" if cid % 2 else "de", updated=updated, deleted=deleted,
+    )
+
+
+# The partner's ERP stores numbers the way people typed them.
+CUSTOMERS = [
+    (1, "Anna", "Muster", "Muster AG", "(021) 552 20 00"),
+    (2, "Bruno", "Beispiel", "Beispiel GmbH", "+41 44 668 18 00"),
+    (3, "Clara", "Rossi", "Rossi SA", "0041 31 322 21 11", "079 123 45 67"),
+    (4, "Dario", "Bianchi", None, "022/345.67.89"),
+    # ends with the same nine digits as Anna's number: a LIKE on the tail finds it too
+    (5, "Decoy", "Français", "Société Française", "+33 2 15 52 20 00"),
+    (6, "Nophone", "Person", "Nowhere", None),
+    (7, "Frieda", "Gone", "Deleted AG", "044 668 18 01", None, None, 1),
+]
+
+# Digits only, the same expression on SQLite and PostgreSQL.
+STRIP = "REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE({}, ' ', ''), '(', ''), ')', ''), '-', ''), '/', ''), '.', ''), '+', '')"  # noqa: E501
+COLUMNS = "id, first_name, last_name, company, phone, mobile, email, lang, updated_at, is_deleted"
+NORMALIZED_QUERY = (
+    f"SELECT {COLUMNS} FROM customers WHERE {STRIP.format('phone')} IN (:digits, :national, :digits00) "
+    f"OR {STRIP.format('mobile')} IN (:digits, :national, :digits00) ORDER BY id"
+)
+LIKE_QUERY = (
+    f"SELECT {COLUMNS} FROM customers WHERE {STRIP.format('phone')} LIKE '%' || :nsn "
+    f"OR {STRIP.format('mobile')} LIKE '%' || :nsn ORDER BY id"
+)
+FIELDS = {
+    "id": "id",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "company": "company",
+    "phones": ["phone", "mobile"],
+    "email": "email",
+    "deleted": "is_deleted",
+    "custom_data": {"Language": "lang"},
+}
+
+
+def make_backend(db: Db | str, tmp_path, **options: object) -> SqlBackend:
+    url = db if isinstance(db, str) else db.url
+    raw = {"name": "erp", "type": "sql", "url": url, "fields": FIELDS, **options}
+    if "query" not in raw and raw.get("mode") != "mirror":
+        raw["query"] = NORMALIZED_QUERY
+    opts = load_options(SqlBackend, raw, "tenant 't', backend 'erp'")
+    return SqlBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+
+
+def ids(contacts) -> list[str]:
+    return [c.id for c in contacts]
+
+
+def lookup(backend, digits: str, limit: int = 5):
+    return backend.lookup(parse_number(digits), limit)
+
+
+# live lookups -------------------------------------------------------------------------------------
+def test_live_finds_numbers_stored_in_every_format(db, tmp_path):
+    backend = make_backend(db, tmp_path)
+    backend.check()
+    [anna] = lookup(backend, "41215522000")
+    assert (anna.id, anna.name, anna.company) == ("1", "Anna Muster", "Muster AG")
+    assert anna.email == "anna@example.ch"
+    assert anna.phones == ["(021) 552 20 00"] and anna.exact is True
+    assert anna.custom_data == {"Language": "fr"}
+    assert ids(lookup(backend, "41446681800")) == ["2"]
+    assert ids(lookup(backend, "41313222111")) == ["3"]
+    [clara] = lookup(backend, "41791234567")  # her mobile
+    assert clara.name == "Clara Rossi" and clara.phones == ["0041 31 322 21 11", "079 123 45 67"]
+    [dario] = lookup(backend, "41223456789")
+    assert dario.company is None and dario.custom_data == {"Language": "de"}
+    assert lookup(backend, "41446681801") == []  # Frieda: flagged deleted in the source
+    assert lookup(backend, "41999999999") == []
+    backend.close()
+
+
+def test_like_query_candidate_is_rechecked(db, tmp_path):
+    # the loose query returns Anna and the French decoy; only Anna has the number
+    raw = db.rows(LIKE_QUERY.replace(":nsn", "'215522000'"))
+    assert [r[0] for r in raw] == [1, 5]
+    backend = make_backend(db, tmp_path, query=LIKE_QUERY)
+    assert ids(lookup(backend, "41215522000")) == ["1"]
+    assert ids(lookup(backend, "33215522000")) == ["5"]
+    backend.close()
+
+
+def test_binds_only_the_parameters_the_query_uses(tmp_path):
+    path = tmp_path / "x.sqlite3"
+    path.touch()
+    query = "SELECT * FROM c WHERE p = :national LIMIT :limit"
+    backend = make_backend(f"sqlite:///{path}", tmp_path, query=query)
+    assert backend.lookup_params(parse_number("41215522000")) == {"national": "0215522000", "limit": 50}
+    # an internal number is asked only from a query written for it (with :short)
+    assert backend.lookup_params(parse_number("201")) is None
+    assert backend.lookup(parse_number("201"), 5) == []
+    backend = make_backend(f"sqlite:///{path}", tmp_path, query="SELECT * FROM c WHERE p IN (:e164, :short)")
+    assert backend.lookup_params(parse_number("201")) == {"e164": None, "short": "201"}
+    assert backend.lookup_params(parse_number("0215522000")) == {"e164": "+41215522000", "short": None}
+
+
+def test_short_numbers_match_only_exactly(db, tmp_path):
+    add_customer(db, 20, "Reception", "Desk", "Us", "201")
+    add_customer(db, 21, "Someone", "Else", "Them", "+41 21 552 02 01")
+    query = (
+        f"SELECT {COLUMNS} FROM customers WHERE phone = :short "
+        f"OR {STRIP.format('phone')} LIKE '%' || COALESCE(:nsn, :short) ORDER BY id"
+    )
+    backend = make_backend(db, tmp_path, query=query)
+    assert ids(lookup(backend, "201")) == ["20"]  # the LIKE also returned 21; the re-check drops it
+    backend.close()
+
+
+def test_limit_and_rows_of_one_contact_merged(db, tmp_path):
+    db.run("CREATE TABLE phones (customer_id INTEGER, number TEXT)")
+    for cid in range(30, 37):
+        add_customer(db, cid, f"Staff{cid}", "Switchboard", "Big AG", None)
+        db.run("INSERT INTO phones VALUES (:c, '058 100 10 00')", c=cid)
+    db.run("INSERT INTO phones VALUES (1, '+41 58 100 10 99')")
+    query = (
+        "SELECT c.id, c.first_name, c.last_name, c.company, p.number, c.lang FROM customers c "
+        f"JOIN phones p ON p.customer_id = c.id WHERE c.id IN (SELECT customer_id FROM phones "
+        f"WHERE {STRIP.format('number')} IN (:digits, :national)) ORDER BY c.id"
+    )
+    fields = {"id": "id", "first_name": "first_name", "last_name": "last_name", "company": "company",
+              "phones": "number", "custom_data": {"Language": "lang"}}
+    backend = make_backend(db, tmp_path, query=query, fields=fields)
+    found = lookup(backend, "41581001000", limit=5)
+    assert ids(found) == ["30", "31", "32", "33", "34"]
+    db.run("INSERT INTO phones VALUES (1, '058 100 10 00')")
+    [anna] = lookup(backend, "41581001099")
+    assert anna.phones == ["+41 58 100 10 99", "058 100 10 00"]  # two rows, one contact
+    backend.close()
+
+
+def test_uri_templates_and_name_column(db, tmp_path):
+    query = NORMALIZED_QUERY.replace("SELECT id,", "SELECT first_name || ' ' || last_name AS full_name, id,")
+    fields = {**FIELDS, "name": "full_name"}
+    backend = make_backend(
+        db, tmp_path, query=query, fields=fields,
+        contact_uri_template="https://erp.example.ch/customers/{id}?lang={LANG}",
+        company_uri_template="https://erp.example.ch/companies?name={company}",
+    )
+    backend.check()
+    [anna] = lookup(backend, "41215522000")
+    assert anna.name == "Anna Muster"
+    assert anna.contact_uri == "https://erp.example.ch/customers/1?lang=fr"
+    assert anna.company_uri == "https://erp.example.ch/companies?name=Muster%20AG"
+    backend.close()
+
+
+# mirror -------------------------------------------------------------------------------------------
+MIRROR_FIELDS = {**FIELDS, "updated_at": "updated_at"}
+LIST_QUERY = f"SELECT {COLUMNS} FROM customers ORDER BY id"
+SINCE_QUERY = f"SELECT {COLUMNS} FROM customers WHERE updated_at >= :since ORDER BY id"
+
+
+def make_mirror(db: Db, tmp_path, **options: object) -> MirroredBackend:
+    backend = make_backend(db, tmp_path, mode="mirror", list_query=LIST_QUERY, **options)
+    return MirroredBackend(backend)
+
+
+def test_mirror_full_sync_and_deletion(db, tmp_path):
+    mirror = make_mirror(db, tmp_path, batch_size=2)
+    assert mirror.source.modes == frozenset({"live", "mirror"})
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 5 and not outcome.incremental  # no phone / deleted: skipped
+    # nothing special for '(021) 552 20 00': the mirror normalizes what it stores
+    [anna] = mirror.lookup(parse_number("41215522000"), 5)
+    assert (anna.id, anna.name, anna.company) == ("1", "Anna Muster", "Muster AG")
+    assert anna.custom_data == {"Language": "fr"}
+    assert ids(mirror.lookup(parse_number("0223456789"), 5)) == ["4"]
+    assert ids(mirror.lookup(parse_number("41791234567"), 5)) == ["3"]
+    assert ids(mirror.lookup(parse_number("33215522000"), 5)) == ["5"]
+    assert mirror.lookup(parse_number("41446681801"), 5) == []
+    db.run("DELETE FROM customers WHERE id = 2")
+    db.run("UPDATE customers SET phone = NULL WHERE id = 4")
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 3 and outcome.deleted == 2
+    assert mirror.lookup(parse_number("41446681800"), 5) == []
+    assert mirror.lookup(parse_number("41223456789"), 5) == []
+    assert mirror.store.contact_ids() == {"1", "3", "5"}
+    mirror.close()
+
+
+def test_mirror_streams_in_batches_and_merges_rows_across_them(db, tmp_path):
+    db.run("CREATE TABLE phones (customer_id INTEGER, number TEXT)")
+    for cid in (1, 2, 3, 4):
+        for n in range(3):
+            db.run("INSERT INTO phones VALUES (:c, :n)", c=cid, n=f"044 668 1{cid} 0{n}")
+    query = ("SELECT c.id, c.first_name, c.last_name, c.company, p.number, c.lang FROM customers c "
+             "JOIN phones p ON p.customer_id = c.id ORDER BY c.id, p.number")
+    fields = {"id": "id", "first_name": "first_name", "last_name": "last_name", "company": "company",
+              "phones": "number"}
+    backend = make_backend(db, tmp_path, mode="mirror", list_query=query, fields=fields, batch_size=2)
+    batches = list(backend.sync(None))
+    assert [len(b.contacts) for b in batches] == [1, 1, 1, 1, 0]  # the last contact of a batch waits
+    assert [b.complete for b in batches] == [False, False, False, False, True]
+    contacts = [c for b in batches for c in b.contacts]
+    assert ids(contacts) == ["1", "2", "3", "4"]
+    assert all(len(c.phones) == 3 for c in contacts)
+    backend.close()
+
+
+def test_mirror_incremental_sync_with_since_query(db, tmp_path):
+    mirror = make_mirror(db, tmp_path, since_query=SINCE_QUERY, fields=MIRROR_FIELDS)
+    mirror.check()
+    first = mirror.sync_now()
+    assert first.ok and not first.incremental and first.written == 5
+    db.run("UPDATE customers SET last_name = 'Neu', updated_at = '2024-03-01 09:00:00' WHERE id = 1")
+    add_customer(db, 8, "Gina", "New", "Neu AG", "031 322 21 12", updated="2024-03-01 09:00:00")
+    second = mirror.sync_now()
+    assert second.ok and second.incremental and second.written == 2 and second.deleted == 0
+    assert [c.name for c in mirror.lookup(parse_number("41215522000"), 5)] == ["Anna Neu"]
+    assert ids(mirror.lookup(parse_number("41313222112"), 5)) == ["8"]
+    # committed late with an earlier time: still read, thanks to since_overlap (60 s)
+    db.run("UPDATE customers SET company = 'Late AG', updated_at = '2024-03-01 08:59:30' WHERE id = 2")
+    # flagged deleted, and a number removed: both leave the mirror
+    db.run("UPDATE customers SET is_deleted = 1, updated_at = '2024-03-02 00:00:00' WHERE id = 3")
+    db.run("UPDATE customers SET phone = NULL, updated_at = '2024-03-02 00:00:00' WHERE id = 4")
+    third = mirror.sync_now()
+    assert third.ok and third.incremental and third.deleted == 2
+    assert third.written == 3  # 1 and 8 read again (overlap), and 2
+    assert [c.company for c in mirror.lookup(parse_number("41446681800"), 5)] == ["Late AG"]
+    assert mirror.store.contact_ids() == {"1", "2", "5", "8"}
+    # a hard delete is invisible to an incremental sync; the next full listing removes it
+    db.run("DELETE FROM customers WHERE id = 5")
+    assert mirror.sync_now().deleted == 0
+    full = mirror.sync_now(full=True)
+    assert full.ok and not full.incremental and full.deleted == 1
+    assert mirror.store.contact_ids() == {"1", "2", "8"}
+    mirror.close()
+
+
+def test_mirror_deleted_query_removes_hard_deleted_rows(db, tmp_path):
+    timestamp = "TEXT" if db.kind == "sqlite" else "TIMESTAMP"
+    db.run(f"CREATE TABLE customer_deletions (customer_id INTEGER, deleted_at {timestamp})")
+    mirror = make_mirror(
+        db, tmp_path, since_query=SINCE_QUERY, fields=MIRROR_FIELDS,
+        deleted_query="SELECT customer_id FROM customer_deletions WHERE deleted_at >= :since",
+    )
+    mirror.check()
+    mirror.sync_now()
+    db.run("DELETE FROM customers WHERE id = 2")
+    db.run("INSERT INTO customer_deletions VALUES (2, '2024-02-01 00:00:00')")
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.incremental and outcome.deleted == 1
+    assert mirror.lookup(parse_number("41446681800"), 5) == []
+    mirror.close()
+
+
+def test_full_sync_interval_forces_a_full_listing(db, tmp_path):
+    backend = make_backend(db, tmp_path, mode="mirror", list_query=LIST_QUERY, since_query=SINCE_QUERY,
+                           fields=MIRROR_FIELDS, full_sync_interval=3600)
+    batches = list(backend.sync(None))
+    cursor = batches[-1].cursor
+    assert batches[-1].complete and '"since"' in cursor
+    assert not list(backend.sync(cursor))[-1].complete  # recent full listing: incremental
+    stale = cursor.replace(cursor.split('"full_at": ')[1].rstrip("}"), str(time.time() - 7200))
+    assert list(backend.sync(stale))[-1].complete
+    backend.close()
+
+
+# CallFlow -------------------------------------------------------------------------------------------
+CALL_LOG_QUERY = """
+INSERT INTO call_log (contact_id, direction, status, remote_number, remote_name, started, answered, ended,
+                      duration, user_id, call_key, summary)
+VALUES (:contact_id, :direction, :status, :remote_number, :remote_name, :started, :answered, :ended,
+        :duration, :user_id, :call_key, :summary)
+ON CONFLICT (call_key) DO UPDATE SET call_key = excluded.call_key
+RETURNING id
+"""
+
+
+def create_call_log(db: Db) -> None:
+    if db.kind == "sqlite":
+        key, times = "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"
+    else:
+        key, times = "BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
+    db.run(
+        f"""CREATE TABLE call_log (id {key}, contact_id INTEGER NOT NULL REFERENCES customers (id),
+            direction TEXT, status TEXT, remote_number TEXT, remote_name TEXT, started {times},
+            answered {times}, ended {times}, duration INTEGER, user_id TEXT, call_key TEXT UNIQUE,
+            summary TEXT)"""
+    )
+
+
+def t(hh_mm_ss: str) -> datetime:
+    return datetime.fromisoformat(f"2024-05-02T{hh_mm_ss}+00:00")
+
+
+def test_call_flow_inserts_answered_and_missed_calls(db, tmp_path):
+    create_call_log(db)
+    backend = make_backend(db, tmp_path, call_log_query=CALL_LOG_QUERY,
+                           call_url_template="https://erp.example.ch/calls/{id}?customer={contact_id}")
+    assert backend.can_log_calls is True and MirroredBackend(backend).can_log_calls is True
+    backend.check()
+    answered = CallRecord(
+        contact_id="1", direction="incoming", originator_number="41215522000", originator_name="Anna",
+        destination_number="41215550000", started=t("10:00:00"), answered=t("10:00:05"),
+        ended=t("10:02:10"), user_id="u7", key="k-answered",
+    )
+    first = backend.log_call(answered)
+    assert backend.log_call(answered) == first  # posted twice: one row, the same id
+    missed = CallRecord(contact_id="3", direction="outgoing", destination_number="41313222111",
+                        started=t("11:00:00"), ended=t("11:00:30"), key="k-missed")
+    second = backend.log_call(missed)
+    rows = db.rows("SELECT id, contact_id, direction, status, remote_number, remote_name, started, answered, "
+                   "ended, duration, user_id, call_key, summary FROM call_log ORDER BY id")
+    assert [first.id, second.id] == [str(row[0]) for row in rows]  # from RETURNING id
+    assert first.url == f"https://erp.example.ch/calls/{first.id}?customer=1"
+    if db.kind == "sqlite":  # no time zone type: UTC as text
+        times = ["2024-05-02 10:00:00.000000", "2024-05-02 10:00:05.000000", "2024-05-02 10:02:10.000000",
+                 "2024-05-02 11:00:00.000000", "2024-05-02 11:00:30.000000"]
+    else:
+        times = [t("10:00:00"), t("10:00:05"), t("10:02:10"), t("11:00:00"), t("11:00:30")]
+    assert [row[1:] for row in rows] == [
+        (1, "incoming", "answered", "41215522000", "Anna", times[0], times[1], times[2], 125, "u7",
+         "k-answered", "Incoming call from Anna, answered, 2:05"),
+        (3, "outgoing", "missed", "41313222111", None, times[3], None, times[4], 0, None, "k-missed",
+         "Outgoing call to 41313222111, missed"),
+    ]
+    backend.close()
+
+
+def test_call_flow_without_returning_uses_the_call_key(db, tmp_path):
+    create_call_log(db)
+    query = "INSERT INTO call_log (contact_id, direction, status, call_key) VALUES (:contact_id, :direction, :status, :call_key)"  # noqa: E501
+    backend = make_backend(db, tmp_path, call_log_query=query)
+    result = backend.log_call(CallRecord(contact_id="2", direction="incoming", key="abc123"))
+    assert result.id == "abc123" and result.url is None
+    assert db.rows("SELECT contact_id, status, call_key FROM call_log") == [(2, "missed", "abc123")]
+    backend.close()
+
+
+def test_call_flow_unknown_contact(pg, tmp_path):
+    db_url = pg.create_database("calls_fk")
+    db = Db("postgres", db_url, create_engine(db_url))
+    db.run("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)")
+    create_call_log(db)
+    backend = make_backend(db, tmp_path, call_log_query=CALL_LOG_QUERY,
+                           query="SELECT * FROM customers WHERE phone = :e164",
+                           fields={"id": "id", "phones": "phone"})
+    with pytest.raises(ContactNotFound):
+        backend.log_call(CallRecord(contact_id="999", direction="incoming", key="k"))
+    backend.close()
+    db.engine.dispose()
+
+
+def test_call_logging_only_when_configured(db, tmp_path):
+    backend = make_backend(db, tmp_path)
+    assert backend.can_log_calls is False and MirroredBackend(backend).can_log_calls is False
+    with pytest.raises(NotImplementedError):
+        backend.log_call(CallRecord(contact_id="1", direction="incoming", key="k"))
+    backend.close()
+
+
+# errors -----------------------------------------------------------------------------------------------
+def test_server_down_is_unavailable(tmp_path):
+    url = f"postgresql+psycopg://lookup:secret@127.0.0.1:{free_port()}/erp"
+    backend = make_backend(url, tmp_path, list_query=LIST_QUERY)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as error:
+        lookup(backend, "41215522000")
+    assert "41215522000" not in str(error.value)
+    with pytest.raises(BackendUnavailable):
+        backend.check()
+    mirror = MirroredBackend(make_backend(url, tmp_path, mode="mirror", list_query=LIST_QUERY))
+    outcome = mirror.sync_now()
+    assert not outcome.ok and "127.0.0.1" in outcome.error
+    assert time.monotonic() - started < 10
+    mirror.close()
+    backend.close()
+
+
+def test_server_restart_is_survived(pg, tmp_path):
+    url = pg.create_database("restart")
+    db = Db("postgres", url, create_engine(url))
+    db.run("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)",
+           "INSERT INTO customers VALUES (1, '+41215522000')")
+    db.engine.dispose()
+    backend = make_backend(url, tmp_path, query="SELECT * FROM customers WHERE phone = :e164",
+                           fields={"id": "id", "phones": "phone"})
+    assert ids(lookup(backend, "41215522000")) == ["1"]  # a pooled connection now exists
+    pg.stop()
+    try:
+        with pytest.raises(BackendUnavailable):
+            lookup(backend, "41215522000")
+    finally:
+        pg.start()
+    assert ids(lookup(backend, "41215522000")) == ["1"]  # pool_pre_ping replaced the dead connection
+    backend.close()
+
+
+def test_statement_timeout_inside_the_deadline(pg, tmp_path):
+    url = pg.create_database("slow")
+    db = Db("postgres", url, create_engine(url))
+    db.run("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)")
+    db.engine.dispose()
+    query = "SELECT c.* FROM customers c, (SELECT pg_sleep(5)) s WHERE c.phone = :e164"
+    backend = make_backend(url, tmp_path, query=query, fields={"id": "id", "phones": "phone"}, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="statement timeout"):
+        lookup(backend, "41215522000")
+    assert time.monotonic() - started < 2
+    backend.close()
+
+
+def test_wrong_password_and_missing_database(pg, tmp_path):
+    fields = {"id": "id", "phones": "phone"}
+    backend = make_backend(pg.url(password="wrong"), tmp_path, query="SELECT 1 AS id, :e164 AS phone",
+                           fields=fields)
+    with pytest.raises(CredentialsRejected):
+        backend.check()
+    with pytest.raises(CredentialsRejected):
+        lookup(backend, "41215522000")
+    assert "wrong" not in str(backend.describe()) and "***" in backend.describe()["url"]
+    backend = make_backend(pg.url("nope"), tmp_path, query="SELECT 1 AS id, :e164 AS phone", fields=fields)
+    with pytest.raises(BackendConfigError) as error:
+        backend.check()
+    assert error.value.key == "url"
+    # the password may also come apart from the URL (no escaping needed)
+    backend = make_backend(pg.url(password="x"), tmp_path, password="pg-test-secret",
+                           query="SELECT '1' AS id, CAST(:e164 AS TEXT) AS phone", fields=fields)
+    backend.check()
+    assert ids(lookup(backend, "41215522000")) == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"query": f"SELECT {COLUMNS} FROM no_such_table WHERE phone = :e164"}, "query"),
+        ({"query": f"SELECT {COLUMNS} FROM customers WHERE phone = :e164 AND"}, "query"),
+        ({"query": "SELECT id, phone FROM customers WHERE phone = :e164"}, "fields.first_name"),
+        ({"fields": {**FIELDS, "custom_data": {"Region": "region"}}}, "fields.custom_data.Region"),
+        ({"contact_uri_template": "https://erp/{customer_no}"}, "contact_uri_template"),
+        ({"list_query": "SELECT * FROM customer"}, "list_query"),
+        ({"list_query": LIST_QUERY, "since_query": "SELECT * FROM customers WHERE modified >= :since",
+          "fields": MIRROR_FIELDS}, "since_query"),
+        ({"list_query": LIST_QUERY, "since_query": SINCE_QUERY, "fields": MIRROR_FIELDS,
+          "deleted_query": "SELECT id FROM tombstones WHERE at >= :since"}, "deleted_query"),
+        ({"call_log_query": "INSERT INTO calls (contact) VALUES (:contact_id)"}, "call_log_query"),
+    ],
+)
+def test_bad_query_names_the_key(db, tmp_path, options, key):
+    create_call_log(db)
+    backend = make_backend(db, tmp_path, **options)
+    with pytest.raises(BackendConfigError) as error:
+        backend.check()
+    assert error.value.key == key
+    assert f"key {key!r}" in str(error.value)
+    backend.close()
+
+
+def test_check_accepts_a_valid_call_log_query_despite_dummy_values(db, tmp_path):
+    create_call_log(db)  # contact 0 does not exist: the foreign key rejects the dummy row
+    make_backend(db, tmp_path, call_log_query=CALL_LOG_QUERY).check()
+    assert db.rows("SELECT COUNT(*) FROM call_log") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"query": "SELECT * FROM c WHERE p = :phone"}, "query"),
+        ({"list_query": "SELECT * FROM c WHERE x = :since"}, "list_query"),
+        ({"since_query": "SELECT * FROM c"}, "since_query"),
+        ({"since_query": "SELECT * FROM c WHERE u >= :since"}, "since_query"),  # needs fields.updated_at
+        ({"deleted_query": "SELECT id FROM d WHERE at >= :since"}, "deleted_query"),
+        ({"call_log_query": "INSERT INTO calls VALUES (:contact_id, :who)"}, "call_log_query"),
+        ({"call_url_template": "https://erp/calls/{call}"}, "call_url_template"),
+        ({"fields": {"phones": ["phone"]}}, "fields.id"),
+        ({"fields": {"id": "id"}}, "fields.phones"),
+        ({"fields": {"id": "id", "phones": []}}, "fields.phones"),
+        ({"fields": {"id": "id", "phones": "p", "mail": "x"}}, "fields.mail"),
+        ({"url": "not a url"}, "url"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_options_are_validated(tmp_path, options, key):
+    raw = {"name": "erp", "type": "sql", "url": "sqlite:///x.db", "query": "SELECT 1 WHERE 1 = :e164",
+           "fields": {"id": "id", "phones": "phone"}, **options}
+    with pytest.raises(BackendConfigError) as error:
+        load_options(SqlBackend, raw, "tenant 't', backend 'erp'")
+    assert error.value.key == key
+
+
+def test_mode_needs_its_query(tmp_path):
+    path = tmp_path / "x.sqlite3"
+    path.touch()
+    with pytest.raises(BackendConfigError) as error:
+        make_backend(f"sqlite:///{path}", tmp_path, mode="mirror")
+    assert error.value.key == "list_query"
+    with pytest.raises(BackendConfigError) as error:
+        make_backend(f"sqlite:///{path}", tmp_path, mode="live", query=None)
+    assert error.value.key == "query"
+    with pytest.raises(BackendConfigError) as error:
+        make_backend(f"sqlite:///{tmp_path}/missing.db", tmp_path)
+    assert error.value.key == "url"
+    with pytest.raises(BackendConfigError) as error:
+        make_backend("mysql+nosuchdriver://u@h/db", tmp_path)
+    assert error.value.key == "url"
+
+
+# the examples of docs/backends/sql.md -------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "backends" / "sql.md"
+
+
+def doc_backends() -> list[dict]:
+    backends = []
+    for block in re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S):
+        tenants = tomllib.loads(block)["tenant"]
+        for tenant in tenants if isinstance(tenants, list) else [tenants]:
+            backends.extend(tenant["backend"])
+    return backends
+
+
+def test_docs_examples_are_valid_options():
+    backends = doc_backends()
+    assert len(backends) == 4 and {b["type"] for b in backends} == {"sql"}
+    for raw in backends:
+        load_options(SqlBackend, raw, f"docs backend {raw['name']!r}")
+
+
+def test_partner_example_numbers_typed_with_parentheses(db, tmp_path):
+    live, mirrored = [b for b in doc_backends() if b["name"] == "partner-db"]
+    query = live["query"]
+    if db.kind == "sqlite":  # the docs' portable expression instead of regexp_replace
+        sqlite_digits = "REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(phone, ' ', ''), '(', ''), ')', ''), '/', ''), '+', '')"  # noqa: E501
+        query = query.replace("regexp_replace(phone, '[^0-9]', '', 'g')", sqlite_digits)
+    backend = make_backend(db, tmp_path, query=query, fields=live["fields"])
+    backend.check()
+    [anna] = lookup(backend, "41215522000")
+    assert (anna.name, anna.company, anna.phones) == ("Anna Muster", "Muster AG", ["(021) 552 20 00"])
+    assert ids(lookup(backend, "41313222111")) == ["3"]  # stored as 0041 31 322 21 11
+    assert ids(lookup(backend, "41446681800")) == ["2"]  # stored as +41 44 668 18 00
+    source = make_backend(db, tmp_path, mode="mirror", list_query=mirrored["list_query"],
+                          fields=mirrored["fields"])
+    mirror = MirroredBackend(source)
+    mirror.check()
+    assert mirror.sync_now().written == 6  # every row with a number
+    assert [c.name for c in mirror.lookup(parse_number("41215522000"), 5)] == ["Anna Muster"]
+    assert ids(mirror.lookup(parse_number("41223456789"), 5)) == ["4"]  # stored as 022/345.67.89
+    mirror.close()
+    backend.close()
