@@ -1,0 +1,916 @@
+"""The Odoo backend against a fake Odoo speaking the documented JSON-RPC API (tests/fakes/odoo.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from crm_backends.base import (
+    BackendConfigError,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    ContactNotFound,
+    CredentialsRejected,
+    RateLimited,
+    load_options,
+)
+from crm_backends.mirror import MirroredBackend
+from crm_backends.odoo import OdooBackend
+from lookup_service.phone import parse_number
+from tests.fakes.odoo import ACCESS_DENIED, ACCESS_ERROR, OdooFake, wait_until
+
+NUMBER = parse_number("41215522000")
+READ_FIELDS = [
+    "name",
+    "phone",
+    "mobile",
+    "email",
+    "parent_id",
+    "commercial_partner_id",
+    "commercial_company_name",
+    "is_company",
+    "write_date",
+]
+
+
+@pytest.fixture
+def odoo():
+    started: list[OdooFake] = []
+
+    def factory(**kwargs) -> OdooFake:
+        fake = OdooFake(**kwargs).start()
+        started.append(fake)
+        return fake
+
+    yield factory
+    for fake in started:
+        fake.stop()
+
+
+def make_backend(fake: OdooFake, tmp_path, **options) -> OdooBackend:
+    table = {
+        "name": "erp",
+        "type": "odoo",
+        "url": fake.url,
+        "database": fake.database,
+        "username": fake.login,
+        "api_key": fake.api_key,
+        "timeout": 2.0,
+        **options,
+    }
+    opts = load_options(OdooBackend, table, "tenant 't', backend 'erp'")
+    return OdooBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+
+
+def seed_formats(fake: OdooFake) -> dict[str, int]:
+    """One line stored in every spelling Odoo's free-text phone fields allow, plus near misses."""
+    ids = {}
+    ids["company"] = fake.add_partner("Swiss Phone Lab SA", is_company=True, phone="+41 21 552 20 00")
+    ids["alice"] = fake.add_partner(
+        "Alice Martin", phone="021 552 20 00", parent_id=ids["company"], email="alice@lab.example"
+    )
+    second_field = "mobile" if fake.has_mobile else "phone"
+    ids["bob"] = fake.add_partner("Bob Keller", **{second_field: "(021) 552 20 00"})
+    ids["near"] = fake.add_partner("Near Miss", phone="+41 21 552 20 01")
+    # holds the digits 215522000 in order, so both the substring and the pattern query return it
+    ids["scrambled"] = fake.add_partner("Scrambled Digits", phone="+41 22 155 22 000")
+    ids["france"] = fake.add_partner("Paris Office", phone="+33 1 23 45 67 89")
+    return ids
+
+
+def search_reads(fake: OdooFake) -> list[dict]:
+    return [
+        r
+        for r in fake.requests
+        if (r["body"] or {}).get("params", {}).get("method") == "execute_kw"
+        and r["body"]["params"]["args"][3:5] == ["res.partner", "search_read"]
+    ]
+
+
+# ---------------------------------------------------------------------------------- lookups
+@pytest.mark.parametrize(
+    ("version", "phone_validation"),
+    [
+        ("16.0", True),
+        ("17.0", True),
+        ("17.0", False),
+        ("18.0", True),
+        ("saas~18.2", True),
+        ("19.0", False),
+    ],
+)
+def test_lookup_finds_every_stored_format(odoo, tmp_path, version, phone_validation):
+    fake = odoo(version=version, phone_validation=phone_validation)
+    ids = seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+
+    contacts = backend.lookup(NUMBER, 5)
+
+    assert {c.id for c in contacts} == {str(ids["company"]), str(ids["alice"]), str(ids["bob"])}
+    assert all(c.exact for c in contacts)
+    by_id = {c.id: c for c in contacts}
+    assert by_id[str(ids["alice"])].phones == ["021 552 20 00"]
+    assert by_id[str(ids["bob"])].phones == ["(021) 552 20 00"]
+    # the query was loose: the scrambled number came back from Odoo and was dropped by the re-check
+    (request,) = search_reads(fake)
+    returned = {row["id"] for row in request["response"]["result"]}
+    assert ids["scrambled"] in returned
+    assert ids["near"] not in returned and ids["france"] not in returned
+
+
+def test_lookup_request_bodies_with_phone_mobile_search(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+
+    backend.lookup(NUMBER, 5)
+
+    calls = [(r["body"]["params"]["service"], r["body"]["params"]["method"]) for r in fake.requests]
+    assert calls == [
+        ("common", "authenticate"),
+        ("object", "execute_kw"),  # res.partner.fields_get
+        ("common", "version"),
+        ("object", "execute_kw"),  # res.partner.search_read
+    ]
+    assert all(r["path"] == "/jsonrpc" for r in fake.requests)
+    assert fake.requests[0]["body"] == {
+        "jsonrpc": "2.0",
+        "method": "call",
+        "params": {
+            "service": "common",
+            "method": "authenticate",
+            "args": ["acme", "bot@acme.test", "secret-key-1", {}],
+        },
+        "id": 1,
+    }
+    assert fake.requests[1]["body"]["params"]["args"] == [
+        "acme",
+        7,
+        "secret-key-1",
+        "res.partner",
+        "fields_get",
+        [],
+        {"attributes": ["type"]},
+    ]
+    assert fake.requests[3]["body"] == {
+        "jsonrpc": "2.0",
+        "method": "call",
+        "params": {
+            "service": "object",
+            "method": "execute_kw",
+            "args": [
+                "acme",
+                7,
+                "secret-key-1",
+                "res.partner",
+                "search_read",
+                [[["phone_mobile_search", "ilike", "215522000"]]],
+                {"fields": READ_FIELDS, "limit": 20, "order": "write_date desc, id desc"},
+            ],
+        },
+        "id": 4,
+    }
+
+    # uid, version and fields are remembered: the next lookup is one request
+    fake.clear_requests()
+    backend.lookup(NUMBER, 5)
+    assert len(fake.requests) == 1
+
+
+def test_lookup_pattern_fallback_without_phone_validation(odoo, tmp_path):
+    fake = odoo(version="17.0", phone_validation=False)
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    pattern = "%2%1%5%5%2%2%0%0%0%"
+    args, kwargs = fake.model_calls("res.partner", "search_read")[0]
+    assert args == [["|", ["phone", "=ilike", pattern], ["mobile", "=ilike", pattern]]]
+    assert kwargs["fields"] == READ_FIELDS
+
+
+def test_lookup_without_mobile_field_in_18_2(odoo, tmp_path):
+    fake = odoo(version="saas~18.2", phone_validation=False)
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    args, kwargs = fake.model_calls("res.partner", "search_read")[0]
+    assert args == [[["phone", "=ilike", "%2%1%5%5%2%2%0%0%0%"]]]
+    assert "mobile" not in kwargs["fields"]
+
+
+def test_several_matches_newest_first_and_limit(odoo, tmp_path):
+    fake = odoo()
+    old = fake.add_partner("Old Contact", phone="+41 21 552 20 00", write_date="2023-01-01 10:00:00")
+    new = fake.add_partner("New Contact", phone="0215522000", write_date="2024-06-01 10:00:00")
+    mid = fake.add_partner("Mid Contact", phone="021/552.20.00", write_date="2024-02-01 10:00:00")
+    ext = fake.add_partner(
+        "Reception Desk", phone="+41 21 552 20 00 ext. 12", write_date="2024-07-01 10:00:00"
+    )
+    backend = make_backend(fake, tmp_path)
+
+    contacts = backend.lookup(NUMBER, 5)
+    assert [c.name for c in contacts] == ["New Contact", "Mid Contact", "Old Contact", "Reception Desk"]
+    assert [c.exact for c in contacts] == [True, True, True, False]
+    assert contacts[0].last_activity == datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+
+    top = backend.lookup(NUMBER, 2)
+    assert [c.id for c in top] == [str(new), str(mid)]
+    assert {old, ext}  # all four were stored
+
+
+def test_no_match_is_empty(odoo, tmp_path):
+    fake = odoo()
+    seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+    assert backend.lookup(parse_number("41445550000"), 5) == []
+
+
+def test_short_number_matches_only_exactly(odoo, tmp_path):
+    fake = odoo()
+    desk = fake.add_partner("Front Desk", phone="201")
+    fake.add_partner("Long Number", phone="+41 21 552 02 01")
+    backend = make_backend(fake, tmp_path)
+
+    contacts = backend.lookup(parse_number("201"), 5)
+
+    assert [c.id for c in contacts] == [str(desk)]
+    args, _ = fake.model_calls("res.partner", "search_read")[0]
+    assert args == [["|", ["phone", "=", "201"], ["mobile", "=", "201"]]]
+
+
+def test_company_and_uris_before_17_2(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    ids = seed_formats(fake)
+    sales = fake.add_partner("Sales Team", parent_id=ids["company"], is_company=False)
+    carol = fake.add_partner("Carol Weber", phone="+41 21 552 20 00", parent_id=sales)
+    freelancer = fake.add_partner("Dan Solo", phone="+41 21 552 20 00", company_name="Solo Consulting")
+    backend = make_backend(fake, tmp_path)
+
+    by_id = {c.id: c for c in backend.lookup(NUMBER, 10)}
+    base = fake.url
+
+    def form(record_id: int) -> str:
+        return f"{base}/web#id={record_id}&model=res.partner&view_type=form"
+
+    alice = by_id[str(ids["alice"])]
+    assert (alice.name, alice.company, alice.email) == (
+        "Alice Martin",
+        "Swiss Phone Lab SA",
+        "alice@lab.example",
+    )
+    assert alice.contact_uri == form(ids["alice"])
+    assert alice.company_uri == form(ids["company"])
+
+    company = by_id[str(ids["company"])]
+    assert company.company == "Swiss Phone Lab SA"
+    assert company.company_uri == company.contact_uri == form(ids["company"])
+
+    # a contact of a department of a company belongs to the company (commercial partner)
+    carol_contact = by_id[str(carol)]
+    assert carol_contact.company == "Swiss Phone Lab SA"
+    assert carol_contact.company_uri == form(ids["company"])
+
+    solo = by_id[str(freelancer)]
+    assert solo.company == "Solo Consulting"
+    assert solo.company_uri is None
+
+    bob = by_id[str(ids["bob"])]
+    assert bob.company is None and bob.company_uri is None
+
+
+@pytest.mark.parametrize("version", ["saas~17.2", "18.0", "19.0"])
+def test_uris_from_17_2_use_paths(odoo, tmp_path, version):
+    fake = odoo(version=version)
+    ids = seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+    alice = next(c for c in backend.lookup(NUMBER, 5) if c.id == str(ids["alice"]))
+    assert alice.contact_uri == f"{fake.url}/odoo/res.partner/{ids['alice']}"
+    assert alice.company_uri == f"{fake.url}/odoo/res.partner/{ids['company']}"
+
+
+def test_configured_version_and_url_template(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    ids = seed_formats(fake)
+    backend = make_backend(fake, tmp_path, version="18.0", contact_url_template="{url}/odoo/contacts/{id}")
+    alice = next(c for c in backend.lookup(NUMBER, 5) if c.id == str(ids["alice"]))
+    assert alice.contact_uri == f"{fake.url}/odoo/contacts/{ids['alice']}"
+    assert not fake.rpc_calls("common", "version")  # a configured version is not asked for
+
+
+def test_bad_rows_are_skipped(odoo, tmp_path):
+    fake = odoo()
+    fake.add_partner(None, phone="+41 21 552 20 00", parent_id=None)  # nameless address
+    fake.add_partner("No Number")
+    backend = make_backend(fake, tmp_path)
+    contacts = backend.lookup(NUMBER, 5)
+    assert len(contacts) == 1 and contacts[0].name is None
+
+
+# ---------------------------------------------------------------------------------- CallFlow
+T0 = datetime(2024, 3, 5, 9, 30, 0, tzinfo=UTC)
+
+
+def incoming_answered(contact_id: str, key: str = "key-in-answered") -> CallRecord:
+    return CallRecord(
+        contact_id=contact_id,
+        direction="incoming",
+        originator_number="+41215522000",
+        destination_number="+41445550101",
+        destination_name="Anna Agent",
+        started=T0,
+        answered=T0 + timedelta(seconds=10),
+        ended=T0 + timedelta(seconds=135),
+        user_id="9",
+        key=key,
+    )
+
+
+def incoming_missed(contact_id: str) -> CallRecord:
+    return CallRecord(
+        contact_id=contact_id,
+        direction="incoming",
+        originator_number="+41215522000",
+        originator_name="Alice Martin",
+        destination_number="+41445550101",
+        started=T0,
+        ended=T0 + timedelta(seconds=30),
+        user_id="9",
+        key="key-in-missed",
+    )
+
+
+def outgoing(contact_id: str) -> CallRecord:
+    return CallRecord(
+        contact_id=contact_id,
+        direction="outgoing",
+        originator_number="+41445550101",
+        originator_name="Anna Agent",
+        destination_number="+41215522000",
+        destination_name="Alice Martin",
+        started=T0,
+        answered=T0 + timedelta(seconds=5),
+        ended=T0 + timedelta(seconds=65),
+        user_id="9",
+        key="key-out",
+    )
+
+
+def marker(key: str) -> str:
+    return "peoplefone-call-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+@pytest.mark.parametrize(
+    ("make_call", "headline", "details"),
+    [
+        (
+            incoming_answered,
+            "Incoming call from +41215522000, answered, 2:05",
+            [
+                "Direction: incoming",
+                "Status: answered",
+                "Duration: 2:05",
+                "From: +41215522000",
+                "To: Anna Agent (+41445550101)",
+                "Answered: 2024-03-05 09:30:10 UTC",
+            ],
+        ),
+        (
+            incoming_missed,
+            "Incoming call from Alice Martin, missed",
+            ["Status: missed", "Duration: 0:00", "From: Alice Martin (+41215522000)"],
+        ),
+        (
+            outgoing,
+            "Outgoing call to Alice Martin, answered, 1:00",
+            ["Direction: outgoing", "From: Anna Agent (+41445550101)", "To: Alice Martin (+41215522000)"],
+        ),
+    ],
+)
+def test_callflow_note(odoo, tmp_path, make_call, headline, details):
+    fake = odoo(version="17.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    call = make_call(str(alice))
+
+    result = backend.log_call(call)
+
+    (message,) = fake.messages
+    assert result.id == str(message["id"])
+    assert result.url == f"{fake.url}/web#id={alice}&model=res.partner&view_type=form"
+    assert (message["res_id"], message["message_type"], message["subtype_xmlid"]) == (
+        alice,
+        "comment",
+        "mail.mt_note",
+    )
+    assert message["author_id"] == fake.agent_partner_id  # userCrmId 9 is Anna, her partner signs
+    body = message["body"]
+    assert body.startswith(f"<p>{headline}</p><ul>")  # stored as HTML, not escaped
+    for line in details:
+        assert f"<li>{line}</li>" in body
+    assert f"<p>Call reference: {marker(call.key)}</p>" in body
+
+    assert fake.model_calls("mail.message", "search_read") == [
+        (
+            [[["model", "=", "res.partner"], ["res_id", "=", alice], ["body", "ilike", marker(call.key)]]],
+            {"fields": ["id"], "limit": 1},
+        )
+    ]
+    assert fake.model_calls("res.partner", "read") == [([[alice]], {"fields": ["display_name"]})]
+    assert fake.model_calls("res.users", "read") == [([[9]], {"fields": ["partner_id"]})]
+    assert fake.model_calls("res.partner", "message_post") == [
+        (
+            [[alice]],
+            {
+                "body": body,
+                "message_type": "comment",
+                "subtype_xmlid": "mail.mt_note",
+                "body_is_html": True,
+                "author_id": fake.agent_partner_id,
+            },
+        )
+    ]
+
+
+def test_callflow_note_on_16_has_no_body_is_html(odoo, tmp_path):
+    fake = odoo(version="16.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    call = CallRecord(
+        contact_id=str(alice), direction="incoming", originator_number="+41215522000", started=T0, key="k16"
+    )
+    result = backend.log_call(call)
+    ((_, kwargs),) = fake.model_calls("res.partner", "message_post")
+    assert "body_is_html" not in kwargs and "author_id" not in kwargs  # no userCrmId: the API user posts
+    (message,) = fake.messages
+    assert message["body"].startswith("<p>Incoming call from +41215522000, missed</p>")
+    assert message["author_id"] == fake.bot_partner_id
+    assert result.id == str(message["id"])
+
+
+@pytest.mark.parametrize("make_call", [incoming_answered, incoming_missed, outgoing])
+def test_callflow_activity(odoo, tmp_path, make_call):
+    fake = odoo(version="18.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as="activity")
+    call = make_call(str(alice))
+
+    result = backend.log_call(call)
+
+    assert fake.model_calls("ir.model.data", "search_read") == [
+        (
+            [[["module", "=", "mail"], ["name", "=", "mail_activity_data_call"]]],
+            {"fields": ["res_id"], "limit": 1},
+        )
+    ]
+    assert fake.model_calls("ir.model", "search") == [([[["model", "=", "res.partner"]]], {"limit": 1})]
+    pending_domain = [
+        ["res_model", "=", "res.partner"],
+        ["res_id", "=", alice],
+        ["note", "ilike", marker(call.key)],
+    ]
+    assert fake.model_calls("mail.activity", "search_read") == [
+        ([pending_domain], {"fields": ["id"], "limit": 1})
+    ]
+    ((create_args, create_kwargs),) = fake.model_calls("mail.activity", "create")
+    values = create_args[0]
+    assert create_kwargs == {}
+    assert {k: v for k, v in values.items() if k != "note"} == {
+        "activity_type_id": 2,  # the "Call" type, xmlid mail.mail_activity_data_call
+        "res_model_id": 85,
+        "res_id": alice,
+        "summary": call.summary(),
+        "date_deadline": "2024-03-05",
+        "user_id": 9,
+    }
+    assert values["note"].startswith("<ul><li>Direction: " + call.direction)
+    assert f"Call reference: {marker(call.key)}" in values["note"]
+    assert fake.model_calls("mail.activity", "action_feedback") == [([[500]], {})]
+    assert fake.activities == []  # done: action_feedback removed it
+    (message,) = fake.messages
+    assert result.id == str(message["id"])
+    assert result.url == f"{fake.url}/odoo/res.partner/{alice}"
+    assert message["res_id"] == alice and message["author_id"] == fake.agent_partner_id
+    assert f"Status: {call.status}" in message["body"]
+    assert marker(call.key) in message["body"]
+
+
+def test_activity_type_is_resolved_once_and_falls_back_to_the_category(odoo, tmp_path):
+    fake = odoo()
+    fake.models["ir.model.data"].records.clear()  # e.g. xmlids not readable or renamed
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as="activity")
+    backend.log_call(incoming_answered(str(alice)))
+    backend.log_call(outgoing(str(alice)))
+    assert fake.model_calls("mail.activity.type", "search_read") == [
+        ([[["category", "=", "phonecall"]]], {"fields": ["id", "name"], "limit": 1, "order": "sequence, id"})
+    ]
+    assert [args[0]["activity_type_id"] for args, _ in fake.model_calls("mail.activity", "create")] == [2, 2]
+
+
+@pytest.mark.parametrize("mode", ["note", "activity"])
+def test_duplicate_callflow_posts_once(odoo, tmp_path, mode):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as=mode)
+    call = incoming_answered(str(alice))
+
+    first = backend.log_call(call)
+    fake.clear_requests()
+    second = backend.log_call(call)
+
+    assert second == first
+    assert len(fake.messages) == 1
+    assert [args[4] for args in fake.rpc_calls("object", "execute_kw")] == ["search_read"]  # only the check
+
+
+def test_retry_after_a_timeout_finds_the_posted_note(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, write_timeout=0.3)
+    call = incoming_answered(str(alice))
+    backend.log_call(incoming_missed(str(alice)))  # warms the caches
+    # message_post reaches Odoo, but its answer comes after the client gave up
+    fake.hang_on("res.partner", "message_post", 0.6)
+    with pytest.raises(BackendUnavailable):
+        backend.log_call(call)
+    assert wait_until(lambda: len(fake.messages) == 2)
+
+    result = backend.log_call(call)
+    assert len(fake.messages) == 2
+    assert result.id == str(fake.messages[-1]["id"])
+
+
+def test_retry_finishes_an_activity_left_open(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as="activity")
+    call = outgoing(str(alice))
+    fake.fail_on("mail.activity", "action_feedback", 502)
+    with pytest.raises(BackendUnavailable, match="HTTP 502"):
+        backend.log_call(call)
+    (left_open,) = fake.activities
+    assert fake.messages == []
+
+    result = backend.log_call(call)
+
+    assert len(fake.model_calls("mail.activity", "create")) == 1
+    assert fake.model_calls("mail.activity", "action_feedback")[-1] == ([[left_open["id"]]], {})
+    assert fake.activities == []
+    (message,) = fake.messages
+    assert result.id == str(message["id"])
+
+
+def test_activity_for_an_unknown_user_goes_to_the_api_user(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as="activity")
+    backend.log_call(
+        CallRecord(contact_id=str(alice), direction="incoming", user_id="4242", key="u2", started=T0)
+    )
+    ((args, _),) = fake.model_calls("mail.activity", "create")
+    assert "user_id" not in args[0]
+    assert fake.messages[0]["author_id"] == fake.bot_partner_id
+
+
+def test_dedupe_can_be_turned_off(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, dedupe_calls=False)
+    backend.log_call(incoming_answered(str(alice)))
+    assert not fake.model_calls("mail.message", "search_read")
+    assert "Call reference" not in fake.messages[0]["body"]
+
+
+def test_callflow_unknown_contact(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    with pytest.raises(ContactNotFound):
+        backend.log_call(incoming_answered("99999"))
+    fake.clear_requests()
+    with pytest.raises(ContactNotFound):
+        backend.log_call(incoming_answered("hubspot-123"))
+    assert fake.requests == []
+    assert fake.messages == []
+
+
+def test_unknown_user_posts_as_api_user(odoo, tmp_path, caplog):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    call = CallRecord(contact_id=str(alice), direction="incoming", user_id="4242", key="u1", started=T0)
+    with caplog.at_level(logging.WARNING, logger="crm_backends.odoo"):
+        backend.log_call(call)
+    assert fake.messages[0]["author_id"] == fake.bot_partner_id
+    assert "no Odoo user with id 4242" in caplog.text
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_wrong_api_key_is_rejected_once_and_not_hammered(odoo, tmp_path, caplog):
+    fake = odoo()
+    seed_formats(fake)
+    backend = make_backend(fake, tmp_path, api_key="not-the-key")
+
+    with caplog.at_level(logging.DEBUG, logger="crm_backends.odoo"):
+        with pytest.raises(CredentialsRejected):
+            backend.lookup(NUMBER, 5)
+        sent = len(fake.requests)
+        with pytest.raises(CredentialsRejected):
+            backend.lookup(NUMBER, 5)
+    assert sent == 1 and len(fake.requests) == 1  # the second attempt did not reach Odoo
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "not-the-key" not in caplog.text
+
+
+def test_revoked_key_reauthenticates_once_then_rejects(odoo, tmp_path, caplog):
+    fake = odoo()
+    seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.api_key = "rotated"  # the key was deleted in Odoo's preferences
+    fake.clear_requests()
+
+    with caplog.at_level(logging.ERROR, logger="crm_backends.odoo"), pytest.raises(CredentialsRejected):
+        backend.lookup(NUMBER, 5)
+    methods = [r["body"]["params"]["method"] for r in fake.requests]
+    assert methods == ["execute_kw", "authenticate"]
+    assert fake.requests[0]["response"]["error"]["data"]["name"] == ACCESS_DENIED
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+    # fixed on the Odoo side; after the pause the backend works again
+    fake.api_key = "secret-key-1"
+    backend.rejected_retry_s = 0.0
+    backend._rejected_until = 0.0
+    assert len(backend.lookup(NUMBER, 5)) == 3
+
+
+def test_transient_access_denied_reauthenticates(odoo, tmp_path):
+    fake = odoo()
+    seed_formats(fake)
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.clear_requests()
+    fake.rpc_error_next(ACCESS_DENIED, "Access Denied")
+    assert len(backend.lookup(NUMBER, 5)) == 3
+    assert [r["body"]["params"]["method"] for r in fake.requests] == [
+        "execute_kw",
+        "authenticate",
+        "execute_kw",
+    ]
+
+
+def test_missing_permission_is_a_credentials_problem(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.rpc_error_next(ACCESS_ERROR, "You are not allowed to access 'Contact' (res.partner) records.")
+    with pytest.raises(CredentialsRejected, match="may not use res.partner.search_read"):
+        backend.lookup(NUMBER, 5)
+
+
+def test_http_401_is_rejected(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    fake.fail_next(401)
+    with pytest.raises(CredentialsRejected):
+        backend.lookup(NUMBER, 5)
+
+
+def test_429_with_retry_after(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.fail_next(429, retry_after="7")
+    with pytest.raises(RateLimited) as caught:
+        backend.lookup(NUMBER, 5)
+    assert caught.value.retry_after == 7.0
+
+
+def test_503_with_retry_after_date(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.fail_next(503, retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True))
+    with pytest.raises(RateLimited) as caught:
+        backend.lookup(NUMBER, 5)
+    assert 25 <= caught.value.retry_after <= 31
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b"<html>Internal Server Error</html>"),
+        (502, b"Bad Gateway"),
+        (503, b"down"),
+        (200, b"<html>maintenance</html>"),
+        (200, b"[1, 2]"),
+    ],
+)
+def test_server_errors_are_unavailable(odoo, tmp_path, status, body):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.fail_next(status, body=body)
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.lookup(NUMBER, 5)
+    assert not isinstance(caught.value, CredentialsRejected | RateLimited)
+
+
+def test_odoo_server_error_is_unavailable(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    backend.lookup(NUMBER, 5)
+    fake.rpc_error_next("psycopg2.errors.SerializationFailure", "could not serialize access")
+    with pytest.raises(BackendUnavailable, match="SerializationFailure") as caught:
+        backend.lookup(NUMBER, 5)
+    assert not isinstance(caught.value, CredentialsRejected)
+
+
+def test_timeout(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path, timeout=0.3)
+    backend.lookup(NUMBER, 5)
+    fake.hang_next(1.5)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="did not answer"):
+        backend.lookup(NUMBER, 5)
+    assert time.monotonic() - started < 1.0
+
+
+def test_connection_refused(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    opts = load_options(
+        OdooBackend,
+        {
+            "name": "erp",
+            "type": "odoo",
+            "url": f"http://127.0.0.1:{port}",
+            "database": "acme",
+            "username": "bot",
+            "api_key": "k",
+            "timeout": 1.0,
+        },
+        "here",
+    )
+    backend = OdooBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+    with pytest.raises(BackendUnavailable, match="cannot reach Odoo"):
+        backend.lookup(NUMBER, 5)
+
+
+def test_check(odoo, tmp_path):
+    fake = odoo()
+    make_backend(fake, tmp_path).check()
+    with pytest.raises(BackendConfigError) as caught:
+        make_backend(fake, tmp_path, database="nope").check()
+    assert caught.value.key == "database"
+    with pytest.raises(CredentialsRejected):
+        make_backend(fake, tmp_path, username="someone-else").check()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("call_log_as", "sms"),
+        ("url", "odoo.example.com"),
+        ("contact_url_template", "{url}/x/{record}"),
+        ("version", "latest"),
+        ("page_size", 0),
+    ],
+)
+def test_bad_options(key, value):
+    table = {
+        "name": "erp",
+        "type": "odoo",
+        "url": "https://acme.odoo.com",
+        "database": "acme",
+        "username": "bot",
+        "api_key": "k",
+        key: value,
+    }
+    with pytest.raises(BackendConfigError) as caught:
+        load_options(OdooBackend, table, "tenant 't', backend 'erp'")
+    assert caught.value.key == key
+
+
+def test_missing_api_key():
+    with pytest.raises(BackendConfigError) as caught:
+        load_options(
+            OdooBackend,
+            {"name": "erp", "type": "odoo", "url": "https://a.odoo.com", "database": "a", "username": "bot"},
+            "here",
+        )
+    assert caught.value.key == "api_key"
+
+
+def test_describe_redacts_the_key(odoo, tmp_path):
+    backend = make_backend(odoo(), tmp_path)
+    assert backend.describe()["api_key"] == "***"
+    assert (backend.default_crm_name, backend.default_crm_logo.startswith("https://")) == ("Odoo", True)
+
+
+# ---------------------------------------------------------------------------------- mirror
+def test_mirror_full_then_incremental_then_periodic_full(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    bob = fake.add_partner("Bob Keller", mobile="+41 79 555 01 01")
+    carl = fake.add_partner("Carl Meier", phone="+41 44 555 02 02")
+    fake.add_partner("Dora No-Number")
+    backend = make_backend(fake, tmp_path, page_size=2, sync_overlap=0)
+    mirror = MirroredBackend(backend, store_path=str(tmp_path / "mirror.sqlite3"))
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 3 and not outcome.incremental
+    pages = fake.model_calls("res.partner", "search_read")
+    has_number = ["|", ["phone", "!=", False], ["mobile", "!=", False]]
+    assert [args for args, _ in pages] == [
+        [has_number + [["id", ">", 0]]],
+        [has_number + [["id", ">", bob]]],
+    ]
+    assert pages[0][1] == {"fields": READ_FIELDS + ["active"], "limit": 2, "order": "id asc"}
+    assert [c.id for c in mirror.lookup(NUMBER, 5)] == [str(alice)]
+    found = mirror.lookup(parse_number("+41795550101"), 5)[0]
+    assert (found.name, found.contact_uri) == (
+        "Bob Keller",
+        f"{fake.url}/web#id={bob}&model=res.partner&view_type=form",
+    )
+
+    # changes: a new number, an archived partner, a new partner
+    since = fake.partner(carl)["write_date"]
+    fake.write_partner(alice, phone="+41 44 555 03 03")
+    fake.write_partner(bob, active=False)
+    erin = fake.add_partner("Erin Frei", phone="+41 31 555 04 04")
+    fake.clear_requests()
+
+    outcome = mirror.sync_now()
+    # alice and erin changed; carl comes again because the bound is inclusive (same second)
+    assert outcome.ok and outcome.incremental and outcome.written == 3 and outcome.deleted == 1
+    pages = fake.model_calls("res.partner", "search_read")
+    assert len(pages) == 3  # 4 changed rows by 2, then an empty page
+    args, kwargs = pages[0]
+    assert args == [[["write_date", ">=", since], ["id", ">", 0]]]
+    assert kwargs["context"] == {"active_test": False}
+    assert mirror.lookup(NUMBER, 5) == []
+    assert [c.id for c in mirror.lookup(parse_number("+41445550303"), 5)] == [str(alice)]
+    assert mirror.lookup(parse_number("+41795550101"), 5) == []
+    assert [c.id for c in mirror.lookup(parse_number("+41315550404"), 5)] == [str(erin)]
+
+    # a hard delete is only visible to a full listing, which runs every full_sync_interval
+    fake.delete_partner(carl)
+    assert mirror.sync_now().deleted == 0
+    assert mirror.lookup(parse_number("+41445550202"), 5) != []
+    backend.options["full_sync_interval"] = 0
+    outcome = mirror.sync_now()
+    assert outcome.ok and not outcome.incremental and outcome.deleted == 1
+    assert mirror.lookup(parse_number("+41445550202"), 5) == []
+    mirror.close()
+
+
+def test_mirror_incremental_overlap_and_callflow(odoo, tmp_path):
+    fake = odoo(version="18.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00", write_date="2024-05-01 10:00:00")
+    backend = make_backend(fake, tmp_path)  # default overlap: 300 s
+    mirror = MirroredBackend(backend, store_path=str(tmp_path / "m.sqlite3"))
+    assert mirror.sync_now().ok
+    fake.clear_requests()
+    assert mirror.sync_now().ok
+    ((args, _),) = fake.model_calls("res.partner", "search_read")
+    assert args == [[["write_date", ">=", "2024-05-01 09:55:00"], ["id", ">", 0]]]
+    result = mirror.log_call(incoming_answered(str(alice)))
+    assert result.url == f"{fake.url}/odoo/res.partner/{alice}"
+    mirror.close()
+
+
+def test_mirror_keeps_last_copy_when_odoo_is_down(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    mirror = MirroredBackend(backend, store_path=str(tmp_path / "m.sqlite3"))
+    assert mirror.sync_now().ok
+    fake.fail_next(500)
+    outcome = mirror.sync_now()
+    assert not outcome.ok and "HTTP 500" in outcome.error
+    assert [c.id for c in mirror.lookup(NUMBER, 5)] == [str(alice)]
+    mirror.close()
+
+
+# ---------------------------------------------------------------------------------- the fake itself
+def test_fake_is_strict(odoo, tmp_path):
+    fake = odoo(version="19.0")
+    backend = make_backend(fake, tmp_path)
+    with pytest.raises(BackendUnavailable, match="Invalid field 'mobile'"):
+        backend._execute("res.partner", "search_read", [[]], {"fields": ["mobile"]})
+    with pytest.raises(BackendUnavailable, match="Object res.partnr doesn't exist"):
+        backend._execute("res.partnr", "search_read", [[]])
+    with pytest.raises(CredentialsRejected, match="Private methods"):
+        backend._execute("ir.model", "_get_id", ["res.partner"])
+    with pytest.raises(BackendUnavailable, match="unexpected keyword argument 'fields_list'"):
+        backend._execute("res.partner", "search_read", [[]], {"fields_list": ["name"]})
+    with pytest.raises(BackendUnavailable, match="Invalid leaf"):
+        backend._execute("res.partner", "search_read", [[["phone", "~", "1"]]])
