@@ -1,0 +1,861 @@
+"""Pipedrive CRM: persons found with the search API (live) or listed into a local mirror, calls
+logged as call logs or as done activities of type "call".
+
+API versions (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide): Pipedrive has
+moved persons, organizations, activities and search to API v2 and no longer supports their v1
+endpoints, so this backend uses v2 for them. Call logs and ``users/me`` exist only in v1.
+
+Requests used (each documented at https://developers.pipedrive.com/docs/api/v1/<Page>):
+
+* ``GET  /api/v2/persons/search``   Persons#searchPersons: live lookup on the phone field
+* ``GET  /api/v2/persons``          Persons#getPersons: mirror listing (cursor paging, updated_since)
+* ``GET  /api/v2/persons/{id}``     Persons#getPerson: the person (and organization) a call belongs to
+* ``GET  /api/v2/organizations``    Organizations#getOrganizations: company names for the mirror
+* ``POST /api/v1/callLogs``         CallLogs#addCallLog: CallFlow
+* ``POST /api/v2/activities``       Activities#addActivity: CallFlow where call logs are unavailable
+* ``GET  /api/v1/users/me``         Users#getCurrentUser: start-up check
+
+The API token travels in the ``x-api-token`` header (the only API-key scheme of the OpenAPI specs),
+never in the URL, so it cannot end up in access logs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from lookup_service.phone import PhoneNumber
+
+from .base import (
+    Backend,
+    BackendConfigError,
+    BackendOptions,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    Contact,
+    ContactNotFound,
+    CredentialsRejected,
+    RateLimited,
+    SyncBatch,
+    WorkflowResult,
+    register,
+)
+
+log = logging.getLogger(__name__)
+
+SEARCH_PATH = "/api/v2/persons/search"
+PERSONS_PATH = "/api/v2/persons"
+ORGANIZATIONS_PATH = "/api/v2/organizations"
+ACTIVITIES_PATH = "/api/v2/activities"
+CALL_LOGS_PATH = "/api/v1/callLogs"
+ME_PATH = "/api/v1/users/me"
+
+# Which spellings of the number the live lookup searches for (see docs/backends/pipedrive.md).
+SEARCH_TERMS = ("nsn", "e164", "national", "digits")
+CALL_LOG_MODES = ("auto", "call_log", "activity")
+_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", re.I)
+
+# A request that hit the burst limit waits at most this long when it may wait (mirror sync only).
+MAX_SYNC_WAIT_S = 10.0
+SYNC_RETRIES_ON_429 = 3
+# After a 401 the backend stops calling Pipedrive; it tries again once per this interval.
+AUTH_RETRY_S = 60.0
+# When the daily budget is still exhausted right after UTC midnight (Pipedrive resets it at midnight
+# in the server's time zone), probe again at this interval instead of waiting a whole day.
+DAILY_PROBE_S = 900.0
+# More changed organizations than this in one incremental sync: relist everything instead.
+MAX_ORG_RELISTS = 50
+# Each sync lists again what changed in the last minutes before it started (see _next_since).
+SYNC_OVERLAP_S = 300.0
+IDS_PER_REQUEST = 100  # documented maximum of the `ids` filter
+REMEMBERED_CALLS = 10000
+
+
+class PipedriveOptions(BackendOptions):
+    api_token = fields.String(load_default=None, allow_none=True)
+    oauth_token = fields.String(load_default=None, allow_none=True)
+    company_domain = fields.String(required=True)
+    base_url = fields.String(load_default=None, allow_none=True)
+    call_log_as = fields.String(load_default="auto", validate=validate.OneOf(CALL_LOG_MODES))
+    activity_type = fields.String(load_default="call", validate=validate.Length(min=1))
+    default_user_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    search_terms = fields.List(
+        fields.String(validate=validate.OneOf(SEARCH_TERMS)),
+        load_default=lambda: ["nsn", "e164"],
+        validate=validate.Length(min=1),
+    )
+    search_limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
+    sync_page_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=500))
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **_: Any) -> None:
+        api_token = (data.get("api_token") or "").strip()
+        oauth_token = (data.get("oauth_token") or "").strip()
+        if not api_token and not oauth_token:
+            raise ValidationError("set api_token (or oauth_token for an OAuth app)", field_name="api_token")
+        if api_token and oauth_token:
+            raise ValidationError("set api_token or oauth_token, not both", field_name="oauth_token")
+        domain = data.get("company_domain") or ""
+        if not _DOMAIN.match(domain):
+            raise ValidationError(
+                "only the subdomain of your Pipedrive address, e.g. 'acme' for https://acme.pipedrive.com",
+                field_name="company_domain",
+            )
+        base_url = data.get("base_url")
+        if base_url and not re.match(r"^https?://[^/\s]+", base_url):
+            raise ValidationError("an http(s) URL such as https://acme.pipedrive.com", field_name="base_url")
+
+
+class ApiError(BackendUnavailable):
+    """Pipedrive answered a 4xx that is not about credentials or rate limits."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class ApiForbidden(CredentialsRejected):
+    """A JSON 402/403: the token may not use this endpoint (feature, plan or permission)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+@register
+class PipedriveBackend(Backend):
+    type_name: ClassVar[str] = "pipedrive"
+    options_schema = PipedriveOptions
+    modes = frozenset({"live", "mirror"})
+    can_log_calls = True
+    default_crm_name = "Pipedrive"
+    default_crm_logo = "https://www.pipedrive.com/favicon.ico"
+    # The search API allows 10 requests per 2 seconds on every plan.
+    default_rate_per_second = 5.0
+    secret_keys = frozenset({"api_token", "oauth_token"})
+
+    def __init__(self, spec: BackendSpec):
+        super().__init__(spec)
+        opts = self.options
+        self.company_domain = opts["company_domain"].lower()
+        self.app_url = f"https://{self.company_domain}.pipedrive.com"
+        self.base_url = (opts.get("base_url") or self.app_url).rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers["User-Agent"] = "peoplefone-lookup-service"
+        api_token = (opts.get("api_token") or "").strip()
+        if api_token:
+            self.session.headers["x-api-token"] = api_token
+        else:
+            self.session.headers["Authorization"] = "Bearer " + (opts.get("oauth_token") or "").strip()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._pool: ThreadPoolExecutor | None = None
+        self._state_lock = threading.Lock()
+        self._burst_until = 0.0  # time.monotonic()
+        self._daily_until = 0.0  # time.time(): the whole daily token budget is used up
+        self._writes_until = 0.0  # time.time(): the daily POST/PUT allowance is used up
+        self._daily_waited_until = 0.0  # the midnight the last full-day block waited for
+        self._ok_since_daily_block = False
+        self._auth_blocked_until = 0.0  # time.monotonic()
+        self._auth_rejected = False
+        self.call_log_as = opts["call_log_as"]
+        self._calls: OrderedDict[str, WorkflowResult] = OrderedDict()
+        self._call_locks: dict[str, threading.Lock] = {}
+        self._calls_lock = threading.Lock()
+        self._org_names: dict[int, str | None] = {}
+
+    # Backend interface ----------------------------------------------------------------------
+    @property
+    def rate_per_second(self) -> float | None:
+        """Lookups a second: the search allowance shared by the searches one lookup makes."""
+        configured = self.options.get("rate_per_second")
+        if configured:
+            return configured
+        return self.default_rate_per_second / max(1, len(self.options["search_terms"]))
+
+    def check(self) -> None:
+        data = self._request("GET", ME_PATH).get("data")
+        if not isinstance(data, dict):
+            raise BackendUnavailable(f"{self.spec.where()}: unexpected answer from {ME_PATH}")
+        domain = data.get("company_domain")
+        if isinstance(domain, str) and domain and domain.lower() != self.company_domain:
+            raise BackendConfigError(
+                f"{self.spec.where('company_domain')}: the token belongs to company domain {domain!r}",
+                key="company_domain",
+            )
+
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        terms = self._search_terms(number)
+        if not terms:
+            return []
+        if len(terms) == 1:
+            pages = [self._search(terms[0])]
+        else:
+            pages = self._search_parallel(terms)
+        seen: dict[str, Contact] = {}
+        for items in pages:
+            for contact in items:
+                seen.setdefault(contact.id, contact)
+        found = self.filter_candidates(number, seen.values())
+        found.sort(key=lambda c: not c.exact)  # stable: Pipedrive's relevance order otherwise
+        return found[:limit]
+
+    def log_call(self, call: CallRecord) -> WorkflowResult:
+        person_id = _positive_int(call.contact_id)
+        if person_id is None:
+            raise ContactNotFound(f"{call.contact_id!r} is not a Pipedrive person id")
+        with self._call_lock(call.key):
+            done = self._calls.get(call.key) if call.key else None
+            if done is not None:
+                return done
+            person = self._get_person(person_id)
+            org_id = _positive_int(person.get("org_id"))
+            if self.call_log_as == "activity":
+                result = self._add_activity(call, person_id, org_id)
+            else:
+                try:
+                    result = self._add_call_log(call, person_id, org_id)
+                except ApiForbidden as exc:
+                    if self.call_log_as == "call_log":
+                        raise
+                    log.warning(
+                        "%s: call logs are not available to this token (HTTP %d: %s); "
+                        "logging calls as activities of type %r from now on",
+                        self.spec.where(),
+                        exc.status,
+                        exc,
+                        self.options["activity_type"],
+                    )
+                    self.call_log_as = "activity"
+                    result = self._add_activity(call, person_id, org_id)
+            if call.key:
+                self._remember(call.key, result)
+            return result
+
+    def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
+        state = _load_cursor(cursor)
+        interval = float(self.options["full_sync_interval"])
+        full_due = bool(interval) and time.time() - state.get("full_at", 0.0) >= interval
+        if not state.get("persons_since") or full_due:
+            yield from self._full_sync()
+        else:
+            yield from self._incremental_sync(state)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+    # live lookup ----------------------------------------------------------------------------
+    def _search_terms(self, number: PhoneNumber) -> list[str]:
+        if number.is_short:
+            forms = [number.digits]
+        else:
+            by_name = {
+                "nsn": number.nsn,
+                "e164": number.e164,
+                "national": number.national,
+                "digits": number.digits,
+            }
+            forms = [by_name.get(name) for name in self.options["search_terms"]]
+        # The search needs at least 2 characters.
+        return list(dict.fromkeys(f for f in forms if f and len(f) >= 2))
+
+    def _search_parallel(self, terms: list[str]) -> list[list[Contact]]:
+        if self._pool is None:
+            with self._state_lock:
+                if self._pool is None:
+                    prefix = f"pipedrive-{self.name}"
+                    self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=prefix)
+        futures = [self._pool.submit(self._search, term) for term in terms]
+        pages: list[list[Contact]] = []
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                pages.append(future.result())
+            except BackendUnavailable as exc:
+                errors.append(exc)
+        if not pages:
+            raise errors[0]
+        if errors:
+            log.warning("%s: a search failed, answering with the others: %s", self.spec.where(), errors[0])
+        return pages
+
+    def _search(self, term: str) -> list[Contact]:
+        params = {"term": term, "fields": "phone", "limit": str(self.options["search_limit"])}
+        body = self._request("GET", SEARCH_PATH, params=params)
+        data = body.get("data")
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise BackendUnavailable(f"{self.spec.where()}: unexpected search answer (no data.items)")
+        contacts = []
+        for entry in items:
+            item = entry.get("item") if isinstance(entry, dict) else None
+            contact = self._contact_from_search(item) if isinstance(item, dict) else None
+            if contact is not None:
+                contacts.append(contact)
+        return contacts
+
+    def _contact_from_search(self, item: dict[str, Any]) -> Contact | None:
+        person_id = _positive_int(item.get("id"))
+        phones = [str(p) for p in item.get("phones") or [] if isinstance(p, str | int) and str(p).strip()]
+        if person_id is None or not phones:
+            return None
+        org = item.get("organization") if isinstance(item.get("organization"), dict) else {}
+        org_id = _positive_int(org.get("id"))
+        emails = [e for e in item.get("emails") or [] if isinstance(e, str) and e]
+        return self._contact(person_id, item.get("name"), org_id, org.get("name"), phones, emails[:1])
+
+    def _contact(
+        self,
+        person_id: int,
+        name: Any,
+        org_id: int | None,
+        org_name: Any,
+        phones: list[str],
+        emails: list[str],
+    ) -> Contact:
+        return Contact(
+            id=str(person_id),
+            name=name.strip() if isinstance(name, str) and name.strip() else None,
+            company=org_name.strip() if isinstance(org_name, str) and org_name.strip() else None,
+            contact_uri=f"{self.app_url}/person/{person_id}",
+            company_uri=f"{self.app_url}/organization/{org_id}" if org_id else None,
+            phones=phones,
+            email=emails[0] if emails else None,
+        )
+
+    # mirror ---------------------------------------------------------------------------------
+    def _full_sync(self) -> Iterator[SyncBatch]:
+        started = time.time()
+        names: dict[int, str | None] = {}
+        orgs_since = None
+        for page in self._pages(ORGANIZATIONS_PATH, {"sort_by": "id", "sort_direction": "asc"}):
+            for org in page:
+                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                if org_id is not None:
+                    names[org_id] = _text(org.get("name"))
+                    orgs_since = _later(orgs_since, org.get("update_time"))
+        self._org_names = names
+        state = {
+            "full_at": started,
+            "orgs_since": _next_since(None, orgs_since, started),
+            "persons_since": None,
+        }
+        persons_since = None
+        for page in self._pages(PERSONS_PATH, {"sort_by": "id", "sort_direction": "asc"}):
+            contacts, deleted, persons_since = self._convert_persons(page, persons_since)
+            state["persons_since"] = _next_since(None, persons_since, started)
+            yield SyncBatch(contacts=contacts, deleted_ids=deleted, cursor=json.dumps(state), complete=True)
+
+    def _incremental_sync(self, state: dict[str, Any]) -> Iterator[SyncBatch]:
+        started = time.time()
+        changed_orgs: list[int] = []
+        previous_orgs = state.get("orgs_since") or state["persons_since"]
+        orgs_since = None
+        params = {"updated_since": previous_orgs, "sort_by": "update_time", "sort_direction": "asc"}
+        for page in self._pages(ORGANIZATIONS_PATH, params):
+            for org in page:
+                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                if org_id is None:
+                    continue
+                name = None if org.get("is_deleted") is True else _text(org.get("name"))
+                if org_id not in self._org_names or self._org_names[org_id] != name:
+                    changed_orgs.append(org_id)
+                self._org_names[org_id] = name
+                orgs_since = _later(orgs_since, org.get("update_time"))
+        if len(changed_orgs) > MAX_ORG_RELISTS:
+            yield from self._full_sync()
+            return
+        state = dict(state, orgs_since=_next_since(previous_orgs, orgs_since, started))
+        previous_persons = state["persons_since"]
+        persons_since = None
+        params = {"updated_since": previous_persons, "sort_by": "update_time", "sort_direction": "asc"}
+        for page in self._pages(PERSONS_PATH, params):
+            contacts, deleted, persons_since = self._convert_persons(page, persons_since)
+            state["persons_since"] = _next_since(previous_persons, persons_since, started)
+            yield SyncBatch(contacts=contacts, deleted_ids=deleted, cursor=json.dumps(state))
+        # A renamed organization does not touch its persons' update_time: refresh their company.
+        for org_id in dict.fromkeys(changed_orgs):
+            for page in self._pages(PERSONS_PATH, {"org_id": str(org_id)}):
+                contacts, deleted, _ = self._convert_persons(page, None)
+                yield SyncBatch(contacts=contacts, deleted_ids=deleted, cursor=json.dumps(state))
+
+    def _convert_persons(
+        self, page: list[Any], since: str | None
+    ) -> tuple[list[Contact], list[str], str | None]:
+        persons = [p for p in page if isinstance(p, dict) and _positive_int(p.get("id")) is not None]
+        self._resolve_org_names({_positive_int(p.get("org_id")) for p in persons} - {None})
+        contacts: list[Contact] = []
+        deleted: list[str] = []
+        for person in persons:
+            person_id = _positive_int(person["id"])
+            since = _later(since, person.get("update_time"))
+            if person.get("is_deleted") is True:
+                deleted.append(str(person_id))
+                continue
+            phones = _values(person.get("phones"))
+            if not phones:  # cannot be found by number: dropped from the mirror
+                deleted.append(str(person_id))
+                continue
+            emails = sorted(_values_with_primary(person.get("emails")), key=lambda e: not e[1])
+            org_id = _positive_int(person.get("org_id"))
+            org_name = self._org_names.get(org_id) if org_id else None
+            contacts.append(
+                self._contact(person_id, person.get("name"), org_id, org_name, phones, [e[0] for e in emails])
+            )
+        return contacts, deleted, since
+
+    def _resolve_org_names(self, org_ids: set[Any]) -> None:
+        missing = sorted(i for i in org_ids if i not in self._org_names)
+        for start in range(0, len(missing), IDS_PER_REQUEST):
+            chunk = missing[start : start + IDS_PER_REQUEST]
+            for page in self._pages(ORGANIZATIONS_PATH, {"ids": ",".join(map(str, chunk))}):
+                for org in page:
+                    org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                    if org_id is not None:
+                        self._org_names[org_id] = _text(org.get("name"))
+            for org_id in chunk:
+                self._org_names.setdefault(org_id, None)  # not visible or deleted: no company
+
+    def _pages(self, path: str, params: dict[str, str]) -> Iterator[list[Any]]:
+        """The pages of a v2 list (cursor pagination: additional_data.next_cursor, null at the end)."""
+        cursor = None
+        while True:
+            query = dict(params, limit=str(self.options["sync_page_size"]))
+            if cursor:
+                query["cursor"] = cursor
+            body = self._request("GET", path, params=query, wait=True)
+            data = body.get("data")
+            if data is None:
+                data = []
+            if not isinstance(data, list):
+                raise BackendUnavailable(f"{self.spec.where()}: unexpected answer from {path} (no data list)")
+            yield data
+            extra = body.get("additional_data")
+            cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
+            if not cursor:
+                return
+
+    # CallFlow -------------------------------------------------------------------------------
+    def _get_person(self, person_id: int) -> dict[str, Any]:
+        try:
+            body = self._request("GET", f"{PERSONS_PATH}/{person_id}")
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                raise ContactNotFound(f"no Pipedrive person with id {person_id}") from None
+            raise
+        person = body.get("data")
+        if not isinstance(person, dict) or person.get("is_deleted") is True:
+            raise ContactNotFound(f"no Pipedrive person with id {person_id}")
+        return person
+
+    def _add_call_log(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
+        start, end = _call_window(call)
+        body: dict[str, Any] = {
+            "outcome": _outcome(call),
+            "to_phone_number": self._display_number(call.destination_number) or "unknown",
+            "start_time": _v1_time(start),
+            "end_time": _v1_time(end),
+            "duration": str(call.duration_seconds),
+            "subject": call.summary(),
+            "person_id": person_id,
+            "note": self._note(call, start, end),
+        }
+        if call.originator_number:
+            body["from_phone_number"] = self._display_number(call.originator_number)
+        if org_id:
+            body["org_id"] = org_id
+        user_id = self._user_id(call)
+        if user_id is not None:
+            body["user_id"] = user_id
+        data = self._request("POST", CALL_LOGS_PATH, body=body).get("data")
+        call_id = data.get("id") if isinstance(data, dict) else None
+        if not call_id:
+            raise BackendUnavailable(f"{self.spec.where()}: the call log answer has no id")
+        return WorkflowResult(id=str(call_id), url=f"{self.app_url}/person/{person_id}")
+
+    def _add_activity(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
+        start, end = _call_window(call)
+        seconds = call.duration_seconds
+        minutes = max(1, (seconds + 30) // 60) if seconds else 0
+        body: dict[str, Any] = {
+            "subject": call.summary(),
+            "type": self.options["activity_type"],
+            "done": True,
+            "due_date": start.strftime("%Y-%m-%d"),
+            "due_time": start.strftime("%H:%M"),
+            "duration": f"{minutes // 60:02d}:{minutes % 60:02d}",
+            # v2 treats person_id as read-only: the person is the primary participant.
+            "participants": [{"person_id": person_id, "primary": True}],
+            "note": self._note(call, start, end),
+        }
+        if org_id:
+            body["org_id"] = org_id
+        user_id = self._user_id(call)
+        if user_id is not None:
+            body["owner_id"] = user_id
+        data = self._request("POST", ACTIVITIES_PATH, body=body).get("data")
+        activity_id = data.get("id") if isinstance(data, dict) else None
+        if not activity_id:
+            raise BackendUnavailable(f"{self.spec.where()}: the activity answer has no id")
+        return WorkflowResult(id=str(activity_id), url=f"{self.app_url}/person/{person_id}")
+
+    def _note(self, call: CallRecord, start: datetime, end: datetime) -> str:
+        def line(label: str, value: str | None) -> str:
+            return f"{label}: {html.escape(value or '-')}"
+
+        answered = _v1_time(call.answered) + " UTC" if call.answered else None
+        lines = [
+            line("From", _party(self._display_number(call.originator_number), call.originator_name)),
+            line("To", _party(self._display_number(call.destination_number), call.destination_name)),
+            line("Started", _v1_time(start) + " UTC"),
+            line("Answered", answered),
+            line("Ended", _v1_time(end) + " UTC"),
+        ]
+        return (
+            f"<p>{html.escape(call.summary())}</p><p>{'<br>'.join(lines)}</p>"
+            f"<p>Logged by the peoplefone CONNECTOR (call {html.escape(call.key or '-')})</p>"
+        )
+
+    def _display_number(self, raw: str | None) -> str | None:
+        if not raw:
+            return None
+        parsed = self.parse(raw)
+        return parsed.e164 if parsed is not None and parsed.e164 else raw.strip()
+
+    def _user_id(self, call: CallRecord) -> int | None:
+        if call.user_id:
+            user_id = _positive_int(call.user_id)
+            if user_id is not None:
+                return user_id
+            log.warning(
+                "%s: userCrmId is not a Pipedrive user id (a number); using the default owner",
+                self.spec.where(),
+            )
+        return self.options.get("default_user_id")
+
+    def _call_lock(self, key: str) -> threading.Lock:
+        with self._calls_lock:
+            lock = self._call_locks.get(key)
+            if lock is None:
+                if len(self._call_locks) > REMEMBERED_CALLS:
+                    self._call_locks = {k: v for k, v in self._call_locks.items() if v.locked()}
+                lock = self._call_locks[key] = threading.Lock()
+            return lock
+
+    def _remember(self, key: str, result: WorkflowResult) -> None:
+        with self._calls_lock:
+            self._calls[key] = result
+            while len(self._calls) > REMEMBERED_CALLS:
+                self._calls.popitem(last=False)
+
+    # HTTP -----------------------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        wait: bool = False,
+    ) -> dict[str, Any]:
+        """One call to Pipedrive with its rate-limit and credential bookkeeping.
+
+        ``wait`` (mirror sync only): sleep through short burst limits instead of failing at once.
+        """
+        timeout = max(self.timeout_s, 15.0) if wait else self.timeout_s
+        attempts = SYNC_RETRIES_ON_429 if wait else 0
+        while True:
+            self._gate(method, wait)
+            try:
+                response = self.session.request(
+                    method, self.base_url + path, params=params, json=body, timeout=timeout
+                )
+            except requests.Timeout:
+                message = f"Pipedrive did not answer within {timeout:.1f}s"
+                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
+            except requests.RequestException as exc:
+                message = f"cannot reach Pipedrive: {type(exc).__name__}"
+                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
+            self._observe(response)
+            if response.status_code == 429:
+                retry_after = self._on_429(response)
+                if attempts > 0 and retry_after <= MAX_SYNC_WAIT_S:
+                    attempts -= 1
+                    time.sleep(retry_after)
+                    continue
+                raise RateLimited(f"{self.spec.where()}: Pipedrive rate limit (HTTP 429)", retry_after)
+            return self._decode(response, method, path)
+
+    def _decode(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        where = self.spec.where()
+        if status == 401:
+            self._on_401()
+            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401)")
+        if self._auth_rejected:
+            with self._state_lock:
+                if self._auth_rejected:
+                    self._auth_rejected = False
+                    log.info("%s: Pipedrive accepts the credentials again", where)
+        if status >= 500:
+            raise BackendUnavailable(f"{where}: Pipedrive answered HTTP {status} to {method} {path}")
+        if not isinstance(payload, dict):
+            if status == 403:
+                # Pipedrive's abuse protection answers an HTML page to clients that ignored 429s.
+                raise RateLimited(f"{where}: Pipedrive blocked the requests (HTTP 403, not JSON)", 60.0)
+            raise BackendUnavailable(f"{where}: HTTP {status} to {method} {path} without JSON")
+        if status >= 400 or payload.get("success") is False:
+            message = str(payload.get("error") or payload.get("error_info") or "error")[:200]
+            text = f"{where}: Pipedrive answered HTTP {status} to {method} {path}: {message}"
+            if status in (402, 403):
+                raise ApiForbidden(text, status)
+            raise ApiError(text, status)
+        return payload
+
+    def _gate(self, method: str, may_wait: bool) -> None:
+        """Refuse (or, for the sync, delay) a request Pipedrive would reject anyway."""
+        where = self.spec.where()
+        if time.monotonic() < self._auth_blocked_until:
+            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401), retry later")
+        now = time.time()
+        if now < self._daily_until:
+            left = self._daily_until - now
+            raise RateLimited(f"{where}: Pipedrive daily API budget used up, resets in {left:.0f}s", left)
+        if method != "GET" and now < self._writes_until:
+            left = self._writes_until - now
+            raise RateLimited(f"{where}: Pipedrive daily POST allowance used up, resets in {left:.0f}s", left)
+        wait = self._burst_until - time.monotonic()
+        if wait > 0:
+            if may_wait and wait <= MAX_SYNC_WAIT_S:
+                time.sleep(wait)
+            else:
+                raise RateLimited(f"{where}: Pipedrive burst rate limit reached", wait)
+
+    def _observe(self, response: requests.Response) -> None:
+        headers = response.headers
+        if response.status_code < 400:
+            self._ok_since_daily_block = True
+        remaining = _number(headers.get("x-ratelimit-remaining"))
+        if remaining is not None and remaining <= 0:
+            reset = _number(headers.get("x-ratelimit-reset")) or 2.0
+            with self._state_lock:
+                self._burst_until = max(self._burst_until, time.monotonic() + reset)
+        if _number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
+            self._block_daily()
+        if _number(headers.get("x-daily-requests-left")) == 0:
+            with self._state_lock:
+                if self._writes_until <= time.time():
+                    self._writes_until = _next_utc_midnight(time.time())
+                    log.warning(
+                        "%s: Pipedrive's daily POST/PUT allowance is used up; "
+                        "no calls are logged until midnight UTC",
+                        self.spec.where(),
+                    )
+
+    def _on_429(self, response: requests.Response) -> float:
+        if _number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
+            return self._block_daily()
+        retry_after = (
+            _retry_after(response.headers.get("Retry-After"))
+            or _number(response.headers.get("x-ratelimit-reset"))
+            or 2.0
+        )
+        with self._state_lock:
+            self._burst_until = max(self._burst_until, time.monotonic() + retry_after)
+        log.debug("%s: Pipedrive burst limit, retry in %.1fs", self.spec.where(), retry_after)
+        return retry_after
+
+    def _block_daily(self) -> float:
+        now = time.time()
+        with self._state_lock:
+            if self._daily_until > now:
+                return self._daily_until - now
+            until = _next_utc_midnight(now)
+            still_exhausted = (
+                self._daily_waited_until
+                and not self._ok_since_daily_block
+                and now - self._daily_waited_until < 14 * 3600
+            )
+            if still_exhausted:
+                # Nothing succeeded since the UTC midnight we waited for: the server's midnight
+                # (when Pipedrive resets the budget) is later; probe now and then.
+                until = min(until, now + DAILY_PROBE_S)
+            else:
+                self._daily_waited_until = until
+            self._ok_since_daily_block = False
+            self._daily_until = until
+        log.warning(
+            "%s: Pipedrive's daily API token budget is used up; no requests for %.0fs",
+            self.spec.where(),
+            until - now,
+        )
+        return until - now
+
+    def _on_401(self) -> None:
+        with self._state_lock:
+            self._auth_blocked_until = time.monotonic() + AUTH_RETRY_S
+            first = not self._auth_rejected
+            self._auth_rejected = True
+        if first:
+            log.error(
+                "%s: Pipedrive rejected the credentials (HTTP 401): check the token; "
+                "requests are suspended and retried every %.0fs",
+                self.spec.where(),
+                AUTH_RETRY_S,
+            )
+
+
+# helpers ------------------------------------------------------------------------------------
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+        return number if number > 0 else None
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _values(items: Any) -> list[str]:
+    return [value for value, _ in _values_with_primary(items)]
+
+
+def _values_with_primary(items: Any) -> list[tuple[str, bool]]:
+    """``[{"value": ..., "primary": ...}]`` (v2 persons) as (value, primary); bad entries skipped."""
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("value"), str | int) and str(item["value"]).strip():
+            found.append((str(item["value"]).strip(), item.get("primary") is True))
+    return found
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _retry_after(text: str | None) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date."""
+    if not text:
+        return None
+    seconds = _number(text)
+    if seconds is not None:
+        return max(seconds, 0.0) or None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0) or None
+
+
+def _next_utc_midnight(now: float) -> float:
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today + timedelta(days=1)).timestamp()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _later(current: str | None, candidate: Any) -> str | None:
+    """The later of two RFC 3339 times, as Pipedrive wrote it (the cursor of the next sync)."""
+    new = _parse_time(candidate)
+    if new is None:
+        return current
+    old = _parse_time(current)
+    return new.strftime("%Y-%m-%dT%H:%M:%SZ") if old is None or new > old else current
+
+
+def _next_since(previous: str | None, seen: str | None, started: float) -> str:
+    """The ``updated_since`` of the next sync: the latest change seen, but never later than a few
+    minutes before this sync started (a record changed while the listing ran, or a clock a little
+    ahead of Pipedrive's, is listed again rather than missed), and never earlier than before."""
+    bound = datetime.fromtimestamp(started - SYNC_OVERLAP_S, UTC).replace(microsecond=0)
+    latest = _parse_time(seen)
+    if latest is not None and latest < bound:
+        bound = latest
+    earlier = _parse_time(previous)
+    if earlier is not None and earlier > bound:
+        return previous  # type: ignore[return-value]
+    return bound.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _load_cursor(cursor: str | None) -> dict[str, Any]:
+    if not cursor:
+        return {}
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _call_window(call: CallRecord) -> tuple[datetime, datetime]:
+    start = call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
+    end = call.ended or call.declined or call.answered or start
+    start, end = _utc(start), _utc(end)
+    return start, max(start, end)
+
+
+def _v1_time(moment: datetime) -> str:
+    """API v1 times: UTC, ``YYYY-MM-DD HH:MM:SS``."""
+    return _utc(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _outcome(call: CallRecord) -> str:
+    """Pipedrive's call log outcomes: connected, no_answer, left_message, left_voicemail,
+    wrong_number, busy. A call the other side declined reads as busy."""
+    if call.status == "answered":
+        return "connected"
+    if call.status == "declined" and call.direction == "outgoing":
+        return "busy"
+    return "no_answer"
+
+
+def _party(number: str | None, name: str | None) -> str | None:
+    if number and name:
+        return f"{name} ({number})"
+    return name or number
+
+
+__all__ = ["PipedriveBackend", "PipedriveOptions"]
