@@ -1,0 +1,746 @@
+"""The HubSpot backend against a fake HubSpot API (a real HTTP server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from crm_backends.base import (
+    BackendConfigError,
+    BackendSpec,
+    BackendUnavailable,
+    CallRecord,
+    ContactNotFound,
+    CredentialsRejected,
+    RateLimited,
+    load_options,
+)
+from crm_backends.hubspot import HubSpotBackend
+from crm_backends.mirror import MirroredBackend
+from lookup_service.phone import parse_number
+from tests.fakes.hubspot import PORTAL_ID, TOKEN, FakeHubSpot
+
+SEARCH = "/crm/v3/objects/contacts/search"
+ASSOCIATIONS = "/crm/v4/associations/contacts/companies/batch/read"
+COMPANIES = "/crm/v3/objects/companies/batch/read"
+CALLS = "/crm/v3/objects/calls"
+ACCOUNT = "/account-info/v3/details"
+NUMBER = parse_number("41215522000")
+FORMS = ["+41215522000", "41215522000", "0215522000", "215522000", "0041215522000"]
+PROPERTIES = [
+    "firstname",
+    "lastname",
+    "company",
+    "phone",
+    "mobilephone",
+    "email",
+    "lastmodifieddate",
+    "notes_last_updated",
+    "hs_last_sales_activity_timestamp",
+]
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeHubSpot() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def clean(fake):
+    fake.reset()
+    yield
+    fake.reset()
+
+
+@pytest.fixture
+def make(fake, tmp_path):
+    made: list[HubSpotBackend] = []
+
+    def build(deadline_s: float = 2.0, **options) -> HubSpotBackend:
+        table = {"name": "hs", "type": "hubspot", "access_token": TOKEN, "base_url": fake.url, **options}
+        opts = load_options(HubSpotBackend, table, "tenant 't', backend 'hs'")
+        backend = HubSpotBackend(
+            BackendSpec(
+                tenant="t", name="hs", options=opts, deadline_s=deadline_s, instance_dir=str(tmp_path)
+            )
+        )
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        backend.close()
+
+
+def contact_url(contact_id: str, domain: str = "app-eu1.hubspot.com") -> str:
+    return f"https://{domain}/contacts/{PORTAL_ID}/record/0-1/{contact_id}"
+
+
+def company_url(company_id: str, domain: str = "app-eu1.hubspot.com") -> str:
+    return f"https://{domain}/contacts/{PORTAL_ID}/record/0-2/{company_id}"
+
+
+# options ----------------------------------------------------------------------------------------
+def test_options_are_checked_at_start_up(fake):
+    where = "tenant 't', backend 'hs'"
+    with pytest.raises(BackendConfigError) as missing:
+        load_options(HubSpotBackend, {"name": "hs", "type": "hubspot"}, where)
+    assert missing.value.key == "access_token"
+    for key, value in [
+        ("base_url", "api.hubapi.com"),
+        ("app_domain", "https://app.hubspot.com/"),
+        ("portal_id", "hub-123"),
+        ("custom_properties", ["Job Title"]),
+        ("full_sync_interval", -1),
+    ]:
+        table = {"name": "hs", "type": "hubspot", "access_token": TOKEN, key: value}
+        with pytest.raises(BackendConfigError) as bad:
+            load_options(HubSpotBackend, table, where)
+        assert bad.value.key == key, key
+    opts = load_options(
+        HubSpotBackend, {"name": "hs", "type": "hubspot", "access_token": TOKEN, "portal_id": 4455}, where
+    )
+    assert opts["portal_id"] == "4455"
+    assert opts["base_url"] == "https://api.hubapi.com"
+    assert opts["resolve_company"] is True
+    backend = HubSpotBackend(BackendSpec(tenant="t", name="hs", options=opts))
+    assert backend.describe()["access_token"] == "***"
+    assert backend.rate_per_second == 4
+    assert (backend.default_crm_name, backend.modes) == ("HubSpot", frozenset({"live", "mirror"}))
+    assert backend.default_crm_logo.startswith("https://")
+
+
+# lookups ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stored", ["+41 21 552 20 00", "021 552 20 00", "+41215522000"])
+@pytest.mark.parametrize("prop", ["phone", "mobilephone"])
+def test_match_in_each_stored_format(fake, make, stored, prop):
+    wanted = fake.add_contact(firstname="Anna", lastname="Keller", email="anna@keller.ch", **{prop: stored})
+    fake.add_contact(firstname="Other", lastname="Person", phone="+41 44 668 18 00")
+    backend = make(portal_id=PORTAL_ID, app_domain="app-eu1.hubspot.com", resolve_company=False)
+
+    found = backend.lookup(NUMBER, 5)
+
+    assert [(c.id, c.name, c.phones, c.exact, c.email) for c in found] == [
+        (wanted, "Anna Keller", [stored], True, "anna@keller.ch")
+    ]
+    assert found[0].contact_uri == contact_url(wanted)
+    assert fake.recorded(path=ACCOUNT) == []  # portal id configured: never asked
+
+
+def test_search_request_is_the_documented_one(fake, make):
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    backend.lookup(NUMBER, 5)
+    [request] = fake.recorded()
+    assert (request.method, request.path) == ("POST", SEARCH)
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.body == {
+        "filterGroups": [
+            {
+                "filters": [
+                    {
+                        "propertyName": "hs_searchable_calculated_phone_number",
+                        "operator": "EQ",
+                        "value": "215522000",
+                    }
+                ]
+            },
+            {
+                "filters": [
+                    {
+                        "propertyName": "hs_searchable_calculated_mobile_number",
+                        "operator": "EQ",
+                        "value": "215522000",
+                    }
+                ]
+            },
+            {"filters": [{"propertyName": "phone", "operator": "IN", "values": FORMS}]},
+            {"filters": [{"propertyName": "mobilephone", "operator": "IN", "values": FORMS}]},
+        ],
+        "properties": PROPERTIES,
+        "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
+        "limit": 20,
+    }
+
+
+def test_several_matches_best_first_and_capped(fake, make):
+    now = datetime.now(UTC)
+    old = fake.add_contact(firstname="Old", lastname="Call", phone="+41 21 552 20 00")
+    fake.update_contact(old, notes_last_updated=int((now - timedelta(days=30)).timestamp() * 1000))
+    recent = fake.add_contact(firstname="Recent", lastname="Call", mobilephone="0215522000")
+    fake.update_contact(recent, hs_last_sales_activity_timestamp=(now - timedelta(hours=1)).isoformat())
+    middle = fake.add_contact(firstname="Middle", lastname="Call", phone="021/552.20.00")
+    fake.update_contact(middle, notes_last_updated=(now - timedelta(days=2)).isoformat())
+    loose = fake.add_contact(firstname="Switch", lastname="Board", phone="+41 21 552 20 00 ext. 12")
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+
+    found = backend.lookup(NUMBER, 5)
+    assert [c.name for c in found] == ["Recent Call", "Middle Call", "Old Call", "Switch Board"]
+    assert [c.exact for c in found] == [True, True, True, False]
+    assert found[-1].id == loose
+    assert [c.name for c in backend.lookup(NUMBER, 2)] == ["Recent Call", "Middle Call"]
+
+
+def test_no_match_and_other_countries_dropped(fake, make):
+    fake.add_contact(firstname="Chloé", lastname="Roux", phone="+33 2 15 52 20 00")  # same digits, France
+    fake.add_contact(firstname="No", lastname="Phone", email="nophone@example.com")
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    assert backend.lookup(NUMBER, 5) == []
+    assert backend.lookup(parse_number("41799999999"), 5) == []
+    assert len(fake.recorded(path=SEARCH)) == 2
+
+
+def test_short_number_matches_only_exactly(fake, make):
+    ext = fake.add_contact(firstname="Front", lastname="Desk", phone="201")
+    fake.add_contact(firstname="Long", lastname="Number", phone="+41 44 201 00 00")
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    found = backend.lookup(parse_number("201"), 5)
+    assert [c.id for c in found] == [ext]
+    body = fake.recorded(path=SEARCH)[0].body
+    assert body["filterGroups"] == [
+        {"filters": [{"propertyName": "phone", "operator": "IN", "values": ["201"]}]},
+        {"filters": [{"propertyName": "mobilephone", "operator": "IN", "values": ["201"]}]},
+    ]
+
+
+def test_company_from_primary_association_and_uris(fake, make):
+    anna = fake.add_contact(
+        firstname="Anna", lastname="Keller", phone="+41 21 552 20 00", company="typed text"
+    )
+    beat = fake.add_contact(
+        firstname="Beat", lastname="Huber", mobilephone="021 552 20 00", company="Huber GmbH"
+    )
+    cora = fake.add_contact(firstname="Cora", lastname="Frei", phone="+41215522000")
+    side = fake.add_company("Side Project AG")
+    main = fake.add_company("Keller & Co SA")
+    only = fake.add_company("Frei Consulting")
+    fake.associate(anna, side)
+    fake.associate(anna, main, primary=True)
+    fake.associate(cora, only)  # no primary label: the only company is used
+    backend = make()  # no portal_id: read once from the account-info API, with its UI domain
+
+    found = {c.id: c for c in backend.lookup(NUMBER, 5)}
+    assert (found[anna].company, found[anna].company_uri) == ("Keller & Co SA", company_url(main))
+    assert (found[beat].company, found[beat].company_uri) == ("Huber GmbH", None)
+    assert (found[cora].company, found[cora].company_uri) == ("Frei Consulting", company_url(only))
+    assert found[anna].contact_uri == contact_url(anna)
+
+    assert fake.recorded(path=ASSOCIATIONS)[0].body == {"inputs": [{"id": i} for i in found]}
+    companies = fake.recorded(path=COMPANIES)[0].body
+    assert companies["properties"] == ["name"]
+    assert sorted(i["id"] for i in companies["inputs"]) == sorted([main, only])
+
+    backend.lookup(NUMBER, 5)
+    assert len(fake.recorded(path=ACCOUNT)) == 1
+
+
+def test_app_domain_option_wins_over_account_info(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(app_domain="app.hubspot.com", resolve_company=False)
+    [contact] = backend.lookup(NUMBER, 5)
+    assert contact.contact_uri == contact_url(anna, "app.hubspot.com")
+
+
+def test_company_step_is_optional_and_best_effort(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00", company="Typed AG")
+    fake.associate(anna, fake.add_company("Associated SA"), primary=True)
+
+    [contact] = make(portal_id=PORTAL_ID, resolve_company=False).lookup(NUMBER, 5)
+    assert contact.company == "Typed AG"
+    assert fake.recorded(path=ASSOCIATIONS) == []
+
+    fake.fail_next(503, path=ASSOCIATIONS)
+    [contact] = make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+    assert (contact.company, contact.company_uri) == ("Typed AG", None)
+
+    # the companies scope missing: one warning, then the step is no longer tried
+    backend = make(portal_id=PORTAL_ID)
+    fake.fail_next(403, path=COMPANIES)
+    assert backend.lookup(NUMBER, 5)[0].company == "Typed AG"
+    sent = len(fake.recorded(path=ASSOCIATIONS))
+    assert backend.lookup(NUMBER, 5)[0].company == "Typed AG"
+    assert len(fake.recorded(path=ASSOCIATIONS)) == sent
+
+
+def test_company_step_never_breaks_the_deadline(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00", company="Typed AG")
+    fake.associate(anna, fake.add_company("Associated SA"), primary=True)
+    fake.hang_next(3.0, path=ASSOCIATIONS)
+    backend = make(deadline_s=0.6, portal_id=PORTAL_ID)
+    started = time.monotonic()
+    [contact] = backend.lookup(NUMBER, 5)
+    assert time.monotonic() - started < 0.9
+    assert contact.company == "Typed AG"
+
+
+def test_custom_properties_become_custom_data(fake, make):
+    fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00", jobtitle="CFO")
+    backend = make(portal_id=PORTAL_ID, resolve_company=False, custom_properties=["jobtitle", "hs_language"])
+    [contact] = backend.lookup(NUMBER, 5)
+    assert contact.custom_data == {"jobtitle": "CFO"}
+    assert fake.recorded(path=SEARCH)[0].body["properties"][-2:] == ["jobtitle", "hs_language"]
+
+
+def test_check_reads_account_and_one_contact(fake, make):
+    backend = make()
+    backend.check()
+    assert [(r.method, r.path) for r in fake.recorded()] == [
+        ("GET", ACCOUNT),
+        ("GET", "/crm/v3/objects/contacts"),
+    ]
+    assert backend.portal_id() == str(PORTAL_ID)
+    assert backend.app_domain == "app-eu1.hubspot.com"
+    fake.revoke_token()
+    with pytest.raises(CredentialsRejected):
+        make().check()
+
+
+# errors -----------------------------------------------------------------------------------------
+def test_401_is_credentials_rejected_logged_once(fake, make, caplog):
+    fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.revoke_token()
+    backend = make(portal_id=PORTAL_ID)
+    with caplog.at_level(logging.DEBUG, logger="crm_backends.hubspot"):
+        for _ in range(3):
+            with pytest.raises(CredentialsRejected):
+                backend.lookup(NUMBER, 5)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "401 INVALID_AUTHENTICATION" in errors[0].getMessage()
+    assert TOKEN not in caplog.text
+
+
+def test_403_names_the_missing_scope(fake, make):
+    fake.fail_next(
+        403,
+        body={
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call.",
+            "correlationId": "c0ffee",
+            "errors": [
+                {
+                    "message": "One or more of the following scopes are required.",
+                    "context": {"requiredGranularScopes": ["crm.objects.contacts.read"]},
+                }
+            ],
+            "category": "MISSING_SCOPES",
+        },
+    )
+    with pytest.raises(CredentialsRejected, match="crm.objects.contacts.read"):
+        make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+
+
+def test_429_with_retry_after(fake, make):
+    fake.fail_next(429, retry_after="7")
+    with pytest.raises(RateLimited) as limited:
+        make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+    assert limited.value.retry_after == 7
+
+
+def test_search_rate_limit_of_the_fake_gives_rate_limited(fake, make):
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    for _ in range(4):
+        backend.lookup(NUMBER, 5)
+    with pytest.raises(RateLimited, match="SECONDLY") as limited:
+        backend.lookup(NUMBER, 5)
+    assert limited.value.retry_after == 1.0  # no Retry-After: a secondly window frees up in 1 s
+    response = requests.post(
+        fake.url + SEARCH, json={}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2
+    )
+    assert response.status_code == 429
+    assert response.json()["policyName"] == "SECONDLY"
+    assert response.json()["errorType"] == "RATE_LIMIT"
+
+
+def test_daily_budget_used_up_stops_calls_until_midnight(fake, make):
+    fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.daily_remaining = 1
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    assert len(backend.lookup(NUMBER, 5)) == 1  # answered with X-HubSpot-RateLimit-Daily-Remaining: 0
+    sent = len(fake.recorded())
+    with pytest.raises(RateLimited) as limited:
+        backend.lookup(NUMBER, 5)
+    assert len(fake.recorded()) == sent  # HubSpot was not called again
+    assert 0 < limited.value.retry_after <= 86400
+
+
+def test_daily_429_blocks_until_midnight_in_the_account_zone(fake, make):
+    backend = make(resolve_company=False)
+    backend.check()  # learns the account's time zone (Europe/Zurich)
+    fake.fail_next(
+        429,
+        body={
+            "status": "error",
+            "message": "You have reached your daily limit.",
+            "errorType": "RATE_LIMIT",
+            "policyName": "DAILY",
+            "correlationId": "x",
+        },
+    )
+    with pytest.raises(RateLimited):
+        backend.lookup(NUMBER, 5)
+    sent = len(fake.recorded())
+    with pytest.raises(RateLimited) as limited:
+        backend.log_call(CallRecord(contact_id="1", direction="incoming", key="k"))
+    assert len(fake.recorded()) == sent
+    zurich = datetime.now(backend._zone)
+    midnight = (zurich + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert abs(limited.value.retry_after - (midnight - zurich).total_seconds()) < 5
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_unavailable(fake, make, status):
+    fake.fail_next(status)
+    with pytest.raises(BackendUnavailable) as failed:
+        make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+    assert not isinstance(failed.value, RateLimited | CredentialsRejected)
+
+
+def test_timeout_is_unavailable(fake, make):
+    fake.hang_next(5.0)
+    backend = make(deadline_s=0.4, portal_id=PORTAL_ID)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="did not answer"):
+        backend.lookup(NUMBER, 5)
+    assert time.monotonic() - started < 1.0
+
+
+def test_garbage_and_refused_connections_are_unavailable(fake, make):
+    fake.fail_next(200, body=["not", "a", "search", "answer"])
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+    fake.fail_next(200, body={"results": "nope"})
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).lookup(NUMBER, 5)
+    dead = make(portal_id=PORTAL_ID, base_url="http://127.0.0.1:9")
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        dead.lookup(NUMBER, 5)
+
+
+def test_the_fake_is_strict(fake):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    six = [{"filters": [{"propertyName": "phone", "operator": "EQ", "value": str(i)}]} for i in range(6)]
+    answer = requests.post(fake.url + SEARCH, json={"filterGroups": six}, headers=auth, timeout=2)
+    assert answer.status_code == 400 and answer.json()["category"] == "VALIDATION_ERROR"
+    bad_operator = [{"filters": [{"propertyName": "phone", "operator": "EQUALS", "value": "1"}]}]
+    assert (
+        requests.post(
+            fake.url + SEARCH, json={"filterGroups": bad_operator}, headers=auth, timeout=2
+        ).status_code
+        == 400
+    )
+    assert requests.post(fake.url + SEARCH, json={"limitt": 5}, headers=auth, timeout=2).status_code == 400
+    missing = requests.get(fake.url + "/crm/v3/objects/deals", headers=auth, timeout=2)
+    assert missing.status_code == 404 and missing.json()["status"] == "error"
+    anonymous = requests.post(fake.url + SEARCH, json={}, timeout=2)
+    assert anonymous.status_code == 401 and anonymous.json()["category"] == "INVALID_AUTHENTICATION"
+
+
+# CallFlow ---------------------------------------------------------------------------------------
+def at(seconds: int) -> datetime:
+    return datetime(2024, 5, 2, 9, 0, 0, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def association(contact_id: str) -> list[dict]:
+    return [
+        {
+            "to": {"id": contact_id},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}],
+        }
+    ]
+
+
+def test_callflow_incoming_answered(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    call = CallRecord(
+        contact_id=anna,
+        direction="incoming",
+        originator_number="41215522000",
+        originator_name="Anna Keller",
+        destination_number="41445554433",
+        destination_name="Max Muster",
+        started=at(0),
+        answered=at(7),
+        ended=at(192),
+        user_id="73012345",
+        key="call-1",
+    )
+    result = backend.log_call(call)
+
+    [request] = fake.recorded(path=CALLS)
+    assert request.body == {
+        "properties": {
+            "hs_timestamp": "2024-05-02T09:00:00.000Z",
+            "hs_call_title": "Incoming call from Anna Keller, answered, 3:05",
+            "hs_call_body": "Incoming call from Anna Keller, answered, 3:05. "
+            "From: Anna Keller (+41215522000). To: Max Muster (+41445554433). "
+            "Logged by the phone lookup service.",
+            "hs_call_direction": "INBOUND",
+            "hs_call_status": "COMPLETED",
+            "hs_call_duration": "185000",
+            "hs_call_from_number": "+41215522000",
+            "hs_call_to_number": "+41445554433",
+            "hubspot_owner_id": "73012345",
+        },
+        "associations": association(anna),
+    }
+    [stored_id] = fake.calls
+    assert result.id == stored_id
+    assert result.url == contact_url(anna, "app.hubspot.com")
+    assert fake.calls[stored_id].extra["contacts"] == [anna]
+
+
+def test_callflow_incoming_missed(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    call = CallRecord(
+        contact_id=anna,
+        direction="incoming",
+        originator_number="41215522000",
+        destination_number="41445554433",
+        started=at(0),
+        ended=at(30),
+        key="call-2",
+    )
+    make(portal_id=PORTAL_ID).log_call(call)
+    assert fake.recorded(path=CALLS)[0].body == {
+        "properties": {
+            "hs_timestamp": "2024-05-02T09:00:00.000Z",
+            "hs_call_title": "Incoming call from 41215522000, missed",
+            "hs_call_body": "Incoming call from 41215522000, missed. "
+            "From: (+41215522000). To: (+41445554433). Logged by the phone lookup service.",
+            "hs_call_direction": "INBOUND",
+            "hs_call_status": "NO_ANSWER",
+            "hs_call_duration": "0",
+            "hs_call_from_number": "+41215522000",
+            "hs_call_to_number": "+41445554433",
+        },
+        "associations": association(anna),
+    }
+
+
+def test_callflow_outgoing_answered_and_declined(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    backend.log_call(
+        CallRecord(
+            contact_id=anna,
+            direction="outgoing",
+            originator_number="41445554433",
+            originator_name="Max Muster",
+            destination_number="0215522000",
+            destination_name="Anna Keller",
+            started=at(0),
+            answered=at(12),
+            ended=at(72),
+            key="call-3",
+        )
+    )
+    assert fake.recorded(path=CALLS)[0].body == {
+        "properties": {
+            "hs_timestamp": "2024-05-02T09:00:00.000Z",
+            "hs_call_title": "Outgoing call to Anna Keller, answered, 1:00",
+            "hs_call_body": "Outgoing call to Anna Keller, answered, 1:00. From: Max Muster (+41445554433). "
+            "To: Anna Keller (+41215522000). Logged by the phone lookup service.",
+            "hs_call_direction": "OUTBOUND",
+            "hs_call_status": "COMPLETED",
+            "hs_call_duration": "60000",
+            "hs_call_from_number": "+41445554433",
+            "hs_call_to_number": "+41215522000",
+        },
+        "associations": association(anna),
+    }
+    backend.log_call(
+        CallRecord(
+            contact_id=anna,
+            direction="outgoing",
+            destination_number="41215522000",
+            started=at(100),
+            declined=at(105),
+            user_id="max@example.ch",  # not a HubSpot owner id: left out rather than refused
+            key="call-4",
+        )
+    )
+    properties = fake.recorded(path=CALLS)[1].body["properties"]
+    assert (properties["hs_call_status"], properties["hs_call_duration"]) == ("CANCELED", "0")
+    assert "hs_call_from_number" not in properties and "hubspot_owner_id" not in properties
+
+
+def test_duplicate_callflow_creates_one_call(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    call = CallRecord(
+        contact_id=anna, direction="incoming", started=at(0), answered=at(1), ended=at(9), key="same-call"
+    )
+    first, second = backend.log_call(call), backend.log_call(call)
+    assert first == second
+    assert len(fake.recorded(path=CALLS)) == 1 and len(fake.calls) == 1
+    other = CallRecord(contact_id=anna, direction="incoming", started=at(50), key="next-call")
+    assert backend.log_call(other).id != first.id
+
+
+def test_callflow_unknown_contact(fake, make):
+    backend = make(portal_id=PORTAL_ID)
+    with pytest.raises(ContactNotFound):
+        backend.log_call(CallRecord(contact_id="abc", direction="incoming", key="k1"))
+    assert fake.recorded() == []
+    with pytest.raises(ContactNotFound):
+        backend.log_call(CallRecord(contact_id="999999", direction="incoming", started=at(0), key="k2"))
+    assert [r.path for r in fake.recorded()] == [CALLS, "/crm/v3/objects/contacts/999999"]
+
+
+def test_callflow_errors(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    call = CallRecord(contact_id=anna, direction="incoming", started=at(0), key="k")
+    fake.fail_next(502)
+    with pytest.raises(BackendUnavailable):
+        backend.log_call(call)
+    fake.fail_next(429, retry_after="2")
+    with pytest.raises(RateLimited):
+        backend.log_call(call)
+    fake.revoke_token()
+    with pytest.raises(CredentialsRejected):
+        backend.log_call(call)
+    assert fake.calls == {}
+
+
+# mirror -----------------------------------------------------------------------------------------
+def test_mirror_full_listing_pages_and_companies(fake, make):
+    for i in range(130):
+        fake.add_contact(firstname=f"P{i}", lastname="Filler", phone=f"+41 44 000 {i:04d}")
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="021 552 20 00", company="Typed")
+    fake.associate(anna, fake.add_company("Keller & Co SA"), primary=True)
+    fake.add_contact(firstname="No", lastname="Phone", email="n@p.ch")
+    mirror = MirroredBackend(make(portal_id=PORTAL_ID))
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and not outcome.incremental and outcome.written == 131
+    lists = fake.recorded(path="/crm/v3/objects/contacts")
+    assert [r.query.get("after") for r in lists] == [None, [lists[1].query["after"][0]]]
+    assert lists[0].query["limit"] == ["100"]
+    assert lists[0].query["properties"] == [",".join(PROPERTIES)]
+    [contact] = mirror.lookup(parse_number("+41215522000"), 5)
+    assert (contact.id, contact.name, contact.company) == (anna, "Anna Keller", "Keller & Co SA")
+    assert contact.contact_uri == contact_url(anna, "app.hubspot.com")
+    assert fake.recorded(path=SEARCH) == []
+    mirror.close()
+
+
+def test_mirror_incremental(fake, make):
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00", modified=hour_ago)
+    beat = fake.add_contact(firstname="Beat", lastname="Huber", phone="+41 44 668 18 00", modified=hour_ago)
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    mirror = MirroredBackend(backend)
+    assert mirror.sync_now().written == 2
+    cursor = mirror.store.get_meta("cursor")
+    since = cursor.split(":")[0]
+
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    fake.update_contact(anna, modified=later, phone="+41 31 000 00 00")
+    cora = fake.add_contact(firstname="Cora", lastname="Frei", mobilephone="079 123 45 67", modified=later)
+    before = len(fake.recorded())
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.incremental and outcome.written == 2  # Beat did not change
+    [search] = fake.recorded()[before:]
+    assert search.path == SEARCH
+    assert search.body == {
+        "filterGroups": [
+            {"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": since}]}
+        ],
+        "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+        "properties": PROPERTIES,
+        "limit": 100,
+    }
+    assert mirror.lookup(NUMBER, 5) == []
+    assert [c.id for c in mirror.lookup(parse_number("+41310000000"), 5)] == [anna]
+    assert [c.id for c in mirror.lookup(parse_number("+41791234567"), 5)] == [cora]
+    assert [c.id for c in mirror.lookup(parse_number("+41446681800"), 5)] == [beat]
+    assert int(mirror.store.get_meta("cursor").split(":")[0]) >= int(since)
+    mirror.close()
+
+
+def test_mirror_incremental_moves_the_window_past_the_result_cap(fake, make):
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    mirror = MirroredBackend(backend)
+    mirror.sync_now()
+    base = datetime.now(UTC) + timedelta(seconds=10)
+    ids = [
+        fake.add_contact(
+            firstname=f"N{i}",
+            lastname="New",
+            phone=f"+41 44 111 {i:04d}",
+            modified=base + timedelta(seconds=i),
+        )
+        for i in range(7)
+    ]
+    backend.search_page, backend.search_result_cap = 2, 4
+    fake.max_search_results = 4
+    before = len(fake.recorded())
+
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.incremental
+    searches = [r.body for r in fake.recorded()[before:]]
+    windows = [s["filterGroups"][0]["filters"][0]["value"] for s in searches]
+    assert len(set(windows)) >= 2  # a new query started from the newest time seen
+    assert all(s.get("after", "0") in ("0", "2") for s in searches)
+    for i, contact_id in enumerate(ids):
+        assert [c.id for c in mirror.lookup(parse_number(f"+41441110{i:03d}"), 5)] == [contact_id]
+    mirror.close()
+
+
+def test_mirror_deletions_arrive_with_the_periodic_full_listing(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    mirror = MirroredBackend(make(portal_id=PORTAL_ID, resolve_company=False))
+    mirror.sync_now()
+    fake.archive_contact(anna)
+
+    assert mirror.sync_now().incremental  # the search never shows archived contacts
+    assert [c.id for c in mirror.lookup(NUMBER, 5)] == [anna]
+
+    mirror.source.options["full_sync_interval"] = 0
+    outcome = mirror.sync_now()
+    assert not outcome.incremental and outcome.deleted == 1
+    assert mirror.lookup(NUMBER, 5) == []
+    mirror.close()
+
+
+def test_mirror_sync_waits_out_a_secondly_429(fake, make):
+    mirror = MirroredBackend(make(portal_id=PORTAL_ID, resolve_company=False))
+    mirror.sync_now()
+    fake.add_contact(
+        firstname="Anna",
+        lastname="Keller",
+        phone="+41 21 552 20 00",
+        modified=datetime.now(UTC) + timedelta(seconds=5),
+    )
+    fake.fail_next(429, retry_after="0.2", path=SEARCH)
+    outcome = mirror.sync_now()
+    assert outcome.ok and outcome.written == 1
+    mirror.close()
+
+
+def test_mirror_incremental_lists_everything_when_the_window_cannot_move(fake, make):
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    mirror = MirroredBackend(backend)
+    mirror.sync_now()
+    same = datetime.now(UTC) + timedelta(seconds=10)
+    for i in range(5):
+        fake.add_contact(firstname=f"N{i}", lastname="Same", phone=f"+41 44 222 {i:04d}", modified=same)
+    backend.search_page, backend.search_result_cap = 2, 4
+    fake.max_search_results = 4
+    before = len(fake.recorded())
+    outcome = mirror.sync_now()
+    assert outcome.ok and not outcome.incremental  # fell back to the list API
+    assert fake.recorded()[-1].path == "/crm/v3/objects/contacts"
+    searches = [r.body for r in fake.recorded()[before:] if r.path == SEARCH]
+    windows = [s["filterGroups"][0]["filters"][0]["value"] for s in searches]
+    assert len(searches) == 4 and windows[2] == windows[3]  # moved once, then stuck on one time
+    assert len(mirror.lookup(parse_number("+41442220003"), 5)) == 1
+    mirror.close()
