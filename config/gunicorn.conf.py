@@ -31,6 +31,7 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    service = worker.wsgi.extensions.get("lookup") if hasattr(worker, "wsgi") else None
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None) or {}
+    service = extensions.get("lookup")
     if service is not None:
         service.start_background()

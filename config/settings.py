@@ -262,11 +262,15 @@ def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendC
         raise ConfigError(str(exc)) from None
     mode = options.get("mode") or ("live" if "live" in cls.modes else "mirror")
     if mode not in cls.modes:
-        raise ConfigError(f"{where}, key 'mode': {mode!r} is not supported by type {kind!r}; use one of {sorted(cls.modes)}")
+        raise ConfigError(
+            f"{where}, key 'mode': {mode!r} is not supported by type {kind!r}; use one of {sorted(cls.modes)}"
+        )
     workflows = options.get("workflows")
     for workflow in workflows or []:
         if workflow not in KNOWN_WORKFLOWS:
-            raise ConfigError(f"{where}, key 'workflows': unknown workflow {workflow!r}; known: {list(KNOWN_WORKFLOWS)}")
+            raise ConfigError(
+                f"{where}, key 'workflows': unknown workflow {workflow!r}; known: {list(KNOWN_WORKFLOWS)}"
+            )
     return BackendConfig(
         name=name,
         type=kind,
@@ -284,7 +288,8 @@ def _check_tokens(settings: Settings, source: str) -> None:
         if not tenant.tokens:
             raise ConfigError(
                 f"{source}: no token configured for tenant {tenant.name!r}. Set LOOKUP_TOKENS to one or more "
-                "comma-separated secrets (e.g. LOOKUP_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'))"
+                "comma-separated secrets, e.g. "
+                "LOOKUP_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         for token in tenant.tokens:
             if len(token) < 8:

@@ -257,6 +257,7 @@ class Backend(ABC):
     def check(self) -> None:
         """Verify connectivity and credentials at start-up; raise BackendUnavailable or
         BackendConfigError. The default does nothing."""
+        return None
 
     @abstractmethod
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
@@ -277,6 +278,7 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections; called at shutdown."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Options for `config check`, secrets redacted."""

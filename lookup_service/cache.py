@@ -14,7 +14,6 @@ import uuid
 
 from cachetools import TLRUCache
 
-
 log = logging.getLogger(__name__)
 _last_warning = [0.0]
 

@@ -49,7 +49,8 @@ directory = AppGroup("directory", help="The embedded contact directory.")
 def _directory_backend(tenant, name: str | None) -> DirectoryBackend:
     found = [s for s in tenant.slots if isinstance(s.backend, DirectoryBackend) and (name in (None, s.name))]
     if not found:
-        raise click.ClickException(f"tenant {tenant.name!r} has no directory backend{f' named {name!r}' if name else ''}")
+        named = f" named {name!r}" if name else ""
+        raise click.ClickException(f"tenant {tenant.name!r} has no directory backend{named}")
     if len(found) > 1:
         raise click.ClickException("several directory backends; choose one with --backend")
     return found[0].backend  # type: ignore[return-value]
@@ -151,7 +152,8 @@ def _describe_sync(last: dict | None) -> str:
     if not last.get("ok"):
         return f"{when} FAILED: {last.get('error')}"
     kind = "incremental" if last.get("incremental") else "full"
-    return f"{when} ok ({kind}, {last.get('written', 0)} written, {last.get('deleted', 0)} deleted, {last.get('seconds')}s)"
+    counts = f"{last.get('written', 0)} written, {last.get('deleted', 0)} deleted, {last.get('seconds')}s"
+    return f"{when} ok ({kind}, {counts})"
 
 
 @click.command("sync")

@@ -38,6 +38,7 @@ class Flight:
     remote: bool = False  # another process holds the lock and computes; poll the shared cache
     lock_token: str | None = None
     launched: threading.Event = field(default_factory=threading.Event)  # futures are in place
+    body: bytes | None = None  # the full answer, once every backend has answered
 
 
 class LookupEngine:
@@ -93,8 +94,7 @@ class LookupEngine:
         return self._answer(tenant, flight, deadline)
 
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
-        versions = tenant.data_version()
-        return f"{tenant.name}|{number.key}|{','.join(map(str, versions))}"
+        return f"{tenant.name}|{number.key}|{tenant.data_version()}"
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -161,7 +161,7 @@ class LookupEngine:
         """All backends have answered (or failed): cache the full answer, end the flight."""
         try:
             results, failed = self._collect(tenant, flight)
-            body = self._merge(tenant, results)
+            body = flight.body = self._merge(tenant, results)
             incomplete = failed or bool(flight.skipped)
             ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER or incomplete else tenant.cache_ttl
             if incomplete:
@@ -184,7 +184,7 @@ class LookupEngine:
             wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=ALL_COMPLETED)
         results, failed = self._collect(tenant, flight)
         late = [name for name, f in flight.futures.items() if not f.done()]
-        body = self._merge(tenant, results)
+        body = flight.body if flight.body is not None else self._merge(tenant, results)
         if late:
             log.warning("tenant %s: answered at the deadline without %s", tenant.name, ", ".join(late))
             for name in late:
@@ -288,7 +288,6 @@ class LookupEngine:
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.backend_latency(tenant.name, slot.name, elapsed)
-            self.metrics.breaker_state(tenant.name, slot.name, breaker.state)
         self._credential_alerts.discard(ident)
         if elapsed > tenant.deadline_s:
             breaker.record_failure()  # answering after the deadline is as bad as not answering

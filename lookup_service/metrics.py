@@ -39,6 +39,7 @@ class Metrics:
         self.mirror_contacts = Gauge("lookup_mirror_contacts", "Contacts in the local mirror",
                                      ["tenant", "backend"], registry=r, multiprocess_mode="max")
         self._hit_children: dict[str, object] = {}
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
 
     def lookup(self, tenant: str, outcome: str) -> None:
         if outcome == "cache_hit":  # the hot path: keep the bound child
@@ -53,7 +54,10 @@ class Metrics:
         self.cache_misses.labels(tenant).inc()
 
     def backend_latency(self, tenant: str, backend: str, seconds: float) -> None:
-        self.latency.labels(tenant, backend).observe(seconds)
+        child = self._latency_children.get((tenant, backend))
+        if child is None:
+            child = self._latency_children[(tenant, backend)] = self.latency.labels(tenant, backend)
+        child.observe(seconds)
 
     def backend_error(self, tenant: str, backend: str, kind: str) -> None:
         self.errors.labels(tenant, backend, kind).inc()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from lookup_service.errors import ApiError
@@ -35,7 +36,9 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def register_routes(app: Flask, service: Service) -> None:
-    bp = Blueprint("connector", __name__)
+    # Routes go on the app itself: a blueprint costs a few microseconds per request in Flask's
+    # dispatch, a measurable share of a cache hit.
+    bp = app
     tokens = service.tokens
     engine = service.engine
     header = service.settings.token_header
@@ -97,7 +100,6 @@ def register_routes(app: Flask, service: Service) -> None:
         service.metrics.workflow(tenant.name, workflow, "created" if created else "duplicate")
         return json_response({"id": result.id, "url": result.url or ""})
 
-    app.register_blueprint(bp)
     _register_errors(app)
 
 
@@ -125,8 +127,9 @@ def _json_body() -> Any:
 
 def _number_from_request() -> Any:
     """The number from the JSON body if it has one, else from the query (keys in any case)."""
+    environ = request.environ
     raw: Any = None
-    if request.method == "POST":
+    if environ["REQUEST_METHOD"] == "POST":
         payload = _json_body()
         if payload is not None and not isinstance(payload, dict):
             raise ApiError(400, "invalid_input", 'the body must be a JSON object {"inputs": {"phoneNumber": "..."}}')
@@ -137,15 +140,19 @@ def _number_from_request() -> Any:
             if raw in (None, ""):
                 raw = find_key(payload, "phoneNumber")
     if raw in (None, ""):
-        raw = request.args.get("PhoneNumber")
-        if raw is None:
-            raw = find_key(request.args, "PhoneNumber")
+        query = environ.get("QUERY_STRING", "")
+        match = _PLAIN_QUERY.match(query)
+        # the connector's exact form, ?PhoneNumber=41215522000, skips the general query parser
+        raw = match.group(1) if match else find_key(request.args, "PhoneNumber")
     if raw in (None, ""):
         raise ApiError(400, "missing_number", "give the number as ?PhoneNumber=41215522000 or in the body "
                        '{"inputs": {"phoneNumber": "41215522000"}}')
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ApiError(400, "invalid_number", "PhoneNumber: must be a string of digits such as \"41215522000\"")
     return str(raw)
+
+
+_PLAIN_QUERY = re.compile(r"^PhoneNumber=(\d{1,20})$")
 
 
 def _register_errors(app: Flask) -> None:

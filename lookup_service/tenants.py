@@ -47,9 +47,12 @@ class Tenant:
         self.by_name = {slot.name: slot for slot in self.slots}
         self._versioned = [slot.backend for slot in self.slots if slot.backend.data_version() is not None]
 
-    def data_version(self) -> tuple:
+    def data_version(self) -> object:
         """The data versions of the local stores; part of every cache key so writes show at once."""
-        return tuple(backend.data_version() for backend in self._versioned)
+        versioned = self._versioned
+        if len(versioned) == 1:  # the common case, on the hot path
+            return versioned[0].data_version()
+        return tuple(backend.data_version() for backend in versioned)
 
     def workflows(self) -> list[str]:
         names: list[str] = []
