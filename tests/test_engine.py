@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +16,7 @@ NUMBER = "+41215522000"
 
 def contact(cid, name, company=None, exact=True, activity=None):
     return Contact(id=cid, name=name, company=company, exact=exact, phones=[NUMBER],
-                   last_activity=datetime.fromtimestamp(activity, timezone.utc) if activity else None)
+                   last_activity=datetime.fromtimestamp(activity, UTC) if activity else None)
 
 
 @pytest.fixture
