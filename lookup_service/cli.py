@@ -104,13 +104,22 @@ config_group = AppGroup("config", help="Configuration.")
 @config_group.command("check")
 @click.argument("path", required=False, type=click.Path(dir_okay=False))
 @click.option("--no-connect", is_flag=True, help="Validate only; do not contact the backends.")
+@with_appcontext
 def check_command(path: str | None, no_connect: bool) -> None:
     """Validate the configuration (PATH, or LOOKUP_CONFIG) and print a summary without secrets."""
     from lookup_service.tenants import build_tenants
 
+    owned = bool(path)  # tenants built here are closed here; the running app's are not
     try:
-        settings = load_settings({"LOOKUP_CONFIG": path} if path else None)
-        tenants = build_tenants(settings)
+        if path:
+            settings = load_settings({"LOOKUP_CONFIG": path})
+            tenants = build_tenants(settings)
+        else:
+            error = current_app.extensions.get("lookup_config_error")
+            if error:
+                raise ConfigError(error)
+            service = current_app.extensions["lookup"]
+            settings, tenants = service.settings, service.tenants
     except ConfigError as exc:
         click.echo(f"INVALID: {exc}", err=True)
         sys.exit(1)
@@ -139,7 +148,8 @@ def check_command(path: str | None, no_connect: bool) -> None:
                 except Exception as exc:  # reported, the summary goes on
                     problems += 1
                     click.echo(f"    check: FAILED: {exc}")
-        tenant.close()
+        if owned:
+            tenant.close()
     if problems:
         click.echo(f"{problems} backend(s) failed their check", err=True)
         sys.exit(1)

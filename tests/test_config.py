@@ -114,3 +114,44 @@ def test_secret_options_are_redacted(tmp_path):
 
     backend = DirectoryBackend(BackendSpec("t", "d", {"path": str(tmp_path / "d.sqlite3"), "password": "hunter22"}))
     assert backend.describe()["password"] == "***"
+
+
+def test_startup_check_stops_on_configuration_and_warns_on_a_source_that_is_down(tmp_path):
+    import sqlite3
+    import socket
+
+    from lookup_service.startup import startup_check
+
+    source = tmp_path / "erp.sqlite3"
+    sqlite3.connect(source).execute("CREATE TABLE people (id INTEGER, name TEXT, phone TEXT)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    text = f"""
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+  [[tenant.backend]]
+  name = "erp"
+  type = "sql"
+  url = "sqlite:///{source}"
+  query = "SELECT id, name, phone FROM no_such_table WHERE phone = :e164"
+  [tenant.backend.fields]
+  id = "id"
+  name = "name"
+  phones = ["phone"]
+  [[tenant.backend]]
+  name = "api"
+  type = "rest"
+  lookup_url = "http://127.0.0.1:{closed_port}/search?q={{e164}}"
+  results = "items"
+  timeout = 0.5
+  [tenant.backend.fields]
+  id = "id"
+  name = "name"
+  phones = "phone"
+"""
+    settings = load_settings({"LOOKUP_CONFIG": write(tmp_path, text), "LOOKUP_INSTANCE_DIR": str(tmp_path)})
+    fatal, warnings = startup_check(settings, timeout=10)
+    assert len(fatal) == 1 and "tenant 'acme', backend 'erp'" in fatal[0] and "'query'" in fatal[0]
+    assert len(warnings) == 1 and "backend 'api': unavailable at start" in warnings[0]
