@@ -120,6 +120,29 @@ class CallRecord:
     def remote_name(self) -> str | None:
         return self.originator_name if self.direction == "incoming" else self.destination_name
 
+    def values(self) -> dict[str, Any]:
+        """Every field by the name configuration templates use (``{direction}``, ``:duration``...).
+        ``ended`` is the end of the call whether it was answered or aborted."""
+        return {
+            "contact_id": self.contact_id,
+            "direction": self.direction,
+            "status": self.status,
+            "originator_number": self.originator_number,
+            "originator_name": self.originator_name,
+            "destination_number": self.destination_number,
+            "destination_name": self.destination_name,
+            "remote_number": self.remote_number,
+            "remote_name": self.remote_name,
+            "started": self.started,
+            "answered": self.answered,
+            "ended": self.ended or self.declined,
+            "declined": self.declined,
+            "duration": self.duration_seconds,
+            "user_id": self.user_id,
+            "call_key": self.key,
+            "summary": self.summary(),
+        }
+
     def summary(self) -> str:
         """A one-line human description used by backends that log calls as text."""
         who = self.remote_name or self.remote_number or "unknown"

@@ -399,28 +399,6 @@ def _number_values(number: PhoneNumber, limit: int) -> dict[str, Any]:
     return dict(forms, number=forms["e164"], limit=limit)
 
 
-def _call_values(call: CallRecord) -> dict[str, Any]:
-    return {
-        "contact_id": call.contact_id,
-        "direction": call.direction,
-        "status": call.status,
-        "originator_number": call.originator_number,
-        "originator_name": call.originator_name,
-        "destination_number": call.destination_number,
-        "destination_name": call.destination_name,
-        "remote_number": call.remote_number,
-        "remote_name": call.remote_name,
-        "started": call.started,
-        "answered": call.answered,
-        "ended": call.ended or call.declined,
-        "declined": call.declined,
-        "duration": call.duration_seconds,
-        "user_id": call.user_id,
-        "call_key": call.key,
-        "summary": call.summary(),
-    }
-
-
 # --- reading values out of records ------------------------------------------------------------------
 def _scalar(value: Any) -> str | None:
     """A string for a JSON scalar (an id may be a number); None for anything else or empty."""
@@ -959,7 +937,7 @@ class RestBackend(Backend):
             return super().log_call(call)
         template = self._call
         what = template.describe()
-        url, headers, data = template.render(_call_values(call))
+        url, headers, data = template.render(call.values())
         if call.key and not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = call.key
         response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)

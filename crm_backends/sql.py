@@ -782,25 +782,7 @@ class SqlBackend(Backend):
     # call logging -----------------------------------------------------------------------------------
     def call_params(self, call: CallRecord) -> dict[str, Any]:
         """The values bound to ``call_log_query``, only the parameters it uses."""
-        values: dict[str, Any] = {
-            "contact_id": call.contact_id,
-            "direction": call.direction,
-            "status": call.status,
-            "originator_number": call.originator_number,
-            "originator_name": call.originator_name,
-            "destination_number": call.destination_number,
-            "destination_name": call.destination_name,
-            "remote_number": call.remote_number,
-            "remote_name": call.remote_name,
-            "started": call.started,
-            "answered": call.answered,
-            "ended": call.ended or call.declined,
-            "declined": call.declined,
-            "duration": call.duration_seconds,
-            "user_id": call.user_id,
-            "call_key": call.key,
-            "summary": call.summary(),
-        }
+        values: dict[str, Any] = call.values()
         if self.url.get_backend_name() != "postgresql":
             # columns without a zone (SQLite text, MySQL DATETIME) hold UTC
             for name in CALL_TIME_PARAMS:

@@ -26,7 +26,48 @@ class WorkflowInProgress(Exception):
     """The same call is still being written by another request; try again shortly."""
 
 
-class SqliteLedger:
+class Ledger:
+    """Claim a call's key, run the workflow once, remember its result. Storage is a subclass's."""
+
+    def run_once(self, key: str, action: Callable[[], WorkflowResult]) -> tuple[WorkflowResult, bool]:
+        """Run ``action`` unless ``key`` already ran; returns (result, ran_now)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            done = self._result(key)
+            if done is not None:
+                return done, False
+            if self._claim(key):
+                break
+            if time.monotonic() >= deadline:
+                raise WorkflowInProgress(key)
+            time.sleep(POLL_S)
+        try:
+            result = action()
+        except BaseException:
+            self._release(key)
+            raise
+        self._store(key, json.dumps({"id": result.id, "url": result.url}))
+        return result, True
+
+    def _result(self, key: str) -> WorkflowResult | None:
+        raise NotImplementedError
+
+    def _claim(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _release(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _store(self, key: str, result: str) -> None:
+        raise NotImplementedError
+
+
+def _decode(raw: str | bytes) -> WorkflowResult:
+    data = json.loads(raw)
+    return WorkflowResult(id=data["id"], url=data["url"])
+
+
+class SqliteLedger(Ledger):
     """The ledger in a SQLite file: shared by every worker process on this machine."""
 
     def __init__(self, path: str):
@@ -47,35 +88,9 @@ class SqliteLedger:
             self._local.conn = conn
         return conn
 
-    def run_once(self, key: str, action: Callable[[], WorkflowResult]) -> tuple[WorkflowResult, bool]:
-        """Run ``action`` unless ``key`` already ran; returns (result, ran_now)."""
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            done = self._result(key)
-            if done is not None:
-                return done, False
-            if self._claim(key):
-                break
-            if time.monotonic() >= deadline:
-                raise WorkflowInProgress(key)
-            time.sleep(POLL_S)
-        try:
-            result = action()
-        except BaseException:
-            self._conn().execute("DELETE FROM workflow_runs WHERE key=? AND state='running'", (key,))
-            raise
-        self._conn().execute(
-            "UPDATE workflow_runs SET state='done', result=? WHERE key=?",
-            (json.dumps({"id": result.id, "url": result.url}), key),
-        )
-        return result, True
-
     def _result(self, key: str) -> WorkflowResult | None:
         row = self._conn().execute("SELECT state, result FROM workflow_runs WHERE key=?", (key,)).fetchone()
-        if row and row[0] == "done":
-            data = json.loads(row[1])
-            return WorkflowResult(id=data["id"], url=data["url"])
-        return None
+        return _decode(row[1]) if row and row[0] == "done" else None
 
     def _claim(self, key: str) -> bool:
         conn = self._conn()
@@ -97,8 +112,14 @@ class SqliteLedger:
             raise
         return claimed
 
+    def _release(self, key: str) -> None:
+        self._conn().execute("DELETE FROM workflow_runs WHERE key=? AND state='running'", (key,))
 
-class RedisLedger:
+    def _store(self, key: str, result: str) -> None:
+        self._conn().execute("UPDATE workflow_runs SET state='done', result=? WHERE key=?", (result, key))
+
+
+class RedisLedger(Ledger):
     """The same on Redis, for several machines: ``SET NX`` claims, results kept for 30 days."""
 
     RESULT_TTL_S = 30 * 24 * 3600
@@ -106,23 +127,19 @@ class RedisLedger:
     def __init__(self, client):
         self.client = client
 
-    def run_once(self, key: str, action: Callable[[], WorkflowResult]) -> tuple[WorkflowResult, bool]:
-        name = "lookup:workflow:" + key
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            raw = self.client.get(name)
-            if raw is not None and raw != b"running":
-                data = json.loads(raw)
-                return WorkflowResult(id=data["id"], url=data["url"]), False
-            if raw is None and self.client.set(name, b"running", nx=True, ex=int(CLAIM_TIMEOUT_S)):
-                break
-            if time.monotonic() >= deadline:
-                raise WorkflowInProgress(key)
-            time.sleep(POLL_S)
-        try:
-            result = action()
-        except BaseException:
-            self.client.delete(name)
-            raise
-        self.client.set(name, json.dumps({"id": result.id, "url": result.url}), ex=self.RESULT_TTL_S)
-        return result, True
+    @staticmethod
+    def _name(key: str) -> str:
+        return "lookup:workflow:" + key
+
+    def _result(self, key: str) -> WorkflowResult | None:
+        raw = self.client.get(self._name(key))
+        return _decode(raw) if raw is not None and raw != b"running" else None
+
+    def _claim(self, key: str) -> bool:
+        return bool(self.client.set(self._name(key), b"running", nx=True, ex=int(CLAIM_TIMEOUT_S)))
+
+    def _release(self, key: str) -> None:
+        self.client.delete(self._name(key))
+
+    def _store(self, key: str, result: str) -> None:
+        self.client.set(self._name(key), result, ex=self.RESULT_TTL_S)

@@ -21,7 +21,7 @@ from crm_backends.base import (
     WorkflowResult,
 )
 from lookup_service.errors import ApiError
-from lookup_service.ledger import RedisLedger, SqliteLedger, WorkflowInProgress
+from lookup_service.ledger import Ledger, WorkflowInProgress
 from lookup_service.phone import mask
 from lookup_service.schemas import WorkflowInputs
 from lookup_service.tenants import BackendSlot, Tenant
@@ -39,7 +39,7 @@ def run_workflow(
     tenant: Tenant,
     workflow: str,
     inputs: Mapping[str, Any],
-    ledger: SqliteLedger | RedisLedger,
+    ledger: Ledger,
     naive_zone: str,
 ) -> tuple[WorkflowResult, bool]:
     """Run ``workflow`` for ``inputs``; returns (result, created_now). Raises :class:`ApiError`."""
