@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
@@ -25,20 +24,27 @@ from lookup_service.tenants import BackendSlot, Tenant
 
 log = logging.getLogger(__name__)
 
-_FAILED = object()  # a backend's result when it raised
-
 
 @dataclass
 class Flight:
-    """One in-progress lookup of one number for one tenant, shared by concurrent requests."""
+    """One in-progress lookup of one number for one tenant, shared by concurrent requests.
+
+    Each backend asked puts its contacts (or the exception it raised) into ``results``; when the
+    last one has, ``body`` holds the full answer and ``done`` is set. A request waits on ``done``
+    until its own deadline, then answers with ``body`` or with whatever ``results`` holds.
+    """
 
     key: str
-    futures: dict[str, Future] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+    results: dict[str, list[Contact] | BaseException] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
     remote: bool = False  # another process holds the lock and computes; poll the shared cache
     lock_token: str | None = None
-    launched: threading.Event = field(default_factory=threading.Event)  # futures are in place
-    body: bytes | None = None  # the full answer, once every backend has answered
+    done: threading.Event = field(default_factory=threading.Event)
+    body: bytes | None = None
+    pending: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    late_counted: bool = False
 
 
 class LookupEngine:
@@ -83,12 +89,7 @@ class LookupEngine:
         deadline = time.monotonic() + tenant.deadline_s
         flight, leader = self._join(key)
         if leader:
-            try:
-                self._launch(tenant, number, flight)
-            finally:
-                flight.launched.set()
-        elif not flight.launched.wait(max(0.0, deadline - time.monotonic())):
-            return EMPTY_ANSWER
+            self._launch(tenant, number, flight)
         if flight.remote:
             return self._await_remote(tenant, flight, deadline)
         return self._answer(tenant, flight, deadline)
@@ -127,40 +128,44 @@ class LookupEngine:
                 flight.remote = True
                 return
         inline: list[BackendSlot] = []
+        remote: list[BackendSlot] = []
         for slot in tenant.slots:
             ident = (tenant.name, slot.name)
             if not self.limiters[ident].try_acquire():
                 self.metrics.backend_skipped(tenant.name, slot.name, "rate_limited")
                 flight.skipped.add(slot.name)
-                continue
-            if not self.breakers[ident].allow():
+            elif not self.breakers[ident].allow():
                 self.metrics.backend_skipped(tenant.name, slot.name, "breaker_open")
                 flight.skipped.add(slot.name)
-                continue
-            if slot.inline:
-                flight.futures[slot.name] = Future()
-                inline.append(slot)
             else:
-                flight.futures[slot.name] = self.executor.submit(self._call, tenant, slot, number)
-        flight.launched.set()
-        for slot in inline:  # local and fast: run here, after the remote calls are on their way
-            future = flight.futures[slot.name]
-            try:
-                future.set_result(self._call(tenant, slot, number))
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-                future.set_exception(exc)
-        pending = [f for f in flight.futures.values() if not f.done()]
-        if not pending:
+                (inline if slot.inline else remote).append(slot)
+                flight.asked.append(slot.name)
+        flight.pending = len(flight.asked)
+        if not flight.asked:
             self._complete(tenant, flight)
             return
-        remaining = _Countdown(len(pending), lambda: self._complete(tenant, flight))
-        for future in pending:
-            future.add_done_callback(lambda _f: remaining.tick())
+        for slot in remote:
+            self.executor.submit(self._run, tenant, slot, number, flight)
+        for slot in inline:  # local and fast: run here, after the remote calls are on their way
+            self._run(tenant, slot, number, flight)
+
+    def _run(self, tenant: Tenant, slot: BackendSlot, number: PhoneNumber, flight: Flight) -> None:
+        """Ask one backend and record its result in the flight; the last one completes it."""
+        try:
+            result: list[Contact] | BaseException = self._call(tenant, slot, number)
+        except Exception as exc:  # recorded; _call has logged and counted it
+            result = exc
+        with flight.lock:
+            flight.results[slot.name] = result
+            flight.pending -= 1
+            last = flight.pending == 0
+        if last:
+            self._complete(tenant, flight)
 
     def _complete(self, tenant: Tenant, flight: Flight) -> None:
         """All backends have answered (or failed): cache the full answer, end the flight."""
         try:
-            results, failed = self._collect(tenant, flight)
+            results, failed = self._collect(tenant, flight.results)
             body = flight.body = self._merge(tenant, results)
             incomplete = failed or bool(flight.skipped)
             ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER or incomplete else tenant.cache_ttl
@@ -170,6 +175,7 @@ class LookupEngine:
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
         finally:
+            flight.done.set()
             if flight.lock_token:
                 try:
                     self.cache.release(flight.key, flight.lock_token)
@@ -179,13 +185,22 @@ class LookupEngine:
 
     # --- answering ---------------------------------------------------------------------------
     def _answer(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
-        futures = list(flight.futures.values())
-        if futures:
-            wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=ALL_COMPLETED)
-        results, failed = self._collect(tenant, flight)
-        late = [name for name, f in flight.futures.items() if not f.done()]
-        body = flight.body if flight.body is not None else self._merge(tenant, results)
-        if late:
+        if not flight.done.is_set():
+            flight.done.wait(max(0.0, deadline - time.monotonic()))
+        body = flight.body
+        if body is not None:
+            failed = any(isinstance(r, BaseException) for r in flight.results.values())
+            late: list[str] = []
+        else:
+            snapshot = dict(flight.results)
+            results, failed = self._collect(tenant, snapshot)
+            late = [name for name in flight.asked if name not in snapshot]
+            body = self._merge(tenant, results)
+            with flight.lock:
+                count_late, flight.late_counted = not flight.late_counted, True
+            if count_late:  # a backend that never returns must still open its breaker
+                for name in late:
+                    self.breakers[(tenant.name, name)].record_failure()
             log.warning("tenant %s: answered at the deadline without %s", tenant.name, ", ".join(late))
             for name in late:
                 self.metrics.backend_skipped(tenant.name, name, "late")
@@ -208,18 +223,20 @@ class LookupEngine:
         self.metrics.lookup(tenant.name, "shared_flight" if body is not None else "partial_empty")
         return body if body is not None else EMPTY_ANSWER
 
-    def _collect(self, tenant: Tenant, flight: Flight) -> tuple[list[tuple[BackendSlot, list[Contact]]], bool]:
-        results = []
+    @staticmethod
+    def _collect(
+        tenant: Tenant, results: dict[str, list[Contact] | BaseException]
+    ) -> tuple[list[tuple[BackendSlot, list[Contact]]], bool]:
+        """The contacts that arrived, in backend order, and whether a backend failed."""
+        collected = []
         failed = False
         for slot in tenant.slots:
-            future = flight.futures.get(slot.name)
-            if future is None or not future.done():
-                continue
-            if future.exception() is not None:
+            result = results.get(slot.name)
+            if isinstance(result, BaseException):
                 failed = True
-                continue
-            results.append((slot, future.result()))
-        return results, failed
+            elif result is not None:
+                collected.append((slot, result))
+        return collected, failed
 
     def _merge(self, tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> bytes:
         """De-duplicate, rank (exact match, backend order, recent activity) and cap."""
@@ -289,25 +306,9 @@ class LookupEngine:
             elapsed = time.perf_counter() - started
             self.metrics.backend_latency(tenant.name, slot.name, elapsed)
         self._credential_alerts.discard(ident)
-        if elapsed > tenant.deadline_s:
-            breaker.record_failure()  # answering after the deadline is as bad as not answering
-        else:
+        if elapsed <= tenant.deadline_s:  # a late answer was already counted as a failure
             breaker.record_success()
         return contacts
-
-
-class _Countdown:
-    def __init__(self, count: int, then: Callable[[], None]):
-        self._count = count
-        self._then = then
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        with self._lock:
-            self._count -= 1
-            fire = self._count == 0
-        if fire:
-            self._then()
 
 
 def _with_missing_filled(kept: Contact, duplicate: Contact) -> Contact:

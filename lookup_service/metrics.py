@@ -38,20 +38,22 @@ class Metrics:
                                   ["tenant", "backend"], registry=r, multiprocess_mode="max")
         self.mirror_contacts = Gauge("lookup_mirror_contacts", "Contacts in the local mirror",
                                      ["tenant", "backend"], registry=r, multiprocess_mode="max")
-        self._hit_children: dict[str, object] = {}
+        self._lookup_children: dict[tuple[str, str], Counter] = {}
+        self._miss_children: dict[str, Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
     def lookup(self, tenant: str, outcome: str) -> None:
-        if outcome == "cache_hit":  # the hot path: keep the bound child
-            child = self._hit_children.get(tenant)
-            if child is None:
-                child = self._hit_children[tenant] = self.lookups.labels(tenant, outcome)
-            child.inc()  # type: ignore[attr-defined]
-            return
-        self.lookups.labels(tenant, outcome).inc()
+        # on the hot path: keep the bound children instead of resolving labels every time
+        child = self._lookup_children.get((tenant, outcome))
+        if child is None:
+            child = self._lookup_children[(tenant, outcome)] = self.lookups.labels(tenant, outcome)
+        child.inc()
 
     def cache_miss(self, tenant: str) -> None:
-        self.cache_misses.labels(tenant).inc()
+        child = self._miss_children.get(tenant)
+        if child is None:
+            child = self._miss_children[tenant] = self.cache_misses.labels(tenant)
+        child.inc()
 
     def backend_latency(self, tenant: str, backend: str, seconds: float) -> None:
         child = self._latency_children.get((tenant, backend))

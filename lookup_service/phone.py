@@ -121,6 +121,13 @@ def _national_form(e164: str) -> str | None:
     return re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)) or None
 
 
+@lru_cache(maxsize=64)
+def _region_prefixes(region: str) -> tuple[str, str | None]:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    trunk = metadata.national_prefix if metadata is not None else None
+    return str(phonenumbers.country_code_for_region(region)), trunk
+
+
 def _split_extension(text: str) -> tuple[str, str | None]:
     match = _EXTENSION.search(text)
     if match and match.start() > 0:
@@ -143,6 +150,17 @@ def _best_parse(main: str, digits: str, region: str, international: bool):
     elif digits.startswith("0"):
         candidates.append(("region", main))  # type: ignore[arg-type]
     else:
+        country_code, trunk_prefix = _region_prefixes(region)
+        if trunk_prefix == "0" and digits.startswith(country_code):
+            # The connector's own form (41215522000 in CH): where national numbers begin with the
+            # trunk 0, digits starting with the region's country code cannot be a national number,
+            # so the international reading needs no costly validity check against the other.
+            try:
+                parsed = phonenumbers.parse("+" + digits, None)
+                if phonenumbers.is_possible_number(parsed):
+                    return parsed
+            except phonenumbers.NumberParseException:
+                pass
         candidates += ["+" + digits, ("region", main)]  # type: ignore[list-item]
     possible = None
     for candidate in candidates:

@@ -252,3 +252,18 @@ def test_metrics_need_their_own_token(toml_app, scripts):
     assert 'lookup_backend_errors_total{backend="erp",kind="unavailable",tenant="acme"} 1.0' in text
     assert 'lookup_backend_latency_seconds_count{backend="crm",tenant="acme"} 1.0' in text
     assert 'lookup_backend_breaker_state{backend="crm",tenant="acme"} 0.0' in text
+
+
+def test_a_backend_that_never_returns_opens_its_breaker(toml_app, scripts):
+    never = threading.Event()  # set only at teardown: every lookup of acme-crm hangs until then
+    scripts["acme-crm"] = Script(release=never)
+    scripts["acme-erp"] = Script(contacts={NUMBER: [contact("2", "Still Here")]})
+    app = toml_app(TWO_TENANTS, LOOKUP_BREAKER_FAILURES=3)
+    client = app.test_client()
+    for i in range(6):
+        started = time.monotonic()
+        assert get(client, "acme-token-1234", f"4121552209{i}") == []
+        assert time.monotonic() - started < 0.3 + 0.15
+    assert [c["name"] for c in get(client, "acme-token-1234")] == ["Still Here"]
+    assert scripts["acme-crm"].calls == 3  # the hung calls opened the breaker; no thread is wasted after
+    assert app.extensions["lookup"].engine.breakers[("acme", "crm")].state == "open"
