@@ -71,6 +71,11 @@ DEFAULT_PHONE_ATTRIBUTES = [
 # An attribute description (name with options) or a numeric OID.
 _ATTRIBUTE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*(?:;[A-Za-z0-9-]+)*|\d+(?:\.\d+)+)$")
 _GENERALIZED_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})?(\d{2})?(?:[.,](\d+))?(Z|[+-]\d{4})?$")
+# ldap3 decodes the server's bytes without validating them first: an answer that is not LDAP (another
+# service on the port, a broken proxy) escapes its BER decoder as KeyError, IndexError, TypeError or
+# ValueError instead of an LDAPException. All of them mean "the server is not usable right now".
+_WIRE_ERRORS = (LDAPException, OSError, KeyError, IndexError, TypeError, ValueError)
+
 # LDAP result codes (RFC 4511, section 4.1.9)
 _SUCCESS = 0
 _OPERATIONS_ERROR = 1
@@ -372,10 +377,11 @@ class LdapBackend(Backend):
         except LDAPStartTLSError as exc:
             _quiet_unbind(conn)
             raise BackendUnavailable(f"{self._where()}: StartTLS failed: {exc}") from None
-        except (LDAPException, OSError) as exc:
+        except _WIRE_ERRORS as exc:
             _quiet_unbind(conn)
+            reason = exc if isinstance(exc, LDAPException | OSError) else "its answer is not LDAP"
             raise BackendUnavailable(
-                f"{self._where()}: cannot reach {self.host}:{self.port}: {exc}"
+                f"{self._where()}: cannot reach {self.host}:{self.port}: {reason}"
             ) from None
         except BackendUnavailable:
             _quiet_unbind(conn)
@@ -408,7 +414,7 @@ class LdapBackend(Backend):
             conn = self._thread_connection()
             try:
                 return operation(conn)
-            except (LDAPException, OSError) as exc:
+            except _WIRE_ERRORS as exc:
                 self._discard(conn)
                 if attempt == 2 or time.monotonic() - started > self.timeout_s / 2:
                     raise BackendUnavailable(f"{self._where()}: {type(exc).__name__}: {exc}") from None
@@ -625,7 +631,7 @@ class LdapBackend(Backend):
                         paged_size=self.options["page_size"],
                         cookie=cookie,
                     )
-                except (LDAPException, OSError) as exc:
+                except _WIRE_ERRORS as exc:
                     raise BackendUnavailable(
                         f"{self._where()}: sync failed: {type(exc).__name__}: {exc}"
                     ) from None
@@ -690,7 +696,7 @@ class LdapBackend(Backend):
                         f"({_describe(conn.result)})",
                         key="filter",
                     )
-        except (LDAPException, OSError) as exc:
+        except _WIRE_ERRORS as exc:
             raise BackendUnavailable(f"{self._where()}: check failed: {type(exc).__name__}: {exc}") from None
         finally:
             _quiet_unbind(conn)

@@ -522,6 +522,10 @@ class SqlBackend(Backend):
         if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
             args["connect_timeout"] = connect_s
             args["options"] = f"-c statement_timeout={int(timeout_s * 1000)}"
+            # libpq has no read timeout: keepalives and TCP_USER_TIMEOUT at least notice a dead
+            # host or network instead of waiting on the socket for ever.
+            args.update(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
+                        tcp_user_timeout=max(1000, int(timeout_s * 1000) + 1000))
         elif backend in ("mysql", "mariadb") and driver in ("pymysql", "mysqldb"):
             seconds = max(1, math.ceil(timeout_s))
             args.update(connect_timeout=connect_s, read_timeout=seconds, write_timeout=seconds)
