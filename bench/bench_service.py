@@ -136,6 +136,14 @@ def _wrk_errors(output: str) -> int:
     return (int(match.group(1)) if match else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
 
 
+def median_figures(runs: list[dict]) -> dict:
+    """Per figure, the median over the rounds (errors are added up)."""
+    middle = len(runs) // 2
+    figures = {key: sorted(run[key] for run in runs)[middle] for key in ("rps", "p50_ms", "p99_ms")}
+    figures["errors"] = sum(run.get("errors", 0) for run in runs)
+    return figures
+
+
 def row(label: str, figures: dict, baseline: dict | None) -> None:
     ratio = f"  ratio={figures['rps'] / baseline['rps']:.2f}" if baseline else ""
     print(f"{label:<52} rps={figures['rps']:>9.1f}  p50={figures['p50_ms']:>7.3f}ms  "
@@ -334,6 +342,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario")
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is printed")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="lookup-bench-")
     logs = os.path.join(work, "servers.log")
@@ -347,7 +356,7 @@ def main() -> None:
     }
     print(f"machine: {os.cpu_count()} cores; gunicorn: {' '.join(procfile_command())}; "
           f"WEB_CONCURRENCY={base_env['WEB_CONCURRENCY']}; load: {args.connections} connections, "
-          f"{args.duration:.0f}s per scenario; loader: {'wrk' if shutil.which('wrk') else 'bench/loadgen.py'}",
+          f"{args.rounds} x {args.duration:.0f}s per scenario; loader: {'wrk' if shutil.which('wrk') else 'bench/loadgen.py'}",
           flush=True)
 
     try:
@@ -361,22 +370,30 @@ def main() -> None:
         os.unlink(csv_path)
 
         path_hit = f"/Lookup?PhoneNumber=4144{FIRST + 12345}"
-        results = {}
-        for label, target, env in (
-            ("plain WSGI callable (server ceiling)", "bench.bare_wsgi:app", {}),
-            ("bare Flask app, same token check", "bench.bare_flask:app", {}),
-            ("service, cache hits", "wsgi:app", {}),
+        scenarios = (
+            ("plain WSGI callable (server ceiling)", "bench.bare_wsgi:app", {}, None),
+            ("bare Flask app, same token check", "bench.bare_flask:app", {}, None),
+            ("service, cache hits", "wsgi:app", {}, None),
             (f"service, uncached, directory of {args.contacts}", "wsgi:app",
-             {"LOOKUP_CACHE_TTL": "0", "LOOKUP_NEGATIVE_CACHE_TTL": "0"}),
-        ):
-            server = Server(target, {**base_env, **env}, logs)
-            try:
-                span = args.contacts if "uncached" in label else None
+             {"LOOKUP_CACHE_TTL": "0", "LOOKUP_NEGATIVE_CACHE_TTL": "0"}, args.contacts),
+        )
+        # All four servers run at once but only one is under load at a time; the rounds alternate
+        # between them so that a passing disturbance of the machine does not favour one of them.
+        servers = [Server(target, {**base_env, **env}, logs) for _, target, env, _ in scenarios]
+        samples: dict[str, list[dict]] = {label: [] for label, *_ in scenarios}
+        try:
+            for (_label, *_rest, span), server in zip(scenarios, servers, strict=True):
                 load(server.url, path_hit, 2, args.connections, TOKEN, span)  # warm-up
-                results[label] = load(server.url, path_hit, args.duration, args.connections, TOKEN, span)
-            finally:
+            for _round in range(args.rounds):
+                for (label, *_rest, span), server in zip(scenarios, servers, strict=True):
+                    figures = load(server.url, path_hit, args.duration, args.connections, TOKEN, span)
+                    samples[label].append(figures)
+        finally:
+            for server in servers:
                 server.stop()
+        results = {label: median_figures(runs) for label, runs in samples.items()}
         bare = results["bare Flask app, same token check"]
+        print(f"(median of {args.rounds} rounds of {args.duration:.0f}s each)")
         for label, figures in results.items():
             row(label, figures, bare)
 

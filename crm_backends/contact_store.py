@@ -7,9 +7,12 @@ Writers (imports, syncs, call records) take SQLite's write lock; readers never w
 
 from __future__ import annotations
 
+import fcntl
 import json
+import mmap
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -110,8 +113,13 @@ class ContactStore:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as conn:
+        conn = self._connect()
+        try:
             conn.executescript(SCHEMA)
+            stored = int(conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+        finally:
+            conn.close()
+        self.board = GenerationBoard(path + ".generation", stored)
 
     # connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -157,8 +165,9 @@ class ContactStore:
         ]
 
     def generation(self) -> int:
-        """Grows with every committed write from any process: the cache's invalidation signal."""
-        return int(self.conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+        """Grows with every committed write from any process: the cache's invalidation signal.
+        Read from the generation board, so it costs no query (see :class:`GenerationBoard`)."""
+        return self.board.read()
 
     def get_meta(self, name: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
@@ -251,7 +260,7 @@ class ContactStore:
 
     def write(self) -> _WriteTransaction:
         """A write transaction that bumps the generation, so caches see the change at once."""
-        return _WriteTransaction(self.conn)
+        return _WriteTransaction(self.conn, self.board)
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
@@ -301,19 +310,57 @@ class ContactStore:
 
 
 class _WriteTransaction:
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, board: GenerationBoard):
         self.conn = conn
+        self.board = board
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
-            self.conn.execute("COMMIT")
-        else:
+        if exc_type is not None:
             self.conn.execute("ROLLBACK")
+            return
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
+        generation = int(self.conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+        self.conn.execute("COMMIT")
+        self.board.publish(generation)
+
+
+class GenerationBoard:
+    """The store's generation in a small memory-mapped file beside the database.
+
+    Every lookup compares it (the cache key holds it), so it must cost no query and no system
+    call: reading 8 mapped bytes does neither. Writers publish after their commit, under a file
+    lock and never backwards, so a reader seeing a generation also sees that generation's data.
+    A torn or stale read can only cost a cache miss or delay a change to the next lookup.
+    """
+
+    _FORMAT = struct.Struct("<Q")
+
+    def __init__(self, path: str, current: int):
+        self.path = path
+        with open(path, "a+b") as handle:
+            if os.fstat(handle.fileno()).st_size < self._FORMAT.size:
+                handle.truncate(self._FORMAT.size)
+            self._map = mmap.mmap(handle.fileno(), self._FORMAT.size, access=mmap.ACCESS_READ)
+        self.publish(current)
+
+    def read(self) -> int:
+        return self._FORMAT.unpack_from(self._map, 0)[0]
+
+    def publish(self, generation: int) -> None:
+        with open(self.path, "r+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if self.read() < generation:
+                    handle.write(self._FORMAT.pack(generation))
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
 
 
 def _iso(moment: datetime | None) -> str | None:

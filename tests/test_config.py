@@ -117,8 +117,8 @@ def test_secret_options_are_redacted(tmp_path):
 
 
 def test_startup_check_stops_on_configuration_and_warns_on_a_source_that_is_down(tmp_path):
-    import sqlite3
     import socket
+    import sqlite3
 
     from lookup_service.startup import startup_check
 

@@ -72,3 +72,30 @@ def test_invalid_numbers_say_why(text, why):
 def test_mask_keeps_only_the_last_three_digits():
     assert mask("+41 21 552 20 00") == "********000"
     assert mask("12") == "***"
+
+
+@pytest.mark.parametrize("region", ["CH", "DE", "FR", "AT", "NL", "BE"])
+def test_the_connector_form_shortcut_agrees_with_phonenumbers(region):
+    """The shortcut for 41215522000-style input must give exactly what phonenumbers gives."""
+    import random
+
+    import phonenumbers
+
+    from lookup_service.phone import _connector_form, _region_shape
+
+    code, lengths = _region_shape(region)
+    assert lengths, "the shortcut should apply to this region"
+    rng = random.Random(region)
+    checked = 0
+    for length in range(1, 16):
+        for _ in range(40):
+            digits = code + str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(length - 1))
+            fast = _connector_form(digits, region, None)
+            if fast is None:
+                continue
+            parsed = phonenumbers.parse("+" + digits, None)
+            assert phonenumbers.is_possible_number(parsed)
+            assert fast.key == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            assert fast.nsn == phonenumbers.national_significant_number(parsed)
+            checked += 1
+    assert checked > 30
