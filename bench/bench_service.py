@@ -354,10 +354,10 @@ def main() -> None:
         "LOOKUP_INSTANCE_DIR": os.path.join(work, "instance"),
         "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
     }
+    loader = "wrk" if shutil.which("wrk") else "bench/loadgen.py"
     print(f"machine: {os.cpu_count()} cores; gunicorn: {' '.join(procfile_command())}; "
           f"WEB_CONCURRENCY={base_env['WEB_CONCURRENCY']}; load: {args.connections} connections, "
-          f"{args.rounds} x {args.duration:.0f}s per scenario; loader: {'wrk' if shutil.which('wrk') else 'bench/loadgen.py'}",
-          flush=True)
+          f"{args.rounds} x {args.duration:.0f}s per scenario; loader: {loader}", flush=True)
 
     try:
         # 1. the import, which also builds the directory for the lookups below
