@@ -102,11 +102,15 @@ def _parse_cached(text: str, region: str) -> PhoneNumber:
     international = main.lstrip().startswith("+") or digits.startswith("00")
     if not international and len(digits) <= MAX_SHORT_DIGITS and not digits.startswith("0"):
         return PhoneNumber(key="ext:" + digits, e164=None, extension=extension)
-    if not international and digits == main:
-        fast = _connector_form(digits, region, extension)
+    if _PLAIN.match(main):
+        fast = _plain_form(main, digits, region, extension)
         if fast is not None:
             return fast
+    return _parsed_form(main, digits, region, international, extension)
 
+
+def _parsed_form(main: str, digits: str, region: str, international: bool, extension: str | None) -> PhoneNumber:
+    """The general path: phonenumbers reads the number (both readings when it is ambiguous)."""
     parsed = _best_parse(main, digits, region, international)
     if parsed is None:
         if len(digits) <= MAX_SHORT_DIGITS:
@@ -125,37 +129,66 @@ def _national_form(e164: str) -> str | None:
     return re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)) or None
 
 
-def _connector_form(digits: str, region: str, extension: str | None) -> PhoneNumber | None:
-    """The connector's own form, 41215522000 for a CH deployment, without phonenumbers.parse.
+def _plain_form(main: str, digits: str, region: str, extension: str | None) -> PhoneNumber | None:
+    """Common spellings without phonenumbers.parse, which costs most of an import or a lookup.
 
-    Where national numbers start with the trunk prefix 0 and the country code belongs to this
-    region alone, digits that start with that code, go on with something else than 0 and have a
-    possible length can only be that international number: phonenumbers would give the same key
-    (tests/test_phone.py checks it over every length), at a fraction of the cost of an uncached
-    lookup.
+    ``+41 21 552 20 00``, ``0041 21 552 20 00``, ``021 552 20 00`` and the connector's own
+    ``41215522000``: where the country code belongs to one region whose national numbers start
+    with the trunk prefix 0, a national number that does not itself start with 0 and has a
+    possible length can only be read one way (bare digits only when they are too long to be a
+    national number of the region, as the connector's form is in CH). phonenumbers gives the same key for these (the
+    tests compare both over random numbers of every length); anything else takes the general path.
     """
-    country_code, lengths = _region_shape(region)
-    if not lengths or not digits.startswith(country_code):
-        return None
-    nsn = digits[len(country_code):]
-    if not nsn or nsn[0] == "0" or len(nsn) not in lengths:
-        return None
-    return PhoneNumber(key="+" + digits, e164="+" + digits, nsn=nsn, extension=extension)
+    if main.startswith("+"):
+        international = digits
+    elif digits.startswith("00"):
+        international = digits[2:]
+    elif digits.startswith("0"):
+        code, lengths = _region_shape(region)
+        if not lengths:
+            return None
+        international = code + digits[1:]
+    else:  # digits without any prefix: read as international when no national reading is possible
+        code, lengths = _region_shape(region)
+        if not lengths or not digits.startswith(code) or len(digits) in lengths:
+            return None
+        international = digits
+    for size in (1, 2, 3):
+        lengths = _SOUND_CODES.get(international[:size])
+        if lengths is not None:
+            nsn = international[size:]
+            if nsn and nsn[0] != "0" and len(nsn) in lengths:
+                return PhoneNumber(key="+" + international, e164="+" + international, nsn=nsn, extension=extension)
+            return None
+    return None
 
 
 @lru_cache(maxsize=64)
 def _region_shape(region: str) -> tuple[str, frozenset[int]]:
-    """The region's country code, and the possible national lengths when the fast path is sound."""
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    code = phonenumbers.country_code_for_region(region)
-    sound = (
-        metadata is not None
-        and metadata.national_prefix == "0"
-        and metadata.national_prefix_for_parsing in (None, "0")
-        and len(phonenumbers.region_codes_for_country_code(code)) == 1
-    )
-    lengths = frozenset(metadata.general_desc.possible_length or ()) if sound else frozenset()
-    return str(code), lengths
+    """The region's country code, and its possible national lengths where _plain_form is sound."""
+    code = str(phonenumbers.country_code_for_region(region))
+    return code, _SOUND_CODES.get(code, frozenset())
+
+
+def _sound_codes() -> dict[str, frozenset[int]]:
+    """Country codes of a single region with trunk prefix 0, and their possible national lengths."""
+    sound: dict[str, frozenset[int]] = {}
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        if len(regions) != 1:
+            continue
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(regions[0])
+        if (
+            metadata is not None
+            and metadata.national_prefix == "0"
+            and metadata.national_prefix_for_parsing in (None, "0")
+            and metadata.general_desc.possible_length
+        ):
+            sound[str(code)] = frozenset(metadata.general_desc.possible_length)
+    return sound
+
+
+_SOUND_CODES = _sound_codes()
+_PLAIN = re.compile(r"^\+?[\d\s\-./]+$")
 
 
 def _split_extension(text: str) -> tuple[str, str | None]:
