@@ -90,8 +90,8 @@ class LookupEngine:
         flight, leader = self._join(key)
         if leader:
             self._launch(tenant, number, flight)
-        if flight.remote:
-            return self._await_remote(tenant, flight, deadline)
+            if flight.remote:
+                return self._await_remote(tenant, flight, deadline)
         return self._answer(tenant, flight, deadline)
 
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
@@ -187,6 +187,9 @@ class LookupEngine:
     def _answer(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
         if not flight.done.is_set():
             flight.done.wait(max(0.0, deadline - time.monotonic()))
+        if flight.remote:  # our leader waited on another process's answer and shares it
+            self.metrics.lookup(tenant.name, "shared_flight" if flight.body else "partial_empty")
+            return flight.body or EMPTY_ANSWER
         body = flight.body
         if body is not None:
             failed = any(isinstance(r, BaseException) for r in flight.results.values())
@@ -213,12 +216,17 @@ class LookupEngine:
         return body
 
     def _await_remote(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
+        """Another process computes this answer: poll the shared cache for it, for this process's
+        followers too, until the deadline (then take the other process's partial answer)."""
         assert isinstance(self.cache, RedisCache)
+        body = None
         try:
             body = self.cache.wait_for(flight.key, deadline)
             if body is None:
                 body = self.cache.get("partial:" + flight.key)
         finally:
+            flight.body = body
+            flight.done.set()
             self._finish(flight)
         self.metrics.lookup(tenant.name, "shared_flight" if body is not None else "partial_empty")
         return body if body is not None else EMPTY_ANSWER
