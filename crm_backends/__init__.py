@@ -2,6 +2,7 @@
 explicit inventory (no filesystem scanning), so an unknown ``type`` fails loudly at start-up."""
 
 from . import (
+    carddav,  # noqa: F401
     directory,  # noqa: F401
     hubspot,  # noqa: F401
     ldap,  # noqa: F401
