@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
 from lookup_service.cache import MemoryCache, RedisCache
@@ -25,26 +25,49 @@ from lookup_service.tenants import BackendSlot, Tenant
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Flight:
     """One in-progress lookup of one number for one tenant, shared by concurrent requests.
 
     Each backend asked puts its contacts (or the exception it raised) into ``results``; when the
-    last one has, ``body`` holds the full answer and ``done`` is set. A request waits on ``done``
-    until its own deadline, then answers with ``body`` or with whatever ``results`` holds.
+    last one has, ``body`` holds the full answer and the flight is done. A request waits for that
+    until its own deadline, then answers with ``body`` or with whatever ``results`` holds. Most
+    flights have no follower, so the event followers wait on is only made when one arrives.
     """
 
-    key: str
-    asked: list[str] = field(default_factory=list)
-    results: dict[str, list[Contact] | BaseException] = field(default_factory=dict)
-    skipped: set[str] = field(default_factory=set)
-    remote: bool = False  # another process holds the lock and computes; poll the shared cache
-    lock_token: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    body: bytes | None = None
-    pending: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    late_counted: bool = False
+    __slots__ = ("key", "asked", "results", "skipped", "remote", "lock_token", "body", "pending", "lock",
+                 "late_counted", "finished", "_event")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.asked: list[str] = []
+        self.results: dict[str, list[Contact] | BaseException] = {}
+        self.skipped: set[str] = set()
+        self.remote = False  # another process holds the lock and computes; poll the shared cache
+        self.lock_token: str | None = None
+        self.body: bytes | None = None
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.late_counted = False
+        self.finished = False
+        self._event: threading.Event | None = None
+
+    def set_done(self) -> None:
+        with self.lock:
+            self.finished = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float) -> None:
+        if self.finished:
+            return
+        with self.lock:
+            if self.finished:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
 
 
 class LookupEngine:
@@ -175,7 +198,7 @@ class LookupEngine:
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
         finally:
-            flight.done.set()
+            flight.set_done()
             if flight.lock_token:
                 try:
                     self.cache.release(flight.key, flight.lock_token)
@@ -185,8 +208,7 @@ class LookupEngine:
 
     # --- answering ---------------------------------------------------------------------------
     def _answer(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
-        if not flight.done.is_set():
-            flight.done.wait(max(0.0, deadline - time.monotonic()))
+        flight.wait(max(0.0, deadline - time.monotonic()))
         if flight.remote:  # our leader waited on another process's answer and shares it
             self.metrics.lookup(tenant.name, "shared_flight" if flight.body else "partial_empty")
             return flight.body or EMPTY_ANSWER
@@ -226,7 +248,7 @@ class LookupEngine:
                 body = self.cache.get("partial:" + flight.key)
         finally:
             flight.body = body
-            flight.done.set()
+            flight.set_done()
             self._finish(flight)
         self.metrics.lookup(tenant.name, "shared_flight" if body is not None else "partial_empty")
         return body if body is not None else EMPTY_ANSWER

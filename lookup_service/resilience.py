@@ -30,6 +30,8 @@ class CircuitBreaker:
         return "open"
 
     def allow(self) -> bool:
+        if self.opened_at is None:  # closed: the common case needs no lock
+            return True
         with self._lock:
             state = self.state
             if state == "closed":
@@ -40,6 +42,8 @@ class CircuitBreaker:
             return False
 
     def record_success(self) -> None:
+        if self.opened_at is None and not self.failures:
+            return
         with self._lock:
             self.failures = 0
             self.opened_at = None
@@ -92,6 +96,8 @@ class RateLimiter:
         return max(0.0, remaining)
 
     def try_acquire(self) -> bool:
+        if not self.rate and self.redis is None and self._blocked_until == 0.0:
+            return True  # no limit and never asked to slow down: the common case
         if self.blocked_for() > 0:
             return False
         if not self.rate:

@@ -44,10 +44,11 @@ class ResponseFormat:
 
     @staticmethod
     def dumps(items: Iterable[Mapping[str, Any]]) -> bytes:
-        return json.dumps(list(items), ensure_ascii=False, separators=(",", ":")).encode()
+        return _ENCODER.encode(list(items)).encode()
 
 
 EMPTY_ANSWER = b"[]"
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: json.dumps builds one a call
 
 
 def _text(value: Any) -> str:
