@@ -1,0 +1,38 @@
+"""The README's examples are copy-paste material: every TOML file in it must load and validate."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+
+import pytest
+
+from config.settings import load_settings
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+BLOCKS = re.findall(r"```toml\n(.*?)```", open(README, encoding="utf-8").read(), re.S)
+
+
+def test_the_readme_has_an_example_for_every_backend_type():
+    from crm_backends.base import BACKEND_TYPES
+
+    types = {
+        backend["type"]
+        for block in BLOCKS
+        for tenant in tomllib.loads(block).get("tenant", [])
+        for backend in tenant.get("backend", [])
+    }
+    assert types == set(BACKEND_TYPES)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_every_toml_example_is_a_valid_configuration(index, tmp_path):
+    text = BLOCKS[index]
+    if "[[tenant]]" not in text:
+        text = '[[tenant]]\nname = "t"\ntokens = ["example-token-1"]\n' + text
+    path = tmp_path / "lookup.toml"
+    path.write_text(text)
+    variables = {name: f"example-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
+    settings = load_settings({"LOOKUP_CONFIG": str(path), **variables})
+    assert settings.tenants and all(tenant.backends for tenant in settings.tenants)
