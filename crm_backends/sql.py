@@ -17,10 +17,13 @@ import logging
 import math
 import os
 import re
+import socket
 import string
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +31,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
-from sqlalchemy import DateTime, Integer, bindparam, create_engine, text
+from sqlalchemy import DateTime, Integer, bindparam, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import TextClause
@@ -548,7 +551,10 @@ class SqlBackend(Backend):
                 pool_size=pool_size, max_overflow=max_overflow, pool_timeout=timeout_s, pool_recycle=1800
             )
         try:
-            return create_engine(self.url, **kwargs)
+            engine = create_engine(self.url, **kwargs)
+            if engine.dialect.name == "postgresql":
+                _guard_new_connections(engine, timeout_s)
+            return engine
         except ImportError as exc:
             raise BackendConfigError(
                 f"{self.spec.where('url')}: the database driver is not installed ({exc}); "
@@ -613,7 +619,7 @@ class SqlBackend(Backend):
         if params is None:
             return []
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, _read_deadline(conn, self.timeout_s):
                 result = conn.execute(self._queries["query"], params)
                 columns = self._columns(result.keys(), "query", optional=("updated_at", "deleted"))
                 rows = result.fetchmany(self.options["max_candidates"])
@@ -798,7 +804,7 @@ class SqlBackend(Backend):
         if not self.can_log_calls:
             raise NotImplementedError(f"{self.spec.where()}: no call_log_query is configured")
         try:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
                 result = conn.execute(self._queries["call_log_query"], self.call_params(call))
                 row = result.first() if result.returns_rows else None
         except sa_exc.IntegrityError as exc:
@@ -909,3 +915,52 @@ class SqlBackend(Backend):
         self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+
+
+@contextmanager
+def _read_deadline(conn: Any, seconds: float) -> Iterator[None]:
+    """libpq has no read timeout and statement_timeout needs a server that still answers: past
+    ``seconds`` shut the connection's socket down, so a silent server fails the call (the broken
+    connection is then dropped from the pool) instead of holding a thread for ever."""
+    dbapi = getattr(conn.connection, "dbapi_connection", None)
+    if getattr(dbapi, "fileno", None) is None or conn.dialect.name != "postgresql":
+        yield
+        return
+    timer = _socket_cutter(dbapi, seconds)
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _guard_new_connections(engine: Engine, seconds: float) -> None:
+    """The same guard while a new connection runs SQLAlchemy's first queries (server version,
+    settings), which happen inside ``engine.connect()`` before any query of ours."""
+
+    def arm(dbapi_connection: Any, record: Any) -> None:
+        record.info["lookup_connect_guard"] = _socket_cutter(dbapi_connection, seconds)
+
+    def disarm(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        guard = record.info.pop("lookup_connect_guard", None)
+        if guard is not None:
+            guard.cancel()
+
+    event.listen(engine, "connect", arm, insert=True)
+    event.listen(engine, "checkout", disarm)
+
+
+def _socket_cutter(dbapi_connection: Any, seconds: float) -> threading.Timer:
+    """Cut the socket after ``seconds`` plus a margin, so the server's own statement_timeout,
+    which gives the clearer error, fires first whenever the server still answers."""
+
+    def cut() -> None:
+        try:
+            with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError, AttributeError):
+            pass  # already closed: nothing left to cut
+
+    timer = threading.Timer(seconds + max(0.5, seconds / 2), cut)
+    timer.daemon = True
+    timer.start()
+    return timer

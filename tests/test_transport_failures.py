@@ -443,12 +443,6 @@ PG_READY = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: crm_backends/sql.py bounds only the connect (connect_timeout, at least 2 s) and the "
-    "server-side statement_timeout; libpq has no client-side read timeout, so a server that stops "
-    "answering after the handshake holds the lookup (and a pooled connection) until the socket dies",
-)
 def test_sql_server_silent_after_the_handshake_is_unavailable_within_the_timeout(tmp_path) -> None:
     outcome: dict[str, object] = {}
     # SSLRequest -> "N" (no TLS), startup -> authenticated and ready; the first query gets no answer
