@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
@@ -44,6 +42,7 @@ from .base import (
     SyncBatch,
     register,
 )
+from .http import retry_after_seconds
 from .vcard import parse_vcards
 
 log = logging.getLogger(__name__)
@@ -430,17 +429,7 @@ def _status(line: str) -> int:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _short(exc: Exception) -> str:

@@ -25,7 +25,6 @@ re-checked with the project's normalization, so a same-digits number of another 
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import threading
@@ -56,6 +55,7 @@ from .base import (
     WorkflowResult,
     register,
 )
+from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
 
@@ -758,23 +758,6 @@ def _e164(raw: str | None, region: str) -> str | None:
     except ValueError:
         return text
     return parsed.e164 or text
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _json_or_none(response: requests.Response) -> Any:

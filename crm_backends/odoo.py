@@ -18,7 +18,6 @@ Every request is ``POST {url}/jsonrpc`` with ``{"jsonrpc": "2.0", "method": "cal
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import html
 import itertools
@@ -53,6 +52,7 @@ from .base import (
     WorkflowResult,
     register,
 )
+from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
 
@@ -649,22 +649,6 @@ def _parse_version(text: str) -> tuple[int, int] | None:
     if not match:
         return None
     return int(match.group(1)), int(match.group(2) or 0)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _rows(value: Any) -> list[dict[str, Any]]:

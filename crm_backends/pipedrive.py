@@ -21,7 +21,6 @@ never in the URL, so it cannot end up in access logs.
 
 from __future__ import annotations
 
-import email.utils
 import html
 import json
 import logging
@@ -54,6 +53,7 @@ from .base import (
     WorkflowResult,
     register,
 )
+from .http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -765,17 +765,8 @@ def _number(text: str | None) -> float | None:
 
 
 def _retry_after(text: str | None) -> float | None:
-    """Retry-After in seconds: delta-seconds or an HTTP date."""
-    if not text:
-        return None
-    seconds = _number(text)
-    if seconds is not None:
-        return max(seconds, 0.0) or None
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max((moment - datetime.now(UTC)).total_seconds(), 0.0) or None
+    """Retry-After in seconds; None also for 0, which Pipedrive uses for "no wait known"."""
+    return retry_after_seconds(text) or None
 
 
 def _next_utc_midnight(now: float) -> float:

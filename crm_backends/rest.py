@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urljoin, urlsplit, urlunsplit
 from xml.sax.saxutils import escape as xml_escape
@@ -48,6 +47,7 @@ from .base import (
     WorkflowResult,
     register,
 )
+from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
 
@@ -507,24 +507,6 @@ def _redact_body(body: Any) -> Any:
     if isinstance(body, str):
         return re.sub(r'("[^"]*(?:key|token|secret|passw)[^"]*"\s*:\s*)"[^"]*"', r'\1"***"', body, flags=re.I)
     return body
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds: the header holds seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _reason(exc: BaseException) -> str:

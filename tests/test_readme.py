@@ -23,7 +23,8 @@ def test_the_readme_has_an_example_for_every_backend_type():
         for tenant in tomllib.loads(block).get("tenant", [])
         for backend in tenant.get("backend", [])
     }
-    assert types == set(BACKEND_TYPES)
+    shipped = {name for name, cls in BACKEND_TYPES.items() if cls.__module__.startswith("crm_backends.")}
+    assert types == shipped
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
