@@ -15,7 +15,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -302,9 +302,6 @@ class ContactStore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def iter_contacts(self) -> Iterator[Contact]:
-        for row in self.conn.execute("SELECT id, name, company, phones FROM contacts ORDER BY rowid"):
-            yield Contact(id=row[0], name=row[1], company=row[2], phones=json.loads(row[3] or "[]"))
 
 
 class _WriteTransaction:

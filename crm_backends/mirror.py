@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from lookup_service.phone import PhoneNumber
 
-from .base import Backend, BackendError, BackendSpec, CallRecord, Contact, WorkflowResult
+from .base import Backend, BackendError, CallRecord, Contact, WorkflowResult
 from .contact_store import ContactStore
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,8 @@ class MirroredBackend(Backend):
                 return
 
 
-def build_mirror(source: Backend) -> MirroredBackend:
-    return MirroredBackend(source)
-
-
 def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
-__all__ = ["MirroredBackend", "SyncOutcome", "build_mirror", "BackendSpec"]
+__all__ = ["MirroredBackend", "SyncOutcome"]

@@ -41,17 +41,6 @@ class Service:
         for _tenant, mirror in self.mirrors():
             mirror.start()
 
-    def check_backends(self) -> list[str]:
-        """Ask every backend whether it can work; problems as messages (start-up warnings)."""
-        problems = []
-        for tenant in self.tenants:
-            for slot in tenant.slots:
-                try:
-                    slot.backend.check()
-                except Exception as exc:  # reported, never fatal: the other backends still answer
-                    problems.append(f"tenant {tenant.name!r}, backend {slot.name!r}: {exc}")
-        return problems
-
     def refresh_metrics(self) -> None:
         for tenant, mirror in self.mirrors():
             self.metrics.mirror_status(tenant.name, mirror.name, mirror.last_sync(), mirror.store.stats()["contacts"])
