@@ -155,3 +155,33 @@ tokens = ["acme-token-1234"]
     fatal, warnings = startup_check(settings, timeout=10)
     assert len(fatal) == 1 and "tenant 'acme', backend 'erp'" in fatal[0] and "'query'" in fatal[0]
     assert len(warnings) == 1 and "backend 'api': unavailable at start" in warnings[0]
+
+
+def test_config_check_fails_for_a_backend_that_cannot_work(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    path = write(tmp_path, f"""
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+  [[tenant.backend]]
+  name = "api"
+  type = "rest"
+  lookup_url = "http://127.0.0.1:{closed_port}/search?q={{e164}}"
+  results = "items"
+  timeout = 0.5
+  headers = {{ Authorization = "Bearer very-secret-api-token" }}
+  [tenant.backend.fields]
+  id = "id"
+  name = "name"
+  phones = "phone"
+""")
+    app = create_app({"LOOKUP_CONFIG": path, "LOOKUP_STATE_DB": str(tmp_path / "s.sqlite3"),
+                      "LOOKUP_INSTANCE_DIR": str(tmp_path)})
+    result = app.test_cli_runner().invoke(args=["config", "check"])
+    assert result.exit_code == 1
+    assert "backend api: type rest" in result.output and "check: FAILED" in result.output
+    assert "very-secret-api-token" not in result.output
