@@ -41,16 +41,11 @@ sys.path.insert(0, ROOT)
 
 from bench.common import latency_figures  # noqa: E402
 from bench.make_contacts import write as write_contacts  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 TOKEN = "bench-token-0123456789"
 OTHER_TOKEN = "bench-hang-token-0123"
 FIRST = 2000000  # the synthetic numbers are +41 44 2000000 .. +41 44 2000000+N-1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def procfile_command() -> list[str]:

@@ -23,7 +23,8 @@ from crm_backends.base import (
 from crm_backends.carddav import CardDAVBackend, search_terms
 from crm_backends.mirror import MirroredBackend
 from lookup_service.phone import parse_number
-from tests.servers.radicale import RadicaleServer, free_port
+from tests.servers import free_port
+from tests.servers.radicale import RadicaleServer
 
 DATA = Path(__file__).parent / "data"
 USER, PASSWORD = "alice", "alice-secret"

@@ -6,6 +6,7 @@ import pytest
 
 from config.settings import ConfigError, load_settings
 from lookup_service import create_app
+from tests.servers import free_port
 
 VALID = """
 default_region = "DE"
@@ -117,16 +118,13 @@ def test_secret_options_are_redacted(tmp_path):
 
 
 def test_startup_check_stops_on_configuration_and_warns_on_a_source_that_is_down(tmp_path):
-    import socket
     import sqlite3
 
     from lookup_service.startup import startup_check
 
     source = tmp_path / "erp.sqlite3"
     sqlite3.connect(source).execute("CREATE TABLE people (id INTEGER, name TEXT, phone TEXT)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()
     text = f"""
 [[tenant]]
 name = "acme"
@@ -158,11 +156,7 @@ tokens = ["acme-token-1234"]
 
 
 def test_config_check_fails_for_a_backend_that_cannot_work(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()
     path = write(tmp_path, f"""
 [[tenant]]
 name = "acme"

@@ -20,6 +20,7 @@ from crm_backends.base import (
 from crm_backends.ldap import LdapBackend, parse_generalized_time
 from crm_backends.mirror import MirroredBackend
 from lookup_service.phone import parse_number
+from tests.servers import free_port
 from tests.servers.slapd import (
     PEOPLE_DN,
     READER_DN,
@@ -30,7 +31,6 @@ from tests.servers.slapd import (
     Slapd,
     SlapdMissing,
     base_ldif,
-    free_port,
     person_ldif,
 )
 

@@ -27,7 +27,8 @@ from crm_backends.base import (
 from crm_backends.mirror import MirroredBackend
 from crm_backends.sql import SqlBackend
 from lookup_service.phone import parse_number
-from tests.servers.postgres import Postgres, free_port, postgres_server
+from tests.servers import free_port
+from tests.servers.postgres import Postgres, postgres_server
 
 pytestmark = pytest.mark.timeout(60)
 

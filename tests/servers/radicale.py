@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Self
 
 import requests
+
+from tests.servers import free_port
 
 ADDRESSBOOK_MKCOL = """<?xml version="1.0" encoding="utf-8"?>
 <D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav">
@@ -35,12 +36,6 @@ _NO_FSYNC_LAUNCHER = (
     "c.update({'storage': {'_filesystem_fsync': 'False'}}, 'no-fsync', privileged=True); "
     "log.set_level(c.get('logging', 'level'), c.get('logging', 'backtrace_on_debug')); server.serve(c)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RadicaleServer:

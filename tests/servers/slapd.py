@@ -20,6 +20,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from tests.servers import free_port
+
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 SCHEMA_DIR = "/etc/ldap/schema"
@@ -88,12 +90,6 @@ access to * by * read
 
 class SlapdMissing(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
