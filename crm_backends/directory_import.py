@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .base import Contact
 from .contact_store import ContactStore, StoredPhone, normalize_phones
 
+T = TypeVar("T")
 BATCH = 5000
 PARALLEL_FROM_BYTES = 4 << 20
 ProgressCallback = Callable[[int], None]
@@ -72,7 +74,7 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
         rows = _csv_rows(reader, columns)
         with _normalizer(store.region, os.path.getsize(path)) as normalize:
             contacts = _with_phones(_chunks(rows, BATCH), normalize, report)
-            report.imported = _store_batches(store, contacts, report)
+            report.imported = _store_batches(store, contacts)
     return report
 
 
@@ -94,7 +96,7 @@ def import_vcards(store: ContactStore, path: str, progress: ProgressCallback | N
                 continue
             yield entry.contact, phones
 
-    report.imported = _store_batches(store, contacts(), report)
+    report.imported = _store_batches(store, contacts())
     return report
 
 
@@ -190,8 +192,8 @@ def _normalize_lists(region: str, phone_lists: list[list[str]]) -> list[list[Sto
     return [normalize_phones(phones, region) for phones in phone_lists]
 
 
-def _chunks(rows: Iterator[tuple[int, Contact]], size: int) -> Iterator[list[tuple[int, Contact]]]:
-    chunk: list[tuple[int, Contact]] = []
+def _chunks(rows: Iterator[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) >= size:
@@ -209,17 +211,8 @@ def derived_id(name: str | None, company: str | None, phones: list[StoredPhone])
     return "auto-" + hashlib.sha1(basis.encode()).hexdigest()[:16]
 
 
-def _store_batches(store: ContactStore, rows: Iterator[tuple[Contact, list[StoredPhone]]], report: ImportReport) -> int:
-    written = 0
-    batch: list[tuple[Contact, list[StoredPhone]]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= BATCH:
-            written += store.upsert(batch)
-            batch = []
-    if batch:
-        written += store.upsert(batch)
-    return written
+def _store_batches(store: ContactStore, rows: Iterator[tuple[Contact, list[StoredPhone]]]) -> int:
+    return sum(store.upsert(batch) for batch in _chunks(rows, BATCH))
 
 
 def _counting(handle: io.TextIOBase, progress: ProgressCallback | None) -> Iterator[str]:
