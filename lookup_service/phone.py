@@ -205,22 +205,20 @@ def _best_parse(main: str, digits: str, region: str, international: bool):
     '+'), a person types ``0215522000`` (national). A reading that is a valid number wins; the
     international reading first, since it is the connector's documented format.
     """
-    candidates: list[str] = []
+    # (text, region to read it in): None for an international reading with its '+'
+    candidates: list[tuple[str, str | None]]
     if digits.startswith("00"):
-        candidates.append("+" + digits[2:])
+        candidates = [("+" + digits[2:], None)]
     elif international:
-        candidates.append(main)
+        candidates = [(main, None)]
     elif digits.startswith("0"):
-        candidates.append(("region", main))  # type: ignore[arg-type]
+        candidates = [(main, region)]
     else:
-        candidates += ["+" + digits, ("region", main)]  # type: ignore[list-item]
+        candidates = [("+" + digits, None), (main, region)]
     possible = None
-    for candidate in candidates:
+    for text, reading_region in candidates:
         try:
-            if isinstance(candidate, tuple):
-                parsed = phonenumbers.parse(candidate[1], region)
-            else:
-                parsed = phonenumbers.parse(candidate, None)
+            parsed = phonenumbers.parse(text, reading_region)
         except phonenumbers.NumberParseException:
             continue
         if len(candidates) == 1:  # one reading: validity cannot change the choice, only possibility
