@@ -190,10 +190,10 @@ class LookupEngine:
         try:
             results, failed = self._collect(tenant, flight.results)
             body = flight.body = self._merge(tenant, results)
-            incomplete = failed or bool(flight.skipped)
-            ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER or incomplete else tenant.cache_ttl
-            if incomplete:
-                ttl = min(ttl, tenant.cache_ttl)
+            if failed or flight.skipped:  # a missing backend may hold the answer: keep it briefly
+                ttl = min(tenant.negative_cache_ttl, tenant.cache_ttl)
+            else:
+                ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER else tenant.cache_ttl
             self.cache.set(flight.key, body, ttl)
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
