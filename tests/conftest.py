@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -90,3 +91,12 @@ alexa;Alexa Holiday;White Cross Co;+41 21 552 20 00;;alexa@example.com;fr;https:
 bruno;Bruno Keller;Keller AG;+41 44 668 18 00;;;de;;
 reception;Reception;White Cross Co;201;;;;;
 """
+
+
+def wait_for_background(app, limit: float = 5.0) -> None:
+    """Until no lookup is in flight any more (bounded): late backends have filled the cache."""
+    engine = app.extensions["lookup"].engine
+    stop_at = time.monotonic() + limit
+    while engine._flights and time.monotonic() < stop_at:
+        time.sleep(0.01)
+    assert not engine._flights, "background lookups still running"

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from crm_backends.base import Contact
+from tests.conftest import wait_for_background
 from tests.scripted_backend import SCRIPTS, Script
 from tests.servers.redis import redis_server
 
@@ -98,7 +99,7 @@ def test_partial_answer_is_shared_with_waiting_instances(apps):
     assert time.monotonic() - started < 0.4 + 0.15  # within its own deadline
     leader.join(5)
     assert answers == [[], []]
-    time.sleep(0.5)
+    wait_for_background(first)
     assert [c["name"] for c in lookup(second)] == ["Ann"]  # the late answer filled the shared cache
     assert SCRIPTS["crm"].calls == 1
 
