@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -104,8 +105,6 @@ def register_routes(app: Flask, service: Service) -> None:
 
 
 def tokens_differ(presented: str | None, expected: str) -> bool:
-    import hmac
-
     return not presented or not hmac.compare_digest(presented.encode(), expected.encode())
 
 
