@@ -5,8 +5,9 @@ import sys
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads let a worker keep answering while one request waits on a slow backend's deadline.
-worker_class = "gthread"
+# Threads let a worker keep answering while one request waits on a slow backend's deadline;
+# the balanced variant of gunicorn's gthread worker shares keep-alive connections evenly.
+worker_class = "config.balanced_worker.BalancedThreadWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 keepalive = 5
