@@ -109,6 +109,8 @@ class LookupEngine:
             self.metrics.lookup(tenant.name, "cache_hit")
             return cached
         self.metrics.cache_miss(tenant.name)
+        if tenant.all_inline:
+            return self._lookup_inline(tenant, number, key)
         deadline = time.monotonic() + tenant.deadline_s
         flight, leader = self._join(key)
         if leader:
@@ -125,6 +127,45 @@ class LookupEngine:
 
     def breaker_states(self) -> dict[tuple[str, str], str]:
         return {ident: breaker.state for ident, breaker in self.breakers.items()}
+
+    def _lookup_inline(self, tenant: Tenant, number: PhoneNumber, key: str) -> bytes:
+        """Every backend is a local index: ask each in turn, in this thread.
+
+        A local query costs less than the single-flight bookkeeping (or a Redis lock) would, and
+        it cannot outlast the deadline, so there is no flight to share and nothing to wait for.
+        """
+        results: list[tuple[BackendSlot, list[Contact]]] = []
+        failed = skipped = False
+        for slot in tenant.slots:
+            if not self._admit(tenant, slot):
+                skipped = True
+                continue
+            try:
+                results.append((slot, self._call(tenant, slot, number)))
+            except Exception:  # logged and counted by _call
+                failed = True
+        body = self._merge(tenant, results)
+        self.cache.set(key, body, self._ttl(tenant, body, failed or skipped))
+        outcome = "found" if body != EMPTY_ANSWER else "empty"
+        self.metrics.lookup(tenant.name, "partial_" + outcome if failed or skipped else outcome)
+        return body
+
+    def _admit(self, tenant: Tenant, slot: BackendSlot) -> bool:
+        """Whether the backend may be asked now: under its rate limit and its breaker closed."""
+        ident = (tenant.name, slot.name)
+        if not self.limiters[ident].try_acquire():
+            self.metrics.backend_skipped(tenant.name, slot.name, "rate_limited")
+            return False
+        if not self.breakers[ident].allow():
+            self.metrics.backend_skipped(tenant.name, slot.name, "breaker_open")
+            return False
+        return True
+
+    @staticmethod
+    def _ttl(tenant: Tenant, body: bytes, incomplete: bool) -> float:
+        if incomplete:  # a missing backend may hold the answer: keep it briefly
+            return min(tenant.negative_cache_ttl, tenant.cache_ttl)
+        return tenant.negative_cache_ttl if body == EMPTY_ANSWER else tenant.cache_ttl
 
     # --- single flight -------------------------------------------------------------------------
     def _join(self, key: str) -> tuple[Flight, bool]:
@@ -153,12 +194,7 @@ class LookupEngine:
         inline: list[BackendSlot] = []
         remote: list[BackendSlot] = []
         for slot in tenant.slots:
-            ident = (tenant.name, slot.name)
-            if not self.limiters[ident].try_acquire():
-                self.metrics.backend_skipped(tenant.name, slot.name, "rate_limited")
-                flight.skipped.add(slot.name)
-            elif not self.breakers[ident].allow():
-                self.metrics.backend_skipped(tenant.name, slot.name, "breaker_open")
+            if not self._admit(tenant, slot):
                 flight.skipped.add(slot.name)
             else:
                 (inline if slot.inline else remote).append(slot)
@@ -190,11 +226,7 @@ class LookupEngine:
         try:
             results, failed = self._collect(tenant, flight.results)
             body = flight.body = self._merge(tenant, results)
-            if failed or flight.skipped:  # a missing backend may hold the answer: keep it briefly
-                ttl = min(tenant.negative_cache_ttl, tenant.cache_ttl)
-            else:
-                ttl = tenant.negative_cache_ttl if body == EMPTY_ANSWER else tenant.cache_ttl
-            self.cache.set(flight.key, body, ttl)
+            self.cache.set(flight.key, body, self._ttl(tenant, body, bool(failed or flight.skipped)))
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
         finally:
@@ -270,6 +302,15 @@ class LookupEngine:
 
     def _merge(self, tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> bytes:
         """De-duplicate, rank (exact match, backend order, recent activity) and cap."""
+        if len(results) == 1 and len(results[0][1]) <= 1:  # the common answer: nothing to rank
+            slot, contacts = results[0]
+            if not contacts:
+                return EMPTY_ANSWER
+            contact = contacts[0]
+            return self.formatter.dumps(
+                [self.formatter.contact(contact, f"{slot.name}:{contact.id}", slot.crm_name, slot.crm_logo,
+                                        slot.workflows)]
+            )
         entries = [(slot, contact) for slot, contacts in results for contact in contacts]
         if not entries:
             return EMPTY_ANSWER

@@ -46,6 +46,7 @@ class Tenant:
     def __post_init__(self) -> None:
         self.by_name = {slot.name: slot for slot in self.slots}
         self._versioned = [slot.backend for slot in self.slots if slot.backend.data_version() is not None]
+        self.all_inline = all(slot.inline for slot in self.slots)
 
     def data_version(self) -> object:
         """The data versions of the local stores; part of every cache key so writes show at once."""

@@ -45,6 +45,7 @@ SCRIPTS: dict[str, Script] = {}
 
 class ScriptedOptions(BackendOptions):
     script = fields.String(required=True)
+    inline = fields.Boolean(load_default=False)  # stand in for a local index (run in the request thread)
 
 
 class ScriptedBackend(Backend):
@@ -53,6 +54,10 @@ class ScriptedBackend(Backend):
     modes = frozenset({"live"})
     can_log_calls = True
     default_crm_name = "Scripted"
+
+    @property
+    def inline(self) -> bool:  # type: ignore[override]
+        return self.options["inline"]
 
     @property
     def script(self) -> Script:

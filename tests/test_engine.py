@@ -68,6 +68,15 @@ max_results = 2
 """
 
 
+@pytest.fixture(params=["remote", "inline"])
+def two_tenants(request):
+    """TWO_TENANTS with remote backends (asked on the pool under the deadline), and with local
+    ones (asked in the request thread, the path of the directory and of mirrors)."""
+    if request.param == "remote":
+        return TWO_TENANTS
+    return TWO_TENANTS.replace('type = "scripted"', 'type = "scripted"\n  inline = true')
+
+
 def get(client, token, number="41215522000"):
     response = client.get(f"/Lookup?PhoneNumber={number}", headers={"X-Execution-Token": token})
     assert response.status_code == 200, response.get_data()
@@ -91,7 +100,7 @@ def test_token_selects_the_tenant_and_tenants_stay_apart(toml_app, scripts):
     assert response.status_code == 200 and scripts["globex-crm"].logged[0].contact_id == "erp:1"
 
 
-def test_merge_dedupe_rank_and_cap(toml_app, scripts):
+def test_merge_dedupe_rank_and_cap(toml_app, scripts, two_tenants):
     scripts["acme-crm"] = Script(contacts={NUMBER: [
         contact("1", "Loose Match", exact=False),
         contact("2", "Old Friend", activity=1_000),
@@ -102,7 +111,7 @@ def test_merge_dedupe_rank_and_cap(toml_app, scripts):
         contact("e1", "old friend", company="Filled In"),  # same name and number across backends
         contact("e2", "ERP Only"),
     ]})
-    client = toml_app(TWO_TENANTS).test_client()
+    client = toml_app(two_tenants).test_client()
     answer = get(client, "acme-token-1234")
     assert [c["name"] for c in answer] == ["Recent Friend", "Old Friend", "ERP Only", "Loose Match"]
     assert answer[1]["company"] == "Filled In"
@@ -130,10 +139,10 @@ def test_answer_leaves_by_the_deadline_and_late_work_fills_the_cache(toml_app, s
     assert scripts["acme-erp"].calls == 1
 
 
-def test_failing_backend_is_skipped_with_a_partial_answer(toml_app, scripts):
+def test_failing_backend_is_skipped_with_a_partial_answer(toml_app, scripts, two_tenants):
     scripts["acme-crm"] = Script(fail=BackendUnavailable("connection refused"))
     scripts["acme-erp"] = Script(contacts={NUMBER: [contact("2", "Still Here")]})
-    client = toml_app(TWO_TENANTS).test_client()
+    client = toml_app(two_tenants).test_client()
     assert [c["name"] for c in get(client, "acme-token-1234")] == ["Still Here"]
     scripts["acme-crm"].fail = RuntimeError("a bug in a backend")
     assert [c["name"] for c in get(client, "acme-token-1234", "41215522001")] == []
@@ -161,10 +170,10 @@ def test_concurrent_lookups_share_one_call_per_backend(toml_app, scripts):
     assert scripts["acme-crm"].calls == 1 and scripts["acme-erp"].calls == 1
 
 
-def test_circuit_breaker_opens_and_closes(toml_app, scripts):
+def test_circuit_breaker_opens_and_closes(toml_app, scripts, two_tenants):
     scripts["acme-crm"] = Script(fail=BackendUnavailable("down"))
     scripts["acme-erp"] = Script()
-    app = toml_app(TWO_TENANTS, LOOKUP_BREAKER_FAILURES=3, LOOKUP_BREAKER_COOLDOWN=0.3)
+    app = toml_app(two_tenants, LOOKUP_BREAKER_FAILURES=3, LOOKUP_BREAKER_COOLDOWN=0.3)
     client = app.test_client()
     for i in range(6):
         get(client, "acme-token-1234", f"4121552200{i}")
@@ -178,8 +187,8 @@ def test_circuit_breaker_opens_and_closes(toml_app, scripts):
     assert engine.breakers[("acme", "crm")].state == "closed"
 
 
-def test_rate_limit_keeps_a_backend_under_its_declared_rate(toml_app, scripts):
-    config = TWO_TENANTS.replace('script = "acme-crm"', 'script = "acme-crm"\n  rate_per_second = 2')
+def test_rate_limit_keeps_a_backend_under_its_declared_rate(toml_app, scripts, two_tenants):
+    config = two_tenants.replace('script = "acme-crm"', 'script = "acme-crm"\n  rate_per_second = 2')
     scripts["acme-crm"] = Script(contacts={NUMBER: [contact("1", "Ann")]})
     scripts["acme-erp"] = Script()
     client = toml_app(config).test_client()
@@ -189,10 +198,10 @@ def test_rate_limit_keeps_a_backend_under_its_declared_rate(toml_app, scripts):
     assert scripts["acme-erp"].calls == 6
 
 
-def test_429_retry_after_is_honoured(toml_app, scripts):
+def test_429_retry_after_is_honoured(toml_app, scripts, two_tenants):
     scripts["acme-crm"] = Script(fail=RateLimited("slow down", retry_after=0.4))
     scripts["acme-erp"] = Script()
-    client = toml_app(TWO_TENANTS).test_client()
+    client = toml_app(two_tenants).test_client()
     get(client, "acme-token-1234", "41215522020")
     get(client, "acme-token-1234", "41215522021")
     assert scripts["acme-crm"].calls == 1  # not asked again during Retry-After
