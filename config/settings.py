@@ -61,6 +61,7 @@ class Settings:
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
     max_body_bytes: int = 64 * 1024
+    phone_index: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
@@ -115,6 +116,10 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
     settings.backend_threads = _int(env, "LOOKUP_BACKEND_THREADS", 32, where, minimum=1)
     settings.breaker_failures = _int(env, "LOOKUP_BREAKER_FAILURES", 5, where, minimum=1)
     settings.breaker_cooldown_s = _float(env, "LOOKUP_BREAKER_COOLDOWN", 30.0, where)
+    phone_index = str(env.get("LOOKUP_PHONE_INDEX") or "1").strip().lower()
+    if phone_index not in ("1", "0", "true", "false", "on", "off"):
+        raise ConfigError(f"LOOKUP_PHONE_INDEX: {phone_index!r} is neither 1 nor 0")
+    settings.phone_index = phone_index in ("1", "true", "on")
     try:
         from zoneinfo import ZoneInfo
 

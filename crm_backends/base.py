@@ -184,6 +184,7 @@ class BackendSpec:
     default_region: str = "CH"
     deadline_s: float = 1.5
     instance_dir: str = "instance"
+    phone_index: bool = False  # local stores answer from their memory-mapped snapshot
 
     def where(self, key: str | None = None) -> str:
         text = f"tenant {self.tenant!r}, backend {self.name!r}"

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from lookup_service.phone import PhoneNumber, parse_number
 
 from .base import CallRecord, Contact
+from .phone_index import InvalidIndex, PhoneIndex, SnapshotKeeper, index_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
+INSERT OR IGNORE INTO meta (name, value) VALUES ('contacts_generation', '0');
 """
 
 _LOOKUP = """
@@ -71,7 +73,7 @@ SELECT c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.l
 FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
 WHERE p.key = ?
 GROUP BY c.rowid
-ORDER BY loose, c.last_activity DESC NULLS LAST, c.name
+ORDER BY loose, c.last_activity DESC NULLS LAST, c.name, c.rowid
 LIMIT ?
 """
 
@@ -105,7 +107,9 @@ def normalize_phones(raw_numbers: Iterable[str], region: str) -> list[StoredPhon
 class ContactStore:
     """Contacts and call records in one SQLite file; safe to share between threads."""
 
-    def __init__(self, path: str, region: str = "CH"):
+    def __init__(self, path: str, region: str = "CH", phone_index: bool = False):
+        """``phone_index``: answer lookups from the memory-mapped snapshot while it is current
+        (see :mod:`crm_backends.phone_index`); for stores that serve lookups."""
         self.path = path
         self.region = region
         directory = os.path.dirname(os.path.abspath(path))
@@ -114,10 +118,11 @@ class ContactStore:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
-            stored = int(conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+            stored = _generations(conn)
         finally:
             conn.close()
-        self.board = GenerationBoard(path + ".generation", stored)
+        self.board = GenerationBoard(path + ".generation", *stored)
+        self.snapshot = SnapshotKeeper(path, self.board.read_both) if phone_index else None
 
     # connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -139,6 +144,8 @@ class ContactStore:
         return conn
 
     def close(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -146,21 +153,12 @@ class ContactStore:
 
     # reading -----------------------------------------------------------------------------
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
+        if self.snapshot is not None:
+            rows = self.snapshot.find(number.key, limit)
+            if rows is not None:
+                return [_contact(row, row[5] or {}) for row in rows]
         rows = self.conn.execute(_LOOKUP, (number.key, limit)).fetchall()
-        return [
-            Contact(
-                id=row[0],
-                name=row[1],
-                company=row[2],
-                contact_uri=row[3],
-                company_uri=row[4],
-                custom_data=json.loads(row[5]) if row[5] else {},
-                last_activity=datetime.fromtimestamp(row[6], UTC) if row[6] else None,
-                email=row[7],
-                exact=not row[8],
-            )
-            for row in rows
-        ]
+        return [_contact(row, json.loads(row[5]) if row[5] else {}) for row in rows]
 
     def generation(self) -> int:
         """Grows with every committed write from any process: the cache's invalidation signal.
@@ -184,6 +182,16 @@ class ContactStore:
             "phone_numbers": conn.execute("SELECT COUNT(*) FROM phones").fetchone()[0],
             "calls": conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0],
         }
+
+    def snapshot_state(self) -> str:
+        """The phone index snapshot against the store: current, stale or missing."""
+        try:
+            index = PhoneIndex(index_path(self.path))
+        except InvalidIndex:
+            return "none (lookups use the database; the service builds it after the next lookup)"
+        generation, contacts_generation = self.board.read_both()
+        current = index.contacts_generation == contacts_generation
+        return f"{'current' if current else 'stale'} (generation {index.generation}, store at {generation})"
 
     def contact_ids(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT id FROM contacts")}
@@ -256,14 +264,15 @@ class ContactStore:
             conn.executemany("DELETE FROM contacts WHERE id = ?", ids)
             return conn.total_changes - before
 
-    def write(self) -> _WriteTransaction:
-        """A write transaction that bumps the generation, so caches see the change at once."""
-        return _WriteTransaction(self.conn, self.board)
+    def write(self, contacts_changed: bool = True) -> _WriteTransaction:
+        """A write transaction that bumps the generation, so caches see the change at once.
+        ``contacts_changed`` False: only calls are written (the phone index stays current)."""
+        return _WriteTransaction(self.conn, self.board, contacts_changed)
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
         """Store ``call`` once: a second call with the same key returns the first one's id."""
-        with self.write() as conn:
+        with self.write(contacts_changed=False) as conn:
             conn.execute(
                 """INSERT OR IGNORE INTO calls (key, id, contact_id, direction, status,
                        originator_number, originator_name, destination_number, destination_name,
@@ -304,10 +313,32 @@ class ContactStore:
 
 
 
+def _contact(row: tuple | list, custom_data: dict) -> Contact:
+    """A contact from a lookup row, of the query or of the phone index (same columns)."""
+    return Contact(
+        id=row[0],
+        name=row[1],
+        company=row[2],
+        contact_uri=row[3],
+        company_uri=row[4],
+        custom_data=custom_data,
+        last_activity=datetime.fromtimestamp(row[6], UTC) if row[6] else None,
+        email=row[7],
+        exact=not row[8],
+    )
+
+
+def _generations(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The store's generation (every write) and contacts generation (the last contact change)."""
+    meta = dict(conn.execute("SELECT name, value FROM meta WHERE name LIKE '%generation'").fetchall())
+    return int(meta.get("generation", 0)), int(meta.get("contacts_generation", 0))
+
+
 class _WriteTransaction:
-    def __init__(self, conn: sqlite3.Connection, board: GenerationBoard):
+    def __init__(self, conn: sqlite3.Connection, board: GenerationBoard, contacts_changed: bool):
         self.conn = conn
         self.board = board
+        self.contacts_changed = contacts_changed
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -318,39 +349,46 @@ class _WriteTransaction:
             self.conn.execute("ROLLBACK")
             return
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'generation'")
-        generation = int(self.conn.execute("SELECT value FROM meta WHERE name='generation'").fetchone()[0])
+        if self.contacts_changed:
+            self.conn.execute("UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'generation') "
+                              "WHERE name = 'contacts_generation'")
+        generations = _generations(self.conn)
         self.conn.execute("COMMIT")
-        self.board.publish(generation)
+        self.board.publish(*generations)
 
 
 class GenerationBoard:
-    """The store's generation in a small memory-mapped file beside the database.
+    """The store's two generations in a small memory-mapped file beside the database.
 
-    Every lookup compares it (the cache key holds it), so it must cost no query and no system
-    call: reading 8 mapped bytes does neither. Writers publish after their commit, under a file
-    lock and never backwards, so a reader seeing a generation also sees that generation's data.
-    A torn or stale read can only cost a cache miss or delay a change to the next lookup.
+    Every lookup compares them (the cache key holds the generation; the phone index checks
+    both), so they must cost no query and no system call: reading 16 mapped bytes does neither.
+    Writers publish after their commit, under a file lock and never backwards, so a reader seeing
+    a generation also sees that generation's data. A torn or stale read can only cost a cache
+    miss or delay a change to the next lookup.
     """
 
-    _FORMAT = struct.Struct("<Q")
+    _FORMAT = struct.Struct("<QQ")  # generation, contacts generation
 
-    def __init__(self, path: str, current: int):
+    def __init__(self, path: str, generation: int, contacts_generation: int):
         self.path = path
         with open(path, "a+b") as handle:
             if os.fstat(handle.fileno()).st_size < self._FORMAT.size:
                 handle.truncate(self._FORMAT.size)
             self._map = mmap.mmap(handle.fileno(), self._FORMAT.size, access=mmap.ACCESS_READ)
-        self.publish(current)
+        self.publish(generation, contacts_generation)
 
     def read(self) -> int:
         return self._FORMAT.unpack_from(self._map, 0)[0]
 
-    def publish(self, generation: int) -> None:
+    def read_both(self) -> tuple[int, int]:
+        return self._FORMAT.unpack_from(self._map, 0)
+
+    def publish(self, generation: int, contacts_generation: int) -> None:
         with open(self.path, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 if self.read() < generation:
-                    handle.write(self._FORMAT.pack(generation))
+                    handle.write(self._FORMAT.pack(generation, contacts_generation))
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 

@@ -42,7 +42,7 @@ class DirectoryBackend(Backend):
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
-        self.store = ContactStore(self.options["path"], spec.default_region)
+        self.store = ContactStore(self.options["path"], spec.default_region, phone_index=spec.phone_index)
 
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
         return self.store.lookup(number, limit)

@@ -57,7 +57,7 @@ class MirroredBackend(Backend):
         self.store_path = store_path or os.path.join(
             spec.instance_dir, f"mirror-{_safe(spec.tenant)}-{_safe(spec.name)}.sqlite3"
         )
-        self.store = ContactStore(self.store_path, spec.default_region)
+        self.store = ContactStore(self.store_path, spec.default_region, phone_index=spec.phone_index)
         self.interval = float(source.options.get("sync_interval") or 900.0)
         self.full_interval = float(source.options.get("full_sync_interval") or 86400.0)
         self._stop = threading.Event()

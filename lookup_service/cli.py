@@ -14,6 +14,7 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import file_size, import_file
 from crm_backends.mirror import MirroredBackend
+from crm_backends.phone_index import build as build_phone_index
 from lookup_service.phone import InvalidPhoneNumber, parse_number
 
 
@@ -80,6 +81,19 @@ def stats_command(tenant: str | None, backend: str | None) -> None:
     target = _directory_backend(_tenant(_service(), tenant), backend)
     for key, value in target.store.stats().items():
         click.echo(f"{key}: {value}")
+    click.echo(f"phone index: {target.store.snapshot_state()}")
+
+
+@directory.command("index")
+@click.option("--tenant", default=None)
+@click.option("--backend", default=None)
+def index_command(tenant: str | None, backend: str | None) -> None:
+    """Build the phone index snapshot now (the service otherwise builds it after a change)."""
+    target = _directory_backend(_tenant(_service(), tenant), backend)
+    report = build_phone_index(target.store.path)
+    if not report.built:
+        raise click.ClickException("another build of this phone index is running")
+    click.echo(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")
 
 
 @click.command("lookup")

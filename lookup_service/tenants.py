@@ -106,6 +106,7 @@ def _build_slot(position: int, config: BackendConfig, tenant: TenantConfig, sett
         default_region=tenant.default_region,
         deadline_s=tenant.deadline_ms / 1000.0,
         instance_dir=settings.instance_dir,
+        phone_index=settings.phone_index,
     )
     cls = BACKEND_TYPES[config.type]
     try:

@@ -40,6 +40,8 @@ def make_app(tmp_path) -> Callable[..., object]:
             "LOOKUP_DIRECTORY": str(tmp_path / "directory.sqlite3"),
             "LOOKUP_STATE_DB": str(tmp_path / "state.sqlite3"),
             "LOOKUP_INSTANCE_DIR": str(tmp_path / "instance"),
+            # answers come from SQLite unless a test turns the snapshot on (tests/test_phone_index.py)
+            "LOOKUP_PHONE_INDEX": "0",
         }
         config.update({k: str(v) for k, v in settings.items()})
         app = create_app(config)
