@@ -16,7 +16,7 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
-HOLD_OFF_S = 0.005
+HOLD_OFF_S = 0.002
 
 
 class BalancedThreadWorker(ThreadWorker):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from crm_backends.base import BackendUnavailable, Contact, RateLimited
+from lookup_service.engine import SENDING_MARGIN_S
 from tests.conftest import wait_for_background
 from tests.scripted_backend import SCRIPTS, Script
 
@@ -130,7 +131,7 @@ def test_answer_leaves_by_the_deadline_and_late_work_fills_the_cache(toml_app, s
     first = get(client, "acme-token-1234")
     elapsed = time.monotonic() - started
     assert [c["name"] for c in first] == ["Fast"]
-    assert 0.3 <= elapsed < 0.3 + 0.15
+    assert 0.3 - SENDING_MARGIN_S - 0.01 <= elapsed < 0.3 + 0.1  # out by the deadline, not long before
     wait_for_background(app)  # the slow backend finishes in the background
     started = time.monotonic()
     second = get(client, "acme-token-1234")
