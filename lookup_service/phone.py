@@ -89,12 +89,15 @@ def parse_number(text: str, region: str = "CH") -> PhoneNumber:
 def _parse_cached(text: str, region: str) -> PhoneNumber:
     if not text:
         raise InvalidPhoneNumber("the phone number is empty")
-    main, extension = _split_extension(text)
-    if not _ALLOWED.match(main):
-        raise InvalidPhoneNumber(
-            "a phone number may contain only digits, spaces, '+', '-', '.', '/' and parentheses"
-        )
-    digits = re.sub(r"\D", "", main)
+    if text.isascii() and text.isdigit():  # the connector's own form: nothing to split or strip
+        main, extension, digits = text, None, text
+    else:
+        main, extension = _split_extension(text)
+        if not _ALLOWED.match(main):
+            raise InvalidPhoneNumber(
+                "a phone number may contain only digits, spaces, '+', '-', '.', '/' and parentheses"
+            )
+        digits = re.sub(r"\D", "", main)
     if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
         raise InvalidPhoneNumber(
             f"a phone number has {MIN_DIGITS} to {MAX_DIGITS} digits; this one has {len(digits)}"
