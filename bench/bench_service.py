@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,8 +144,11 @@ def best_figures(runs: list[dict]) -> dict:
     return {**best, "errors": sum(run.get("errors", 0) for run in runs)}
 
 
-def row(label: str, figures: dict, baseline: dict | None) -> None:
+def row(label: str, figures: dict, baseline: dict | None, round_ratios: list[float] | None = None) -> None:
     ratio = f"  ratio={figures['rps'] / baseline['rps']:.2f}" if baseline else ""
+    if round_ratios:
+        ratio += f"  (round by round: median {statistics.median(round_ratios):.2f}, {min(round_ratios):.2f}" \
+                 f" to {max(round_ratios):.2f})"
     print(f"{label:<52} rps={figures['rps']:>9.1f}  p50={figures['p50_ms']:>7.3f}ms  "
           f"p99={figures['p99_ms']:>7.3f}ms  errors={figures.get('errors', 0)}{ratio}", flush=True)
 
@@ -418,10 +422,13 @@ def main() -> None:
             for server in servers:
                 server.stop()
         results = {label: best_figures(runs) for label, runs in samples.items()}
-        bare = results["bare Flask app, same token check"]
-        print(f"(best of {args.rounds} alternating rounds of {args.duration:.0f}s each)")
+        bare_label = "bare Flask app, same token check"
+        bare = results[bare_label]
+        print(f"(best of {args.rounds} alternating rounds of {args.duration:.0f}s each; the ratio of the "
+              f"best rounds, then the ratios of the rounds run side by side)")
         for label, figures in results.items():
-            row(label, figures, bare)
+            paired = [run["rps"] / base["rps"] for run, base in zip(samples[label], samples[bare_label], strict=True)]
+            row(label, figures, bare, paired)
 
         # 2. a backend that never answers, and 3. single flight across workers (Redis)
         silent = _Silent()
