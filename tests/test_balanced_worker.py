@@ -42,7 +42,7 @@ def gunicorn(tmp_path):
         env = {**os.environ, "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": str(threads),
                "LOOKUP_TOKENS": TOKEN, "LOOKUP_DIRECTORY": str(tmp_path / "directory.sqlite3"),
                "LOOKUP_STATE_DB": str(tmp_path / "state.sqlite3"), "LOOKUP_INSTANCE_DIR": str(tmp_path),
-               "LOOKUP_ACCESS_LOG": "0"}
+               "LOOKUP_ACCESS_LOG": "0", "LOOKUP_PHONE_INDEX": "0"}
         env.pop("LOOKUP_CONFIG", None)
         log = open(tmp_path / "gunicorn.log", "ab")  # noqa: SIM115 - closed with the process below
         process = subprocess.Popen(_procfile_command(), cwd=ROOT, env=env, stdout=log, stderr=log,
@@ -50,11 +50,14 @@ def gunicorn(tmp_path):
         log.close()
         started.append(process)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        served: set[int] = set()
+        while time.monotonic() < deadline:  # until both workers have loaded the app and answered
             assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            if len(_workers(process.pid)) == 2 and _answers(port):
+            served.update(_answered_by(process.pid, port))
+            if len(served) == 2:
+                _wait_until_released(process.pid, port)
                 return port, process.pid
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
 
     yield start
@@ -63,13 +66,25 @@ def gunicorn(tmp_path):
         process.wait(15)
 
 
-def _answers(port: int) -> bool:
+def _answered_by(master: int, port: int) -> set[int]:
+    """The worker that answered a /healthz request (empty if none could)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
+        response = connection.getresponse()
+        response.read()
+        return set(_connections_per_worker(master, port)) if response.status == 200 else set()
     except OSError:
-        return False
+        return set()
+    finally:
+        connection.close()
+
+
+def _wait_until_released(master: int, port: int) -> None:
+    deadline = time.monotonic() + 5  # until the workers have let go of every closed connection
+    while sum(_connections_per_worker(master, port, established_only=False).values()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _workers(master: int) -> list[int]:
@@ -79,15 +94,18 @@ def _workers(master: int) -> list[int]:
         return []
 
 
-def _connections_per_worker(master: int, port: int) -> Counter:
-    """How many established connections to ``port`` each worker process holds."""
+def _connections_per_worker(master: int, port: int, established_only: bool = True) -> Counter:
+    """How many connections to ``port`` each worker process holds: established ones, or all
+    (also those the client has closed and the worker not yet)."""
     established: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not os.path.exists(table):
             continue
         for row in Path(table).read_text().splitlines()[1:]:
             fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+            state = fields[3]
+            wanted = state == "01" or (not established_only and state != "0A")  # 0A: the listening socket
+            if wanted and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 established.add(fields[9])
     held: Counter = Counter()
     for worker in _workers(master):
@@ -117,9 +135,7 @@ def test_keep_alive_connections_are_shared_evenly_between_workers(gunicorn):
         assert sorted(_connections_per_worker(master, port).values()) == [4, 4]
         for connection in connections:
             connection.close()
-        deadline = time.monotonic() + 5
-        while sum(_connections_per_worker(master, port).values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_until_released(master, port)
 
 
 def test_connections_beyond_every_workers_threads_are_still_served(gunicorn):
