@@ -122,6 +122,12 @@ class ContactStore:
         finally:
             conn.close()
         self.board = GenerationBoard(path + ".generation", *stored)
+        if self.board.read() > stored[0]:
+            # The database was replaced by one that has seen fewer writes (a restore, a fresh
+            # import under the same path). The board never goes backwards, so the database moves
+            # past it: caches and the phone index then see its contents as the change they are.
+            with self.write() as conn:
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'generation'", (str(self.board.read()),))
         self.snapshot = SnapshotKeeper(path, self.board.read_both) if phone_index else None
 
     # connections -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import random
 import time
 from datetime import UTC, datetime
@@ -161,3 +162,23 @@ def test_the_service_builds_its_snapshot_in_the_background_and_answers_from_it(m
     assert "phone index: current" in result.output
     result = app.test_cli_runner().invoke(args=["directory", "index"])
     assert result.exit_code == 0 and "phone index: 3 numbers" in result.output
+
+
+def test_a_replaced_database_moves_past_the_board(directory_path):
+    old = ContactStore(directory_path)
+    for i in range(5):  # five writes: the board stands at generation 5
+        _fill(old, [Contact(id=f"old{i}", name="Old", phones=["+41 21 552 20 00"])])
+    old.close()
+    for suffix in ("", "-wal", "-shm"):  # a fresh file under the same path; the board file stays
+        if os.path.exists(directory_path + suffix):
+            os.unlink(directory_path + suffix)
+    fresh = ContactStore(directory_path)
+    _fill(fresh, [Contact(id="new", name="New", phones=["+41 44 668 18 00"])])
+    assert fresh.generation() > 5  # a change the caches see
+    build(directory_path)
+    indexed = ContactStore(directory_path, phone_index=True)
+    try:  # and a current snapshot, not one stale for ever
+        assert indexed.snapshot.find(parse_number("+41446681800", "CH").key, 5)[0][0] == "new"
+    finally:
+        indexed.close()
+        fresh.close()
