@@ -7,8 +7,8 @@ nearly all of them while another idles: measured here, 15 of 16 connections on o
 half the throughput of an even split. This worker stops watching the socket while it already
 holds at least as many connections as it has threads, so an idle sibling gets the new one. Every
 ``HOLD_OFF_S`` it looks whether a connection is waiting, and takes one that was already waiting
-at its previous look: no idle sibling is there to take it. So when every worker is busy a new
-connection waits at most twice ``HOLD_OFF_S``.
+at its previous look (or that waits at a look the worker's loop was late for): no idle sibling is
+there to take it. So when every worker is busy a new connection waits about twice ``HOLD_OFF_S``.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ class BalancedThreadWorker(ThreadWorker):
             self.set_accept_enabled(False)
             now = time.monotonic()
             if now >= self._next_look:
+                # A look that comes late (the loop waited for the GIL behind busy request threads)
+                # takes what waits: an idle sibling, which wakes at once, would have taken it.
+                late = now - self._next_look > HOLD_OFF_S
                 self._next_look = now + HOLD_OFF_S
                 waiting = set(select.select(self.sockets, [], [], 0)[0])
-                for listener in waiting & self._waited:
+                for listener in waiting if late else waiting & self._waited:
                     self.accept(listener)
                 self._waited = waiting
             timeout = min(timeout, max(0.0, self._next_look - now))
