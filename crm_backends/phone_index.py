@@ -291,7 +291,11 @@ def _write_record(out, key: str, rows: list[tuple], position: int, checksums: ar
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the phone index snapshot of a contact store.")
     parser.add_argument("database")
-    report = build(parser.parse_args(argv).database)
+    database = parser.parse_args(argv).database
+    try:
+        report = build(database)
+    except (OSError, sqlite3.Error) as exc:  # one line in the service's log, not a traceback
+        sys.exit(f"phone index of {database}: not built: {exc}")
     if report.built:
         print(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")
     else:

@@ -182,3 +182,9 @@ def test_a_replaced_database_moves_past_the_board(directory_path):
     finally:
         indexed.close()
         fresh.close()
+
+
+def test_a_build_that_cannot_write_says_so_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as failure:
+        phone_index.main([str(tmp_path / "missing" / "directory.sqlite3")])
+    assert str(failure.value.code).startswith("phone index of ") and "not built" in str(failure.value.code)
