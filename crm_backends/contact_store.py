@@ -67,15 +67,13 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
 INSERT OR IGNORE INTO meta (name, value) VALUES ('contacts_generation', '0');
 """
 
-_LOOKUP = """
-SELECT c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
+# One number's contacts, ranked; and every number's, in the same ranking (the phone index).
+_COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
        c.email, MIN(p.extension != '') AS loose
-FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
-WHERE p.key = ?
-GROUP BY c.rowid
-ORDER BY loose, c.last_activity DESC NULLS LAST, c.name, c.rowid
-LIMIT ?
-"""
+FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
+_RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
+_LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {_RANKING} LIMIT ?"
+RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {_RANKING}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,7 @@ class ContactStore:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
-            stored = _generations(conn)
+            stored = read_generations(conn)
         finally:
             conn.close()
         self.board = GenerationBoard(path + ".generation", *stored)
@@ -334,7 +332,7 @@ def _contact(row: tuple | list, custom_data: dict) -> Contact:
     )
 
 
-def _generations(conn: sqlite3.Connection) -> tuple[int, int]:
+def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:
     """The store's generation (every write) and contacts generation (the last contact change)."""
     meta = dict(conn.execute("SELECT name, value FROM meta WHERE name LIKE '%generation'").fetchall())
     return int(meta.get("generation", 0)), int(meta.get("contacts_generation", 0))
@@ -358,7 +356,7 @@ class _WriteTransaction:
         if self.contacts_changed:
             self.conn.execute("UPDATE meta SET value = (SELECT value FROM meta WHERE name = 'generation') "
                               "WHERE name = 'contacts_generation'")
-        generations = _generations(self.conn)
+        generations = read_generations(self.conn)
         self.conn.execute("COMMIT")
         self.board.publish(*generations)
 

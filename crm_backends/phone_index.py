@@ -52,14 +52,6 @@ MAX_STORED = 5  # contacts kept per key: the connector's cap
 REBUILD_EVERY_S = 10.0  # at most one rebuild started per store and process in this time
 CHECK_EVERY_S = 1.0  # a stale snapshot looks for a newer file at most this often
 
-# The ranking of ContactStore.lookup, for every key at once.
-_ALL_KEYS = """
-SELECT p.key, c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
-       c.email, MIN(p.extension != '') AS loose
-FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
-GROUP BY p.key, c.rowid
-ORDER BY p.key, loose, c.last_activity DESC NULLS LAST, c.name, c.rowid
-"""
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -234,17 +226,19 @@ def build(db_path: str) -> BuildReport:
 
 
 def _write(db_path: str, temporary: str) -> int:
+    # imported here: the store imports this module for its SnapshotKeeper
+    from .contact_store import RANKED_BY_KEY, read_generations
+
     conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_path))}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")  # one read transaction: the rows and the generations agree
-        meta = dict(conn.execute("SELECT name, value FROM meta WHERE name LIKE '%generation'").fetchall())
-        generation, contacts_generation = int(meta.get("generation", 0)), int(meta.get("contacts_generation", 0))
+        generation, contacts_generation = read_generations(conn)
         checksums, offsets = array("L"), array("Q")
         with open(temporary, "wb") as out:
             out.write(bytes(HEADER.size))  # the header goes in last: a torn file has no magic
             position = HEADER.size
             key, rows = None, []
-            for row in conn.execute(_ALL_KEYS):
+            for row in conn.execute(RANKED_BY_KEY):
                 if row[0] != key:
                     if rows:
                         position += _write_record(out, key, rows, position, checksums, offsets)
