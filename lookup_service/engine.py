@@ -149,8 +149,7 @@ class LookupEngine:
                 failed = True
         body = self._merge(tenant, results)
         self.cache.set(key, body, self._ttl(tenant, body, failed or skipped))
-        outcome = "found" if body != EMPTY_ANSWER else "empty"
-        self.metrics.lookup(tenant.name, "partial_" + outcome if failed or skipped else outcome)
+        self.metrics.lookup(tenant.name, _outcome(body, failed or skipped))
         return body
 
     def _admit(self, tenant: Tenant, slot: BackendSlot) -> bool:
@@ -266,10 +265,7 @@ class LookupEngine:
                 self.metrics.backend_skipped(tenant.name, name, "late")
             if self.cache.shared:  # let other processes waiting on our lock answer with it too
                 self.cache.set("partial:" + flight.key, body, tenant.deadline_s * 3)
-        outcome = "found" if body != EMPTY_ANSWER else "empty"
-        if late or failed or flight.skipped:
-            outcome = "partial_" + outcome
-        self.metrics.lookup(tenant.name, outcome)
+        self.metrics.lookup(tenant.name, _outcome(body, bool(late or failed or flight.skipped)))
         return body
 
     def _await_remote(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
@@ -307,16 +303,18 @@ class LookupEngine:
         """De-duplicate, rank (exact match, backend order, recent activity) and cap."""
         if len(results) == 1 and len(results[0][1]) <= 1:  # the common answer: nothing to rank
             slot, contacts = results[0]
-            if not contacts:
-                return EMPTY_ANSWER
-            contact = contacts[0]
-            return self.formatter.dumps(
-                [self.formatter.contact(contact, f"{slot.name}:{contact.id}", slot.crm_name, slot.crm_logo,
-                                        slot.workflows)]
-            )
-        entries = [(slot, contact) for slot, contacts in results for contact in contacts]
-        if not entries:
+            kept = [(slot, contact) for contact in contacts]
+        else:
+            kept = self._ranked(tenant, results)
+        if not kept:
             return EMPTY_ANSWER
+        return self.formatter.dumps(
+            self.formatter.contact(c, f"{s.name}:{c.id}", s.crm_name, s.crm_logo, s.workflows) for s, c in kept
+        )
+
+    @staticmethod
+    def _ranked(tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> list[tuple[BackendSlot, Contact]]:
+        entries = [(slot, contact) for slot, contacts in results for contact in contacts]
         entries.sort(
             key=lambda e: (
                 not e[1].exact,
@@ -342,9 +340,7 @@ class LookupEngine:
             kept.append((slot, contact))
             if len(kept) == tenant.max_results:
                 break
-        return self.formatter.dumps(
-            self.formatter.contact(c, f"{s.name}:{c.id}", s.crm_name, s.crm_logo, s.workflows) for s, c in kept
-        )
+        return kept
 
     # --- one backend call --------------------------------------------------------------------
     def _call(self, tenant: Tenant, slot: BackendSlot, number: PhoneNumber) -> list[Contact]:
@@ -383,6 +379,12 @@ class LookupEngine:
         if elapsed <= tenant.deadline_s:  # a late answer was already counted as a failure
             breaker.record_success()
         return contacts
+
+
+def _outcome(body: bytes, incomplete: bool) -> str:
+    """The lookup's label in the metrics: found or empty, partial when a backend was missing."""
+    outcome = "found" if body != EMPTY_ANSWER else "empty"
+    return "partial_" + outcome if incomplete else outcome
 
 
 def _with_missing_filled(kept: Contact, duplicate: Contact) -> Contact:

@@ -26,9 +26,8 @@ class ResponseFormat:
 
     def contact(self, contact: Contact, public_id: str, crm_name: str | None, crm_logo: str | None,
                 actions: list[str]) -> dict[str, Any]:
-        data = contact.custom_data
-        custom = {str(k): _text(v) for k, v in data.items() if v not in (None, "")} if data else {}
-        if contact.email and "email" not in custom and not any(k.lower() == "email" for k in custom):
+        custom = {str(k): _text(v) for k, v in (contact.custom_data or {}).items() if v not in (None, "")}
+        if contact.email and not any(k.lower() == "email" for k in custom):
             custom = {"email": contact.email, **custom}
         values = (
             contact.name or None,
