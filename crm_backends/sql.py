@@ -320,8 +320,12 @@ def _later(current: Any, value: Any) -> Any:
         return current
 
 
-def _merge(into: _Item, other: _Item) -> None:
-    """Rows with the same id (a join with a phones table) make one contact."""
+def _add(items: dict[str, _Item], other: _Item) -> None:
+    """Put ``other`` into ``items`` by contact id: rows with the same id (a join with a phones
+    table) make one contact."""
+    into = items.setdefault(other.contact.id, other)
+    if into is other:
+        return
     target, source = into.contact, other.contact
     for phone in source.phones:
         if phone not in target.phones:
@@ -681,13 +685,8 @@ class SqlBackend(Backend):
         items: dict[str, _Item] = {}
         for row in rows:
             item = self._item(row, columns)
-            if item is None:
-                continue
-            existing = items.get(item.contact.id)
-            if existing is None:
-                items[item.contact.id] = item
-            else:
-                _merge(existing, item)
+            if item is not None:
+                _add(items, item)
         return list(items.values())
 
     # mirror -----------------------------------------------------------------------------------------
@@ -776,11 +775,7 @@ class SqlBackend(Backend):
                 item = self._item(row, columns)
                 if item is None:
                     continue
-                existing = pending.get(item.contact.id)
-                if existing is None:
-                    pending[item.contact.id] = item
-                else:
-                    _merge(existing, item)
+                _add(pending, item)
                 last_id = item.contact.id
             if len(pending) >= size and last_id is not None:
                 held = pending.pop(last_id)
