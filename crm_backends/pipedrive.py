@@ -486,11 +486,8 @@ class PipedriveBackend(Backend):
         user_id = self._user_id(call)
         if user_id is not None:
             body["user_id"] = user_id
-        data = self._request("POST", CALL_LOGS_PATH, body=body).get("data")
-        call_id = data.get("id") if isinstance(data, dict) else None
-        if not call_id:
-            raise BackendUnavailable(f"{self.spec.where()}: the call log answer has no id")
-        return WorkflowResult(id=str(call_id), url=f"{self.app_url}/person/{person_id}")
+        call_id = self._create(CALL_LOGS_PATH, body, "call log")
+        return WorkflowResult(id=call_id, url=f"{self.app_url}/person/{person_id}")
 
     def _add_activity(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
         start, end = _call_window(call)
@@ -512,11 +509,16 @@ class PipedriveBackend(Backend):
         user_id = self._user_id(call)
         if user_id is not None:
             body["owner_id"] = user_id
-        data = self._request("POST", ACTIVITIES_PATH, body=body).get("data")
-        activity_id = data.get("id") if isinstance(data, dict) else None
-        if not activity_id:
-            raise BackendUnavailable(f"{self.spec.where()}: the activity answer has no id")
-        return WorkflowResult(id=str(activity_id), url=f"{self.app_url}/person/{person_id}")
+        activity_id = self._create(ACTIVITIES_PATH, body, "activity")
+        return WorkflowResult(id=activity_id, url=f"{self.app_url}/person/{person_id}")
+
+    def _create(self, path: str, body: dict[str, Any], what: str) -> str:
+        """POST ``body`` and return the id of what it created."""
+        data = self._request("POST", path, body=body).get("data")
+        created = data.get("id") if isinstance(data, dict) else None
+        if not created:
+            raise BackendUnavailable(f"{self.spec.where()}: the {what} answer has no id")
+        return str(created)
 
     def _note(self, call: CallRecord, start: datetime, end: datetime) -> str:
         def line(label: str, value: str | None) -> str:
