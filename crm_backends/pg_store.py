@@ -363,13 +363,15 @@ class PgContactStore:
                         copy.write_row(row)
             conn.execute(f"""DELETE FROM {s}.phones p USING {s}.contacts c
                 WHERE p.contact_pk = c.pk AND c.id IN (SELECT id FROM incoming_contacts)""")
-            # A contact twice in a batch: the last row's fields, the first row's place (as SQLite's
-            # statement by statement upsert gives); new contacts get their pk in file order.
+            # A contact twice in a batch: the last row's fields, its last known activity and the
+            # first row's place, as SQLite's row by row upsert gives; new contacts get pks in file order.
+            latest = ", ".join(f"a.{f}" if f == "last_activity" else f"l.{f}" for f in _CONTACT_FIELDS)
             conn.execute(f"""INSERT INTO {s}.contacts ({fields})
-                SELECT {fields} FROM (
-                    SELECT DISTINCT ON (id) *, MIN(ord) OVER (PARTITION BY id) AS first
-                    FROM incoming_contacts ORDER BY id, ord DESC
-                ) latest ORDER BY first
+                SELECT {latest} FROM (
+                    SELECT DISTINCT ON (id) *, MIN(ord) OVER w AS first,
+                        MAX(ord) FILTER (WHERE last_activity IS NOT NULL) OVER w AS active
+                    FROM incoming_contacts WINDOW w AS (PARTITION BY id) ORDER BY id, ord DESC
+                ) l LEFT JOIN incoming_contacts a ON a.ord = l.active ORDER BY l.first
                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, company = EXCLUDED.company,
                     contact_uri = EXCLUDED.contact_uri, company_uri = EXCLUDED.company_uri,
                     email = EXCLUDED.email, custom_data = EXCLUDED.custom_data, phones = EXCLUDED.phones,

@@ -85,7 +85,7 @@ def _local_file(path: str) -> Iterator[str]:
         yield path
         return
     with tempfile.NamedTemporaryFile(prefix="directory-import-", suffix=".upload") as copy:
-        shutil.copyfileobj(click.get_binary_stream("stdin"), copy, 1 << 20)
+        shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
         copy.flush()
         yield copy.name
 
