@@ -6,12 +6,13 @@ process on every machine sees the same directory and a restart loses nothing.
 
 Each process keeps its own memory-mapped phone index snapshot in its instance folder and answers
 from it while it is current. Whether it is current is decided by the directory's two generation
-counters (a one-row table that every write bumps in its transaction). A process reads them at most
-once a second (:data:`POLL_EVERY_S`), lazily on the lookup path, one thread at a time: one indexed
-primary-key read a second per process, no thread to start after a fork, no connection held open.
-LISTEN/NOTIFY would save that read but needs a dedicated connection and a thread per process, does
-not pass through a transaction-mode connection pooler (as PaaS offers), and a notification missed
-while reconnecting would leave a process stale without knowing it; polling cannot miss a change.
+counters (a one-row table that every write bumps in its transaction). Each process reads them once
+a second (:data:`POLL_EVERY_S`) in a thread started on first use (after any fork): a one-row read a
+second per process, on a pooled connection, and a lookup never waits for it, even while the
+database is unreachable. LISTEN/NOTIFY would save that read but holds a dedicated connection per
+process (small PaaS plans allow 20), does not pass through a transaction-mode pooler (pgbouncer, as
+PaaS offer it), and a notification lost while reconnecting leaves a process stale without knowing
+it; a poll cannot miss a change, and a second is well inside what a directory import needs.
 
 Lookups the snapshot cannot answer go to PostgreSQL under a statement timeout inside the lookup
 deadline; writers take longer ones. Schema changes are numbered steps recorded in a
@@ -183,6 +184,7 @@ class PgContactStore:
         self.region = region
         self._s = _quoted(schema)
         timeout_ms = max(50, int(lookup_timeout_s * 1000))
+        self._pid = os.getpid()
         self.engine = create_engine(
             sqlalchemy_url(url),
             pool_size=2, max_overflow=6, pool_timeout=lookup_timeout_s, pool_pre_ping=True, pool_recycle=1800,
@@ -199,15 +201,19 @@ class PgContactStore:
         os.makedirs(instance_dir, exist_ok=True)
         self.path = os.path.join(os.path.abspath(instance_dir), f"{schema}-{identity[:12]}.pg")
         self._known = (-1, -1)
-        self._next_poll = 0.0
         self._poll_lock = threading.Lock()
         self._poll_failed = False
+        self._poller_pid = 0
+        self._stopped = threading.Event()
         self._poll()
         self.snapshot = SnapshotKeeper(self.path, self._generations, self._start_builder) if phone_index else None
 
     # connections -------------------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        if self._pid != os.getpid():  # forked: the parent's connections are the parent's
+            self.engine.dispose(close=False)
+            self._pid = os.getpid()
         pooled = self.engine.raw_connection()
         try:
             conn = pooled.driver_connection
@@ -218,6 +224,7 @@ class PgContactStore:
             pooled.close()
 
     def close(self) -> None:
+        self._stopped.set()
         if self.snapshot is not None:
             self.snapshot.close()
         self.engine.dispose()
@@ -239,17 +246,27 @@ class PgContactStore:
         self._known = (row[0], row[1])
 
     def _generations(self) -> tuple[int, int]:
-        now = time.monotonic()
-        if now >= self._next_poll and self._poll_lock.acquire(blocking=False):
-            try:
-                self._next_poll = now + POLL_EVERY_S
-                self._poll()
-            finally:
-                self._poll_lock.release()
+        if self._poller_pid != os.getpid():
+            self._start_poller()
         return self._known
 
+    def _start_poller(self) -> None:
+        with self._poll_lock:
+            if self._poller_pid == os.getpid() or self._stopped.is_set():
+                return
+            self._poller_pid = os.getpid()
+            threading.Thread(target=self._poll_loop, name=f"generations-{self.schema}", daemon=True).start()
+
+    def _poll_loop(self) -> None:
+        while not self._stopped.wait(POLL_EVERY_S):  # until close()
+            self._poll()
+
+    def refresh(self) -> None:
+        """Read the shared generations now (the poller does it every second)."""
+        self._poll()
+
     def generation(self) -> int:
-        """Grows with every committed write from any process (read at most once a second)."""
+        """Grows with every committed write from any process (seen within a second)."""
         return self._generations()[0]
 
     # reading -----------------------------------------------------------------------------
@@ -361,8 +378,13 @@ class PgContactStore:
                 with cursor.copy("COPY incoming_phones (key, contact_id, extension) FROM STDIN") as copy:
                     for row in phone_rows:
                         copy.write_row(row)
-            conn.execute(f"""DELETE FROM {s}.phones p USING {s}.contacts c
-                WHERE p.contact_pk = c.pk AND c.id IN (SELECT id FROM incoming_contacts)""")
+            conn.execute("ANALYZE incoming_contacts")  # temporary tables have no statistics otherwise
+            conn.execute("ANALYZE incoming_phones")
+            # Only what changed is written: a re-import of the same file rewrites no row.
+            conn.execute(f"""DELETE FROM {s}.phones p
+                USING {s}.contacts c, (SELECT DISTINCT id FROM incoming_contacts) i
+                WHERE p.contact_pk = c.pk AND c.id = i.id AND NOT EXISTS (SELECT 1 FROM incoming_phones n
+                    WHERE n.contact_id = c.id AND n.key = p.key AND n.extension = p.extension)""")
             # A contact twice in a batch: the last row's fields, its last known activity and the
             # first row's place, as SQLite's row by row upsert gives; new contacts get pks in file order.
             latest = ", ".join(f"a.{f}" if f == "last_activity" else f"l.{f}" for f in _CONTACT_FIELDS)
@@ -376,7 +398,12 @@ class PgContactStore:
                     contact_uri = EXCLUDED.contact_uri, company_uri = EXCLUDED.company_uri,
                     email = EXCLUDED.email, custom_data = EXCLUDED.custom_data, phones = EXCLUDED.phones,
                     last_activity = COALESCE(EXCLUDED.last_activity, contacts.last_activity),
-                    updated_at = EXCLUDED.updated_at""")
+                    updated_at = EXCLUDED.updated_at
+                WHERE (contacts.name, contacts.company, contacts.contact_uri, contacts.company_uri, contacts.email,
+                       contacts.custom_data, contacts.phones, contacts.last_activity)
+                    IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.company, EXCLUDED.contact_uri, EXCLUDED.company_uri,
+                       EXCLUDED.email, EXCLUDED.custom_data, EXCLUDED.phones,
+                       COALESCE(EXCLUDED.last_activity, contacts.last_activity))""")
             conn.execute(f"""INSERT INTO {s}.phones (key, contact_pk, extension)
                 SELECT DISTINCT i.key, c.pk, i.extension
                 FROM incoming_phones i JOIN {s}.contacts c ON c.id = i.contact_id

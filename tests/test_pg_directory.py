@@ -173,7 +173,7 @@ def test_sqlite_and_postgres_give_the_same_answers(pg, tmp_path):
 @pytest.fixture
 def quick_polls(monkeypatch):
     started: list[str] = []
-    monkeypatch.setattr(pg_store, "POLL_EVERY_S", 0.0)
+    monkeypatch.setattr(pg_store, "POLL_EVERY_S", 0.05)
     monkeypatch.setattr(phone_index, "CHECK_EVERY_S", 0.0)
     monkeypatch.setattr(phone_index, "REBUILD_EVERY_S", 0.0)
     monkeypatch.setattr(PgContactStore, "_start_builder", lambda store: started.append(store.path))
@@ -192,7 +192,7 @@ def test_a_write_by_one_process_reaches_the_others_snapshot(pg, tmp_path, quick_
         assert [r[0] for r in reader.snapshot.find(parse_number("201", "CH").key, 5)] == ["reception"]
         before = reader.generation()
         _fill(writer, [Contact(id="new", name="New", phones=["201"])])
-        assert reader.generation() > before  # the shared counter, seen at the next poll
+        assert _eventually(lambda: reader.generation() > before, 10)  # the shared counter, polled
         assert reader.snapshot.find(parse_number("201", "CH").key, 5) is None  # stale: not trusted
         assert ids(reader, "201") == [("new", True), ("reception", True)]  # from PostgreSQL
         assert set(quick_polls) == {reader.path}  # and a rebuild was asked for
@@ -391,6 +391,8 @@ def test_two_services_share_the_directory_and_its_call_records(two_services, tmp
     expected = ["Ann Muster", "Cleo Zürcher", "Ben Keller"]
     for port in ports:
         assert _eventually(lambda port=port: names(port) == expected), names(port)
+    for dyno in ("dyno1", "dyno2"):  # each service built its own snapshot from the shared database
+        assert _eventually(lambda dyno=dyno: any((tmp_path / dyno).glob("*.pg.index")) and names(ports[0]))
     # an update reaches both as well, whether they answer from their snapshot or not yet
     _one_off(url, tmp_path / "one-off", "directory", "import", "-",
              stdin=b"id;name;phone\nann;Ann Renamed;+41 21 552 20 00\n")
