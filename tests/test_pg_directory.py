@@ -391,8 +391,9 @@ def test_two_services_share_the_directory_and_its_call_records(two_services, tmp
     expected = ["Ann Muster", "Cleo Zürcher", "Ben Keller"]
     for port in ports:
         assert _eventually(lambda port=port: names(port) == expected), names(port)
-    for dyno in ("dyno1", "dyno2"):  # each service built its own snapshot from the shared database
-        assert _eventually(lambda dyno=dyno: any((tmp_path / dyno).glob("*.pg.index")) and names(ports[0]))
+    for dyno, port in zip(("dyno1", "dyno2"), ports, strict=True):  # each built its snapshot from the database
+        assert _eventually(lambda dyno=dyno, port=port: names(port) == expected
+                           and any((tmp_path / dyno).glob("*.pg.index")))
     # an update reaches both as well, whether they answer from their snapshot or not yet
     _one_off(url, tmp_path / "one-off", "directory", "import", "-",
              stdin=b"id;name;phone\nann;Ann Renamed;+41 21 552 20 00\n")
