@@ -195,9 +195,9 @@ class PgContactStore:
             with self._connection() as conn:
                 migrate(conn, schema)
                 identity = conn.execute(f"SELECT identity FROM {self._s}.state").fetchone()[0]
-        except (psycopg.Error, SQLAlchemyError) as exc:
+        except BackendUnavailable:
             self.engine.dispose()
-            raise BackendUnavailable(f"directory database: {_reason(exc)}") from None
+            raise
         os.makedirs(instance_dir, exist_ok=True)
         self.path = os.path.join(os.path.abspath(instance_dir), f"{schema}-{identity[:12]}.pg")
         self._known = (-1, -1)
@@ -214,12 +214,17 @@ class PgContactStore:
         if self._pid != os.getpid():  # forked: the parent's connections are the parent's
             self.engine.dispose(close=False)
             self._pid = os.getpid()
-        pooled = self.engine.raw_connection()
+        try:
+            pooled = self.engine.raw_connection()
+        except (psycopg.Error, SQLAlchemyError) as exc:  # none free within the pool timeout, or none possible
+            raise BackendUnavailable(f"directory database: {_reason(exc)}") from None
         try:
             conn = pooled.driver_connection
             if not conn.autocommit:  # reads are single statements; writes open their transaction
                 conn.autocommit = True
             yield conn
+        except psycopg.Error as exc:  # the engine, the workflows and the CLI report it as such
+            raise BackendUnavailable(f"directory database: {_reason(exc)}") from None
         finally:
             pooled.close()
 
@@ -234,10 +239,10 @@ class PgContactStore:
         try:
             with self._connection() as conn:
                 row = conn.execute(f"SELECT generation, contacts_generation FROM {self._s}.state").fetchone()
-        except (psycopg.Error, SQLAlchemyError) as exc:
+        except BackendUnavailable as exc:
             if not self._poll_failed:
                 log.warning("directory %s: cannot read its generation (%s); retrying every %.0fs",
-                            self.schema, _reason(exc), POLL_EVERY_S)
+                            self.schema, exc, POLL_EVERY_S)
             self._poll_failed = True
             return
         if self._poll_failed:
@@ -275,11 +280,8 @@ class PgContactStore:
             rows = self.snapshot.find(number.key, limit)
             if rows is not None:
                 return [_contact(row, row[5] or {}) for row in rows]
-        try:
-            with self._connection() as conn:
-                rows = conn.execute(_LOOKUP.format(s=self._s), (number.key, limit)).fetchall()
-        except (psycopg.Error, SQLAlchemyError) as exc:
-            raise BackendUnavailable(f"directory database: {_reason(exc)}") from None
+        with self._connection() as conn:  # bounded by the statement timeout, within the deadline
+            rows = conn.execute(_LOOKUP.format(s=self._s), (number.key, limit)).fetchall()
         return [_contact(row, json.loads(row[5]) if row[5] else {}) for row in rows]
 
     def _one(self, query: str, params: tuple = ()) -> tuple | None:

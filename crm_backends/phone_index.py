@@ -7,7 +7,8 @@ of the 20 µs it takes on its own. This snapshot answers the same query from a r
 map, without releasing the GIL and without a system call; the page cache shares it between the
 workers.
 
-The SQLite store stays the truth. A snapshot carries the store's two generations from the moment
+The store (SQLite, or PostgreSQL shared by several machines, each with its own snapshot) stays
+the truth. A snapshot carries the store's two generations from the moment
 it was read: it answers while no contact has changed since (a call record only changes the
 order of several contacts sharing a number, so such keys then go to SQLite). A store that finds
 its snapshot stale asks SQLite and starts a rebuild in a separate process

@@ -414,3 +414,33 @@ def test_two_services_share_the_directory_and_its_call_records(two_services, tmp
     assert status == 200 and second["id"] == first["id"]
     stats = _one_off(url, tmp_path / "one-off", "directory", "stats")
     assert "contacts: 5" in stats and "calls: 1" in stats
+
+
+def test_a_database_outage_is_a_clear_answer_and_the_service_recovers(pg, tmp_path):
+    url = paas_url(pg)
+    database = url.rsplit("/", 1)[1]
+    app = create_app({"LOOKUP_TOKENS": TOKEN, "DATABASE_URL": url, "LOOKUP_INSTANCE_DIR": str(tmp_path / "i"),
+                      "LOOKUP_STATE_DB": str(tmp_path / "state.sqlite3"), "LOOKUP_PHONE_INDEX": "0",
+                      "LOOKUP_CACHE_TTL": "0", "LOOKUP_NEGATIVE_CACHE_TTL": "0"})
+    client = app.test_client()
+    flow = {"inputs": {"contactCrmId": "directory:ann", "direction": "outgoing", "originatorNumber": "41445001020",
+                       "destinationNumber": "41215522000", "startedTime": "2026-11-21T09:00:00Z",
+                       "endedTime": "2026-11-21T09:03:20Z"}}
+    try:
+        app.test_cli_runner().invoke(args=["directory", "import", "-"], input=CSV.encode())
+        with psycopg.connect(pg.dsn(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+            try:
+                response = client.post("/CallFlow", json=flow, headers=HEADERS)
+                assert response.status_code == 503 and response.get_json()["error"], response.data
+                lookup = client.get("/Lookup?PhoneNumber=201", headers=HEADERS)
+                assert lookup.status_code == 200 and lookup.get_json() == []  # the backend did not answer
+                assert PASSWORD.encode() not in response.data + lookup.data
+            finally:
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        assert client.post("/CallFlow", json=flow, headers=HEADERS).status_code == 200
+        body = client.get("/Lookup?PhoneNumber=201", headers=HEADERS).get_json()
+        assert [c["id"] for c in body] == ["directory:reception"]
+    finally:
+        app.extensions["lookup"].close()
