@@ -10,8 +10,8 @@ workers.
 The store (SQLite, or PostgreSQL shared by several machines, each with its own snapshot) stays
 the truth. A snapshot carries the store's two generations from the moment
 it was read: it answers while no contact has changed since (a call record only changes the
-order of several contacts sharing a number, so such keys then go to SQLite). A store that finds
-its snapshot stale asks SQLite and starts a rebuild in a separate process
+order of several contacts sharing a number, so such keys then go to the store). A store that finds
+its snapshot stale asks its database and starts a rebuild in a separate process
 (:func:`main`), one at a time per machine, so the build never
 competes with requests for the GIL.
 
@@ -304,15 +304,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres-schema", help=f"read the directory from PostgreSQL (URL in ${PG_URL_VARIABLE})")
     arguments = parser.parse_args(argv)
     database, source = arguments.database, None
-    import psycopg
+    errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)
+    if arguments.postgres_schema:
+        import psycopg
 
+        from .pg_store import ranked_rows
+
+        errors += (psycopg.Error,)
+        if not os.environ.get(PG_URL_VARIABLE):
+            sys.exit(f"phone index of {database}: not built: {PG_URL_VARIABLE} is not set")
+        source = partial(ranked_rows, os.environ[PG_URL_VARIABLE], arguments.postgres_schema)
     try:
-        if arguments.postgres_schema:
-            from .pg_store import ranked_rows
-
-            source = partial(ranked_rows, os.environ[PG_URL_VARIABLE], arguments.postgres_schema)
         report = build(database, source)
-    except (OSError, KeyError, sqlite3.Error, psycopg.Error) as exc:  # one line in the log, not a traceback
+    except errors as exc:  # one line in the service's log, not a traceback
         sys.exit(f"phone index of {database}: not built: {exc}")
     if report.built:
         print(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")
