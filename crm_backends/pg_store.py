@@ -123,9 +123,13 @@ def libpq_url(url: str) -> str:
 
 
 def schema_name(tenant: str, backend: str) -> str:
-    """The PostgreSQL schema of a directory backend: one per tenant and backend."""
-    name = re.sub(r"[^a-z0-9_]", "_", f"directory_{tenant}_{backend}".lower())
-    return name[:63]
+    """The PostgreSQL schema of a directory backend: one per tenant and backend. A name that had to
+    be changed to fit (case, '-', '.', length) gets a checksum, so two tenants never share a schema."""
+    wanted = f"directory_{tenant}_{backend}"
+    name = re.sub(r"[^a-z0-9_]", "_", wanted.lower())
+    if name != wanted or len(name) > 63:
+        name = f"{name[:54]}_{zlib.crc32(wanted.encode()):08x}"
+    return name
 
 
 def _quoted(schema: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from crm_backends import pg_store, phone_index
 from crm_backends.base import BackendUnavailable, CallRecord, Contact
 from crm_backends.contact_store import ContactStore
 from crm_backends.directory_import import import_file
-from crm_backends.pg_store import PgContactStore, libpq_url
+from crm_backends.pg_store import PgContactStore, libpq_url, schema_name
 from lookup_service import create_app
 from lookup_service.phone import parse_number
 from tests.conftest import HEADERS, TOKEN, write_csv
@@ -162,7 +163,7 @@ def test_sqlite_and_postgres_give_the_same_answers(pg, tmp_path):
         assert [{k: v for k, v in r.items() if k != "created_at"} for r in postgres.calls()] == strip
         assert postgres.build_index().built
         assert sqlite.build_index().built
-        assert open(sqlite.path + ".index", "rb").read()[40:] == open(postgres.path + ".index", "rb").read()[40:]
+        assert Path(sqlite.path + ".index").read_bytes()[40:] == Path(postgres.path + ".index").read_bytes()[40:]
     finally:
         sqlite.close()
         postgres.close()
@@ -258,6 +259,21 @@ def test_a_lookup_that_postgresql_cannot_answer_in_time_is_a_backend_failure(pg,
         assert ids(store, "201") == [("reception", True)]
     finally:
         store.close()
+
+
+def test_schema_names_are_valid_and_distinct():
+    assert schema_name("default", "directory") == "directory_default_directory"
+    names = {schema_name(t, b) for t, b in [("a-b", "d"), ("a_b", "d"), ("A_b", "d"), ("x" * 80, "d"), ("x" * 81, "d")]}
+    assert len(names) == 5 and all(re.fullmatch(r"[a-z0-9_]{1,63}", n) for n in names)
+
+
+def test_import_from_standard_input_recognizes_vcards(make_app):
+    vcard = (ROOT / "tests" / "data" / "contacts-v4.vcf").read_bytes()
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["directory", "import", "-"], input=vcard)
+    assert result.exit_code == 0 and "imported" in result.output, result.output
+    found = app.test_client().get("/Lookup?PhoneNumber=41313104040", headers=HEADERS).get_json()
+    assert found[0]["name"] == "Frieda Huber"
 
 
 def test_settings_accept_paas_urls_and_hide_the_password(pg):
