@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 POLL_EVERY_S = 1.0  # a process reads the shared generations at most this often
 WRITE_TIMEOUT_MS = 600_000  # a batch of an import, a call record: generous, but not for ever
 _CONNECT_TIMEOUT_S = 3
+# Which process this is, without a system call on the lookup path: bumped in every forked child,
+# whose copies of the stores must start their own poller and must not use the parent's connections.
+_PROCESS = [0]
+os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, _PROCESS[0] + 1))
 
 # Numbered steps; a step is never edited once released, a change is a new step.
 MIGRATIONS: list[tuple[int, str]] = [
@@ -188,7 +192,7 @@ class PgContactStore:
         self.region = region
         self._s = _quoted(schema)
         timeout_ms = max(50, int(lookup_timeout_s * 1000))
-        self._pid = os.getpid()
+        self._pool_process = _PROCESS[0]
         self.engine = create_engine(
             sqlalchemy_url(url),
             pool_size=2, max_overflow=6, pool_timeout=lookup_timeout_s, pool_pre_ping=True, pool_recycle=1800,
@@ -207,7 +211,7 @@ class PgContactStore:
         self._known = (-1, -1)
         self._poll_lock = threading.Lock()
         self._poll_failed = False
-        self._poller_pid = 0
+        self._poller_process: int | None = None
         self._stopped = threading.Event()
         self._poll()
         self.snapshot = SnapshotKeeper(self.path, self._generations, self._start_builder) if phone_index else None
@@ -215,9 +219,9 @@ class PgContactStore:
     # connections -------------------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        if self._pid != os.getpid():  # forked: the parent's connections are the parent's
+        if self._pool_process != _PROCESS[0]:  # forked: the parent's connections are the parent's
             self.engine.dispose(close=False)
-            self._pid = os.getpid()
+            self._pool_process = _PROCESS[0]
         try:
             pooled = self.engine.raw_connection()
         except (psycopg.Error, SQLAlchemyError) as exc:  # none free within the pool timeout, or none possible
@@ -255,15 +259,15 @@ class PgContactStore:
         self._known = (row[0], row[1])
 
     def _generations(self) -> tuple[int, int]:
-        if self._poller_pid != os.getpid():
+        if self._poller_process != _PROCESS[0]:
             self._start_poller()
         return self._known
 
     def _start_poller(self) -> None:
         with self._poll_lock:
-            if self._poller_pid == os.getpid() or self._stopped.is_set():
+            if self._poller_process == _PROCESS[0] or self._stopped.is_set():
                 return
-            self._poller_pid = os.getpid()
+            self._poller_process = _PROCESS[0]
             threading.Thread(target=self._poll_loop, name=f"generations-{self.schema}", daemon=True).start()
 
     def _poll_loop(self) -> None:

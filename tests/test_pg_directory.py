@@ -460,3 +460,36 @@ def test_a_database_outage_is_a_clear_answer_and_the_service_recovers(pg, tmp_pa
         assert [c["id"] for c in body] == ["directory:reception"]
     finally:
         app.extensions["lookup"].close()
+
+
+def test_a_forked_process_polls_and_connects_on_its_own(pg, tmp_path, monkeypatch):
+    """As gunicorn forks a worker from a master that built the app (preload): the child's store
+    neither uses the parent's connections nor relies on the parent's poller thread."""
+    monkeypatch.setattr(pg_store, "POLL_EVERY_S", 0.05)
+    url = paas_url(pg)
+    store = PgContactStore(url, "d", instance_dir=str(tmp_path))
+    writer = PgContactStore(url, "d", instance_dir=str(tmp_path / "w"))
+    try:
+        import_file(store, write_csv(tmp_path / "c.csv", CSV))
+        before = store.generation()  # the parent's poller runs
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, reports through the pipe
+            code = 1
+            try:
+                _fill(writer, [Contact(id="new", name="New", phones=["201"])])
+                seen = _eventually(lambda: store.generation() > before, 10)
+                found = ids(store, "201")
+                os.write(write_end, json.dumps([seen, found]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        _, status = os.waitpid(child, 0)
+        reported = os.read(read_end, 4096)
+        os.close(read_end)
+        assert status == 0 and json.loads(reported) == [True, [["new", True], ["reception", True]]]
+        assert ids(store, "201") == [("new", True), ("reception", True)]  # the parent's pool still works
+    finally:
+        store.close()
+        writer.close()
