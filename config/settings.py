@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 MAX_RESULTS_CAP = 5  # the connector's documented recommendation; a lower cap may be configured
 KNOWN_WORKFLOWS = ("CallFlow",)
@@ -52,6 +53,7 @@ class Settings:
     token_header: str = "X-Execution-Token"
     response_keys: str = "camel"
     redis_url: str | None = None
+    database_url: str | None = None  # PostgreSQL (DATABASE_URL): the directory's contacts and call records
     metrics_token: str | None = None
     state_db: str = "instance/state.sqlite3"
     instance_dir: str = "instance"
@@ -69,6 +71,11 @@ class Settings:
         values = [token for tenant in self.tenants for token in tenant.tokens]
         if self.metrics_token:
             values.append(self.metrics_token)
+        if self.database_url:
+            values.append(self.database_url)
+            password = urlsplit(self.database_url).password
+            if password:
+                values.append(password)
         for tenant in self.tenants:
             for backend in tenant.backends:
                 values.extend(_secret_values(backend.options))
@@ -108,6 +115,7 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
     settings.token_header = str(env.get("LOOKUP_TOKEN_HEADER") or settings.token_header).strip()
     settings.response_keys = _response_keys(env.get("LOOKUP_RESPONSE_KEYS") or "camel", "LOOKUP_RESPONSE_KEYS")
     settings.redis_url = env.get("REDIS_URL") or None
+    settings.database_url = _database_url(env.get("DATABASE_URL"))
     settings.metrics_token = env.get("LOOKUP_METRICS_TOKEN") or None
     settings.instance_dir = str(env.get("LOOKUP_INSTANCE_DIR") or "instance")
     settings.state_db = str(env.get("LOOKUP_STATE_DB") or os.path.join(settings.instance_dir, "state.sqlite3"))
@@ -129,6 +137,17 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
     if not re.fullmatch(r"[A-Za-z0-9-]+", settings.token_header):
         raise ConfigError(f"LOOKUP_TOKEN_HEADER: {settings.token_header!r} is not a valid HTTP header name")
     return settings
+
+
+def _database_url(value: Any) -> str | None:
+    """DATABASE_URL as a PaaS add-on gives it: ``postgres://user:password@host:port/database``."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if not re.match(r"postgres(ql)?(\+psycopg)?://", text):
+        scheme = text.split("://")[0] if "://" in text else "no scheme"
+        raise ConfigError(f"DATABASE_URL: expected postgres://user:password@host:port/database, got {scheme}://...")
+    return text
 
 
 def _tenant_from_environment(env: Mapping[str, Any]) -> TenantConfig:

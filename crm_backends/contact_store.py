@@ -1,7 +1,9 @@
 """A SQLite index of contacts keyed by normalized phone number.
 
-The embedded directory is one of these; every mirrored backend keeps its copy of the source in
-another. A lookup is one indexed query on ``phones.key`` whatever the number of contacts.
+The embedded directory is one of these (or, with ``DATABASE_URL``, its PostgreSQL twin
+:class:`crm_backends.pg_store.PgContactStore`, behind the same :class:`DirectoryStore` interface);
+every mirrored backend keeps its copy of the source in another. A lookup is one indexed query on
+``phones.key`` whatever the number of contacts.
 Writers (imports, syncs, call records) take SQLite's write lock; readers never wait for them (WAL).
 """
 
@@ -18,11 +20,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from lookup_service.phone import PhoneNumber, parse_number
 
 from .base import CallRecord, Contact
-from .phone_index import InvalidIndex, PhoneIndex, SnapshotKeeper, index_path
+from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (
@@ -100,6 +103,28 @@ def normalize_phones(raw_numbers: Iterable[str], region: str) -> list[StoredPhon
         phone = StoredPhone(parsed.key, parsed.extension or "")
         seen.setdefault((phone.key, phone.extension), phone)
     return list(seen.values())
+
+
+class DirectoryStore(Protocol):
+    """What the directory, its importer, the CLI and the phone index need from a store: SQLite
+    (:class:`ContactStore`) or PostgreSQL (:class:`crm_backends.pg_store.PgContactStore`)."""
+
+    path: str  # the local file (SQLite) or the local place (PostgreSQL) of the phone index snapshot
+    region: str
+
+    def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]: ...
+    def generation(self) -> int: ...
+    def stats(self) -> dict[str, int]: ...
+    def snapshot_state(self) -> str: ...
+    def build_index(self) -> BuildReport: ...
+    def contact_ids(self) -> set[str]: ...
+    def has_contact(self, contact_id: str) -> bool: ...
+    def normalize_phones(self, raw_numbers: Iterable[str]) -> list[StoredPhone]: ...
+    def upsert(self, contacts: Iterable[tuple[Contact, list[StoredPhone]]]) -> int: ...
+    def delete(self, contact_ids: Iterable[str]) -> int: ...
+    def record_call(self, call: CallRecord, call_id: str) -> str: ...
+    def calls(self, contact_id: str | None = None) -> list[dict]: ...
+    def close(self) -> None: ...
 
 
 class ContactStore:
@@ -196,6 +221,9 @@ class ContactStore:
         generation, contacts_generation = self.board.read_both()
         current = index.contacts_generation == contacts_generation
         return f"{'current' if current else 'stale'} (generation {index.generation}, store at {generation})"
+
+    def build_index(self) -> BuildReport:
+        return build(self.path)
 
     def contact_ids(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT id FROM contacts")}

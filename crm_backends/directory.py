@@ -1,4 +1,5 @@
-"""The embedded directory: contacts imported from CSV or vCard files into a local SQLite index.
+"""The embedded directory: contacts imported from CSV or vCard files into a local SQLite index,
+or, with ``DATABASE_URL`` (a PaaS), into PostgreSQL shared by every process (:mod:`.pg_store`).
 
 It is the default backend, so the service runs with nothing else installed, and it keeps the call
 records that ``CallFlow`` creates for its contacts.
@@ -15,20 +16,25 @@ from lookup_service.phone import PhoneNumber
 
 from .base import (
     Backend,
+    BackendConfigError,
     BackendOptions,
     BackendSpec,
+    BackendUnavailable,
     CallRecord,
     Contact,
     ContactNotFound,
     WorkflowResult,
     register,
 )
-from .contact_store import ContactStore
+from .contact_store import ContactStore, DirectoryStore
 
 
 class DirectoryOptions(BackendOptions):
     path = fields.String(load_default="instance/directory.sqlite3")
     call_url_template = fields.String(load_default="", allow_none=True)
+    # PostgreSQL instead of the SQLite file at `path`; the service sets it from DATABASE_URL.
+    database_url = fields.String(load_default=None, allow_none=True)
+    pg_schema = fields.String(load_default=None, allow_none=True)  # default: directory_<tenant>_<backend>
 
 
 @register
@@ -39,10 +45,26 @@ class DirectoryBackend(Backend):
     can_log_calls = True
     inline = True
     default_crm_name = "Directory"
+    secret_keys = Backend.secret_keys | {"database_url"}
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
-        self.store = ContactStore(self.options["path"], spec.default_region, phone_index=spec.phone_index)
+        url = self.options.get("database_url")
+        self.store: DirectoryStore
+        if url:
+            from .pg_store import PgContactStore, schema_name
+
+            schema = self.options.get("pg_schema") or schema_name(spec.tenant, spec.name)
+            try:
+                self.store = PgContactStore(url, schema, spec.default_region, phone_index=spec.phone_index,
+                                            instance_dir=spec.instance_dir, lookup_timeout_s=self.timeout_s)
+            except ValueError as exc:
+                raise BackendConfigError(f"{spec.where('pg_schema')}: {exc}", key="pg_schema") from None
+            except BackendUnavailable as exc:  # no directory at all: refuse to start, in one line
+                raise BackendConfigError(f"{spec.where('database_url')}: PostgreSQL not usable: {exc}",
+                                         key="database_url") from None
+        else:
+            self.store = ContactStore(self.options["path"], spec.default_region, phone_index=spec.phone_index)
 
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
         return self.store.lookup(number, limit)

@@ -7,10 +7,11 @@ of the 20 µs it takes on its own. This snapshot answers the same query from a r
 map, without releasing the GIL and without a system call; the page cache shares it between the
 workers.
 
-The SQLite store stays the truth. A snapshot carries the store's two generations from the moment
+The store (SQLite, or PostgreSQL shared by several machines, each with its own snapshot) stays
+the truth. A snapshot carries the store's two generations from the moment
 it was read: it answers while no contact has changed since (a call record only changes the
-order of several contacts sharing a number, so such keys then go to SQLite). A store that finds
-its snapshot stale asks SQLite and starts a rebuild in a separate process
+order of several contacts sharing a number, so such keys then go to the store). A store that finds
+its snapshot stale asks its database and starts a rebuild in a separate process
 (:func:`main`), one at a time per machine, so the build never
 competes with requests for the GIL.
 
@@ -37,8 +38,10 @@ import threading
 import time
 import zlib
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ MAX_STORED = 5  # contacts kept per key: the connector's cap
 REBUILD_EVERY_S = 10.0  # at most one rebuild started per store and process in this time
 CHECK_EVERY_S = 1.0  # a stale snapshot looks for a newer file at most this often
 
+PG_URL_VARIABLE = "LOOKUP_INDEX_DATABASE_URL"  # how the build process gets the URL: never on a command line
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,6 +64,8 @@ class InvalidIndex(Exception):
 
 
 Row = list  # [id, name, company, contact_uri, company_uri, custom_data (dict|None), last_activity, email, loose]
+# What a build reads, in one consistent view: (generation, contacts generation, ranked rows by key).
+RankedRows = Callable[[], AbstractContextManager[tuple[int, int, Iterable[tuple]]]]
 
 
 class PhoneIndex:
@@ -105,10 +111,13 @@ class PhoneIndex:
 class SnapshotKeeper:
     """A store's current snapshot: reopened when a newer file appears, rebuilt when stale."""
 
-    def __init__(self, db_path: str, generations: Callable[[], tuple[int, int]]):
+    def __init__(self, db_path: str, generations: Callable[[], tuple[int, int]],
+                 start_builder: Callable[[], subprocess.Popen | None] | None = None):
+        """``start_builder``: starts the rebuild process; by default a build from the SQLite file."""
         self.db_path = db_path
         self.path = index_path(db_path)
         self._generations = generations
+        self._start = start_builder or (lambda: _start_builder(self.db_path))
         self._index: PhoneIndex | None = None
         self._lock = threading.Lock()
         self._next_check = 0.0
@@ -149,7 +158,7 @@ class SnapshotKeeper:
                 return index
             if now >= self._next_build and (self._builder is None or self._builder.poll() is not None):
                 self._next_build = now + REBUILD_EVERY_S
-                self._builder = _start_builder(self.db_path)
+                self._builder = self._start()
             return None
         finally:
             self._lock.release()
@@ -184,11 +193,12 @@ def index_path(db_path: str) -> str:
     return db_path + ".index"
 
 
-def _start_builder(db_path: str) -> subprocess.Popen | None:
+def _start_builder(db_path: str, options: Iterable[str] = (), env: dict[str, str] | None = None
+                   ) -> subprocess.Popen | None:
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "import sys; from crm_backends.phone_index import main; main(sys.argv[1:])",
-             db_path], cwd=_ROOT,
+             db_path, *options], cwd=_ROOT, env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
         )
     except OSError as exc:
@@ -204,8 +214,9 @@ class BuildReport:
     size_bytes: int = 0
 
 
-def build(db_path: str) -> BuildReport:
-    """Write a snapshot of the store at ``db_path`` beside it, unless another build runs."""
+def build(db_path: str, source: RankedRows | None = None) -> BuildReport:
+    """Write a snapshot of the store at ``db_path`` beside it, unless another build runs.
+    ``source``: where the rows come from when the store is not that SQLite file (PostgreSQL)."""
     started = time.monotonic()
     target = index_path(db_path)
     with open(target + ".lock", "a") as lock:
@@ -217,7 +228,7 @@ def build(db_path: str) -> BuildReport:
             os.unlink(leftover)
         temporary = f"{target}.{os.getpid()}.tmp"
         try:
-            keys = _write(db_path, temporary)
+            keys = _write(source or partial(_sqlite_rows, db_path), temporary)
             os.replace(temporary, target)
         finally:
             if os.path.exists(temporary):
@@ -225,20 +236,27 @@ def build(db_path: str) -> BuildReport:
     return BuildReport(built=True, keys=keys, seconds=time.monotonic() - started, size_bytes=os.path.getsize(target))
 
 
-def _write(db_path: str, temporary: str) -> int:
+@contextmanager
+def _sqlite_rows(db_path: str) -> Iterator[tuple[int, int, Iterable[tuple]]]:
     # imported here: the store imports this module for its SnapshotKeeper
     from .contact_store import RANKED_BY_KEY, read_generations
 
     conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_path))}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")  # one read transaction: the rows and the generations agree
-        generation, contacts_generation = read_generations(conn)
+        yield (*read_generations(conn), conn.execute(RANKED_BY_KEY))
+    finally:
+        conn.close()
+
+
+def _write(source: RankedRows, temporary: str) -> int:
+    with source() as (generation, contacts_generation, ranked):
         checksums, offsets = array("L"), array("Q")
         with open(temporary, "wb") as out:
             out.write(bytes(HEADER.size))  # the header goes in last: a torn file has no magic
             position = HEADER.size
             key, rows = None, []
-            for row in conn.execute(RANKED_BY_KEY):
+            for row in ranked:
                 if row[0] != key:
                     if rows:
                         position += _write_record(out, key, rows, position, checksums, offsets)
@@ -263,13 +281,11 @@ def _write(db_path: str, temporary: str) -> int:
             out.seek(0)
             out.write(HEADER.pack(MAGIC, generation, contacts_generation, slots, position))
         return len(offsets)
-    finally:
-        conn.close()
 
 
 def _write_record(out, key: str, rows: list[tuple], position: int, checksums: array, offsets: array) -> int:
     stored = [
-        [row[1], row[2], row[3], row[4], row[5], json.loads(row[6]) if row[6] else None, row[7], row[8], row[9]]
+        [row[1], row[2], row[3], row[4], row[5], json.loads(row[6]) if row[6] else None, row[7], row[8], int(row[9])]
         for row in rows[:MAX_STORED]
     ]
     encoded_key = key.encode()
@@ -284,11 +300,23 @@ def _write_record(out, key: str, rows: list[tuple], position: int, checksums: ar
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the phone index snapshot of a contact store.")
-    parser.add_argument("database")
-    database = parser.parse_args(argv).database
+    parser.add_argument("database", help="the SQLite file, or with --postgres-schema the local path it stands for")
+    parser.add_argument("--postgres-schema", help=f"read the directory from PostgreSQL (URL in ${PG_URL_VARIABLE})")
+    arguments = parser.parse_args(argv)
+    database, source = arguments.database, None
+    errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)
+    if arguments.postgres_schema:
+        import psycopg
+
+        from .pg_store import ranked_rows
+
+        errors += (psycopg.Error,)
+        if not os.environ.get(PG_URL_VARIABLE):
+            sys.exit(f"phone index of {database}: not built: {PG_URL_VARIABLE} is not set")
+        source = partial(ranked_rows, os.environ[PG_URL_VARIABLE], arguments.postgres_schema)
     try:
-        report = build(database)
-    except (OSError, sqlite3.Error) as exc:  # one line in the service's log, not a traceback
+        report = build(database, source)
+    except errors as exc:  # one line in the service's log, not a traceback
         sys.exit(f"phone index of {database}: not built: {exc}")
     if report.built:
         print(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")

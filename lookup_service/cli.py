@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import click
@@ -14,7 +18,6 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import file_size, import_file
 from crm_backends.mirror import MirroredBackend
-from crm_backends.phone_index import build as build_phone_index
 from lookup_service.phone import InvalidPhoneNumber, parse_number
 
 
@@ -58,19 +61,33 @@ def _directory_backend(tenant, name: str | None) -> DirectoryBackend:
 
 
 @directory.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--tenant", default=None, help="Tenant (when several are configured).")
 @click.option("--backend", default=None, help="Directory backend name (when a tenant has several).")
 def import_command(path: str, tenant: str | None, backend: str | None) -> None:
-    """Import contacts from a CSV or vCard file (again: updates, never duplicates)."""
+    """Import contacts from a CSV or vCard file, or '-' for standard input (again: updates, never duplicates)."""
     target = _directory_backend(_tenant(_service(), tenant), backend)
-    with click.progressbar(length=file_size(path), label="importing", file=sys.stderr) as bar:
+    with _local_file(path) as path, click.progressbar(length=file_size(path), label="importing",
+                                                      file=sys.stderr) as bar:
         report = import_file(target.store, path, progress=bar.update)
     click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows")
     for line, reason in report.problems[:50]:
         click.echo(f"  line {line}: {reason}")
     if report.skipped > 50:
         click.echo(f"  ... and {report.skipped - 50} more")
+
+
+@contextmanager
+def _local_file(path: str) -> Iterator[str]:
+    """``path``, or for '-' standard input copied to a temporary file (the importer reads a file
+    twice: to recognize its format, then to import it). A one-off dyno gets its file this way."""
+    if path != "-":
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="directory-import-", suffix=".upload") as copy:
+        shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
+        copy.flush()
+        yield copy.name
 
 
 @directory.command("stats")
@@ -90,7 +107,7 @@ def stats_command(tenant: str | None, backend: str | None) -> None:
 def index_command(tenant: str | None, backend: str | None) -> None:
     """Build the phone index snapshot now (the service otherwise builds it after a change)."""
     target = _directory_backend(_tenant(_service(), tenant), backend)
-    report = build_phone_index(target.store.path)
+    report = target.store.build_index()
     if not report.built:
         raise click.ClickException("another build of this phone index is running")
     click.echo(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")

@@ -99,10 +99,13 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
 
 def _build_slot(position: int, config: BackendConfig, tenant: TenantConfig, settings: Settings) -> BackendSlot:
     where = f"{settings.source}: tenant {tenant.name!r}, backend {config.name!r}"
+    options = config.options
+    if config.type == "directory" and settings.database_url and not options.get("database_url"):
+        options = {**options, "database_url": settings.database_url}  # the PaaS's shared PostgreSQL
     spec = BackendSpec(
         tenant=tenant.name,
         name=config.name,
-        options=config.options,
+        options=options,
         default_region=tenant.default_region,
         deadline_s=tenant.deadline_ms / 1000.0,
         instance_dir=settings.instance_dir,

@@ -25,7 +25,7 @@ HEADERS = {"X-Execution-Token": TOKEN}
 def _clean_environment(monkeypatch):
     """Tests configure the app explicitly; the developer's own LOOKUP_* settings stay out."""
     for name in list(os.environ):
-        if name.startswith("LOOKUP_") or name in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        if name.startswith("LOOKUP_") or name in ("REDIS_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR"):
             monkeypatch.delenv(name, raising=False)
 
 
