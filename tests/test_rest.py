@@ -858,14 +858,15 @@ def doc_backends(api: FakeRestApi) -> list[dict[str, Any]]:
         text = re.sub(r"\$\{[A-Z_]+\}", "secret-from-env", block)
         text = text.replace("https://erp.muster.example", api.url)
         parsed = tomllib.loads(text)
-        for tenant in parsed.get("tenant", []):
+        tenants = parsed.get("tenant", [])
+        for tenant in [tenants] if isinstance(tenants, dict) else tenants:  # a fragment: one tenant
             tables.extend(b for b in tenant.get("backend", []) if b.get("type") == "rest")
     return tables
 
 
 def test_documented_examples_load(api, tmp_path):
     tables = doc_backends(api)
-    assert len(tables) == 2
+    assert len(tables) == 3
     for table in tables:
         build(table, tmp_path)
 
