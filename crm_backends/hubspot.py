@@ -26,15 +26,17 @@ re-checked with the project's normalization, so a same-digits number of another 
 Exactly once: every call carries a reference derived from its key (in ``hs_call_body``, or in the
 unique custom property ``call_key_property``). Before creating a call the backend looks for one
 carrying the reference, so a retry after a lost answer finds the call it already created. The search
-index shows a new call only seconds later; while an attempt of this process whose outcome is unknown
-is younger than ``SEARCH_INDEX_LAG_S``, a retry is refused as unavailable (the outbox tries again
-later) rather than risking a second call. A ``call_key_property`` is read directly, without the lag.
+index shows a new call only seconds later; while an attempt whose outcome is unknown (noted in a small
+file shared by the processes of this machine, :mod:`crm_backends.attempts`) is younger than
+``SEARCH_INDEX_LAG_S``, a retry is refused as unavailable (the outbox tries again later) rather than
+risking a second call. A ``call_key_property`` is read directly, without the lag.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -50,6 +52,7 @@ from requests.adapters import HTTPAdapter
 
 from lookup_service.phone import PhoneNumber, mask, parse_number
 
+from .attempts import AttemptLog
 from .base import (
     Backend,
     BackendOptions,
@@ -206,8 +209,8 @@ class HubSpotBackend(Backend):
         self._daily_blocked_until = 0.0  # wall clock
         self._auth_logged = False
         self._recent_calls: OrderedDict[str, WorkflowResult] = OrderedDict()
-        # call key -> time.monotonic() of a create whose answer never arrived
-        self._uncertain: OrderedDict[str, float] = OrderedDict()
+        # creates whose answer never arrived, shared with the other processes of this machine
+        self._uncertain = AttemptLog(os.path.join(spec.instance_dir, "hubspot-call-attempts.sqlite3"))
         self._calls_lock = threading.Lock()
         self._last_search = 0.0
         self._company_refused = False
@@ -429,21 +432,16 @@ class HubSpotBackend(Backend):
             if found is not None:
                 log.info("%s: call %s was already logged on contact %s", self._where(), found, contact_id)
                 return self._remember(call, found, contact_id)
-            with self._calls_lock:
-                sent = self._uncertain.get(call.key)
-            if sent is not None and not self.options.get("call_key_property"):
-                age = time.monotonic() - sent
+            age = self._uncertain.age(call.key)
+            if age is not None and not self.options.get("call_key_property"):
                 if age < SEARCH_INDEX_LAG_S:
                     raise BackendUnavailable(
                         f"HubSpot: the outcome of an attempt {age:.0f}s ago is unknown and the search may not "
                         "show it yet; not creating the call again before that is known"
                     )
         body = self.call_body(call)
-        if call.key:
-            with self._calls_lock:
-                self._uncertain[call.key] = time.monotonic()
-                while len(self._uncertain) > RECENT_CALLS:
-                    self._uncertain.popitem(last=False)
+        if dedupe:
+            self._uncertain.sent(call.key)
         try:
             _, data = self._request(
                 "POST", "/crm/v3/objects/calls", json=body, timeout=max(self.timeout_s, 5.0)
@@ -455,10 +453,11 @@ class HubSpotBackend(Backend):
                 if found is not None:
                     return self._remember(call, found, contact_id)
             raise
-        self._settled(call)
         call_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
         if not call_id:
+            # created, most likely: its id is unknown, so the next attempt looks for it first
             raise BackendUnavailable("HubSpot created the call but answered without its id")
+        self._settled(call)
         log.info("%s: call %s logged on contact %s", self._where(), call_id, contact_id)
         return self._remember(call, call_id, contact_id)
 
@@ -476,9 +475,8 @@ class HubSpotBackend(Backend):
         return None
 
     def _settled(self, call: CallRecord) -> None:
-        if call.key:
-            with self._calls_lock:
-                self._uncertain.pop(call.key, None)
+        if call.key and self.options["dedupe_calls"]:
+            self._uncertain.settled(call.key)
 
     def _remember(self, call: CallRecord, call_id: str, contact_id: str) -> WorkflowResult:
         result = WorkflowResult(id=call_id, url=self.contact_url(contact_id, self.portal_id()))
@@ -799,6 +797,7 @@ class HubSpotBackend(Backend):
 
     def close(self) -> None:
         self.session.close()
+        self._uncertain.close()
 
 
 # helpers ---------------------------------------------------------------------------------------

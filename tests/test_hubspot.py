@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from crm_backends.attempts import AttemptLog
 from crm_backends.base import (
     BackendConfigError,
     BackendSpec,
@@ -786,6 +787,9 @@ def test_lost_answer_while_the_search_lags_is_retried_later_not_duplicated(fake,
     with pytest.raises(BackendUnavailable) as refused:
         backend.log_call(lost_call(anna))
     assert "outcome" in str(refused.value)
+    # another worker process of this machine (same instance directory) knows of the attempt too
+    with pytest.raises(BackendUnavailable, match="outcome"):
+        make(portal_id=PORTAL_ID).log_call(lost_call(anna))
     assert len(fake.recorded("POST", CALLS)) == 1 and len(fake.calls) == 1
     fake.index_lag = 0.0  # the index caught up
     [stored] = fake.calls
@@ -826,3 +830,22 @@ def test_unknown_call_key_property_is_refused_for_good(fake, make):
     with pytest.raises(DeliveryRefused):
         backend.log_call(lost_call(anna))
     assert fake.calls == {}
+
+
+def test_attempt_notes_fall_back_to_memory_when_the_disk_refuses(tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    notes = AttemptLog(str(blocker / "attempts.sqlite3"))
+    with caplog.at_level(logging.WARNING, logger="crm_backends.attempts"):
+        notes.sent("k1")
+        notes.sent("k2")
+    assert notes.age("k1") is not None and notes.age("other") is None
+    notes.settled("k1")
+    assert notes.age("k1") is None and notes.age("k2") is not None
+    assert len([r for r in caplog.records if "this process only" in r.getMessage()]) == 1
+
+    shared = AttemptLog(str(tmp_path / "attempts.sqlite3"))
+    shared.sent("k3")
+    assert AttemptLog(str(tmp_path / "attempts.sqlite3")).age("k3") is not None  # another process's view
+    shared.settled("k3")
+    assert AttemptLog(str(tmp_path / "attempts.sqlite3")).age("k3") is None
