@@ -483,3 +483,15 @@ def test_odoo_refusal_is_permanent(case) -> None:
     with pytest.raises(DeliveryRefused, match="too long"):
         run.backend.log_call(call_for(run.world))
     assert run.world.records() == 0
+
+
+def test_callflow_refused_for_good_is_a_json_422(case) -> None:
+    run = case("rest", "422")
+    run.proxy.inject(Fault("answer", 422, JSON, ERROR_DOC, match=run.world.is_create))
+    inputs = {"contactCrmId": "crm:C3", "direction": "incoming", "originatorNumber": NUMBER,
+              "startedTime": "1795251600", "endedTime": "1795251725"}
+    response = run.app.test_client().post("/CallFlow", json={"inputs": inputs}, headers=HEADERS)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"] == "delivery_refused" and "crm" in body["message"]
+    assert run.world.records() == 0
