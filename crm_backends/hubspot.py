@@ -44,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -495,7 +496,7 @@ class HubSpotBackend(Backend):
             try:
                 _, data = self._request(
                     "GET",
-                    f"/crm/v3/objects/calls/{call.key}",
+                    f"/crm/v3/objects/calls/{quote(call.key, safe='')}",
                     params={"idProperty": prop, "properties": prop},
                     timeout=timeout,
                 )

@@ -589,7 +589,7 @@ class PipedriveBackend(Backend):
         ]
         return (
             f"<p>{html.escape(call.summary())}</p><p>{'<br>'.join(lines)}</p>"
-            f"<p>Logged by the peoplefone CONNECTOR {html.escape(_call_reference(call.key) if call.key else '')}</p>"
+            f"<p>Logged by the peoplefone CONNECTOR {html.escape(_call_reference(call.key or '-'))}</p>"
         )
 
     def _display_number(self, raw: str | None) -> str | None:

@@ -1004,16 +1004,19 @@ class RestBackend(Backend):
             found = self._find_results.search(answer)
         except JMESPathError:
             found = None
-        if found is None or found == []:
+        if found is None:
             return None
-        record = found[0] if isinstance(found, list) else found
-        if not isinstance(record, dict):
-            raise BackendUnavailable(
-                self._fail(what, f"answered {_kind(record)} where `call_log.find_call.results` expects records")
-            )
-        return WorkflowResult(
-            id=_scalar(self._value(self._find_id, record)), url=_scalar(self._value(self._find_url, record))
-        )
+        for record in found if isinstance(found, list) else [found]:
+            if not isinstance(record, dict):
+                raise BackendUnavailable(
+                    self._fail(what, f"answered {_kind(record)} where `call_log.find_call.results` expects records")
+                )
+            call_id = _scalar(self._value(self._find_id, record))
+            # a record counts when it has an id; without an id expression, any listed record does (but
+            # not the whole answer: `{"items": []}` read with results = "@" is no record)
+            if call_id is not None or (self._find_id is None and isinstance(found, list)):
+                return WorkflowResult(id=call_id, url=_scalar(self._value(self._find_url, record)))
+        return None
 
     # housekeeping ---------------------------------------------------------------------------------
     def close(self) -> None:

@@ -1027,6 +1027,12 @@ def test_find_call_failing_creates_nothing(api, tmp_path):
     # 404 means "no such record": the call is created
     api.route("GET", "/api/calls", lambda r: Reply(404, {}))
     assert build(find_options(api), tmp_path).log_call(CALL).id == "500"
+    # an answer that is no record (an empty envelope read with the default results = "@") neither
+    api.route("GET", "/api/calls", lambda r: Reply(200, {"items": []}))
+    table = find_options(api, results="@")
+    del table["call_log"]["find_call"]["id"]
+    assert build(table, tmp_path).log_call(dataclasses.replace(CALL, key="k-env")).id == "501"
+    assert len(erp.calls) == 2
 
 
 def test_find_call_options_are_checked(tmp_path, api):
