@@ -507,12 +507,21 @@ class HubSpotBackend(Backend):
             found = str(data.get("id") or "") if isinstance(data, dict) else ""
             return found or None
         marker = call_marker(call.key)
+        # Either the reference as a word of the notes, or (should the notes not be tokenized) the
+        # contact's calls at this call's exact timestamp; the reference is checked in every hit.
+        moment = _iso_ms(_call_moment(call))
         body = {
             "filterGroups": [
-                {"filters": [{"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": marker}]}
+                {"filters": [{"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": marker}]},
+                {
+                    "filters": [
+                        {"propertyName": "associations.contact", "operator": "EQ", "value": str(call.contact_id)},
+                        {"propertyName": "hs_timestamp", "operator": "EQ", "value": moment},
+                    ]
+                },
             ],
             "properties": ["hs_call_body"],
-            "limit": 10,
+            "limit": 100,
         }
         _, data = self._request("POST", "/crm/v3/objects/calls/search", json=body, timeout=timeout, search=True)
         for record in _results(data):
@@ -523,7 +532,7 @@ class HubSpotBackend(Backend):
 
     def call_body(self, call: CallRecord) -> dict[str, Any]:
         """The documented create-call request: properties and the call-to-contact association."""
-        moment = call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
+        moment = _call_moment(call)
         status = {"answered": "COMPLETED", "missed": "NO_ANSWER", "declined": "CANCELED"}[call.status]
         from_number = _e164(call.originator_number, self.spec.default_region)
         to_number = _e164(call.destination_number, self.spec.default_region)
@@ -852,6 +861,11 @@ def _parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _call_moment(call: CallRecord) -> datetime:
+    """The call's ``hs_timestamp``: when it started (or the first time known)."""
+    return call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
 
 
 def _iso_ms(moment: datetime) -> str:

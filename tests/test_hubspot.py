@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -770,11 +771,34 @@ def test_lost_answer_the_retry_finds_the_call_instead_of_creating_another(fake, 
     assert len(fake.recorded("POST", CALLS)) == 1
     [search] = fake.recorded("POST", CALLS_SEARCH)[-1:]
     assert search.body["filterGroups"] == [
-        {"filters": [{"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": call_marker("lost-call")}]}
+        {
+            "filters": [
+                {"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": call_marker("lost-call")}
+            ]
+        },
+        {
+            "filters": [
+                {"propertyName": "associations.contact", "operator": "EQ", "value": anna},
+                {"propertyName": "hs_timestamp", "operator": "EQ", "value": "2024-05-02T09:00:00.000Z"},
+            ]
+        },
     ]
     # another call of the same contact is not mistaken for it
     assert make(portal_id=PORTAL_ID).log_call(lost_call(anna, "other-call")).id != stored
     assert len(fake.calls) == 2
+
+
+def test_lost_answer_is_found_by_contact_and_time_when_the_notes_are_not_searchable(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.unindexed_properties = {"hs_call_body"}  # should HubSpot not tokenize the call notes
+    backend = make(portal_id=PORTAL_ID)
+    backend.log_call(lost_call(anna, "earlier-call-same-contact"))  # another call of Anna, another time
+    fake.lose_next(path=CALLS)
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).log_call(dataclasses.replace(lost_call(anna), started=at(600)))
+    lost = next(i for i, c in fake.calls.items() if call_marker("lost-call") in c.properties["hs_call_body"])
+    result = make(portal_id=PORTAL_ID).log_call(dataclasses.replace(lost_call(anna), started=at(600)))
+    assert result.id == lost and len(fake.calls) == 2
 
 
 def test_lost_answer_while_the_search_lags_is_retried_later_not_duplicated(fake, make):

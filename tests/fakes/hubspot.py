@@ -228,6 +228,7 @@ class FakeHubSpot:
             self.lost: deque[tuple[str | None, float]] = deque()
             self.index_lag = 0.0
             self.unique_call_properties: set[str] = set()
+            self.unindexed_properties: set[str] = set()  # filters on these never match (not searchable)
 
     # test helpers ------------------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -611,7 +612,14 @@ class FakeHubSpot:
         return [r for r in self.contacts.values() if not r.archived]
 
     def _group_matches(self, record: _Record, group: dict[str, Any]) -> bool:
-        return all(_filter_matches(record.properties, f) for f in group["filters"])
+        # `associations.contact` (search page, "Filter search results by associations"): the
+        # record is associated with that contact; one view of the properties per association
+        views = [
+            {**record.properties, "associations.contact": contact} for contact in record.extra.get("contacts", [])
+        ] or [record.properties]
+        if any(f["propertyName"] in self.unindexed_properties for f in group["filters"]):
+            return False
+        return any(all(_filter_matches(view, f) for f in group["filters"]) for view in views)
 
     def _public(self, record: _Record, properties: list[str], defaults: bool) -> dict[str, Any]:
         wanted = list(dict.fromkeys([*properties, "hs_object_id", "createdate", "lastmodifieddate"]))
