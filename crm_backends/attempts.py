@@ -40,6 +40,8 @@ class AttemptLog:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            # no fsync per note: a note must outlive its process, not a power cut
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, sent REAL NOT NULL)")
         except (sqlite3.Error, OSError) as exc:
             self._give_up(exc)
