@@ -47,6 +47,11 @@ class ContactNotFound(BackendError):
     """A workflow named a contact id the backend does not know (the API answers 404)."""
 
 
+class DeliveryRefused(BackendError):
+    """The CRM refused the record for good (400/404/422: a field rejected, the target gone);
+    retrying cannot help."""
+
+
 class BackendConfigError(BackendError):
     """The configuration of a backend is wrong. ``key`` names the offending setting."""
 

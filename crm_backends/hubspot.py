@@ -10,7 +10,8 @@ Vendor documentation this module follows (developers.hubspot.com):
 * associations v4: ``/docs/api/crm/associations`` (``POST /crm/v4/associations/contacts/companies/
   batch/read``; the contact's primary company carries ``typeId`` 1, ``HUBSPOT_DEFINED``);
 * calls: ``/docs/api/crm/calls`` (``POST /crm/v3/objects/calls``; association type 194 = call to
-  contact);
+  contact; ``GET /crm/v3/objects/calls/{id}?idProperty=`` reads a call by a unique property) and
+  the calls search (``POST /crm/v3/objects/calls/search``, same body as the contacts search);
 * account info: ``/docs/api/settings/account-information-api`` (``GET /account-info/v3/details``:
   ``portalId``, ``uiDomain``, ``timeZone``);
 * limits and errors: ``/docs/guides/apps/api-usage/usage-details`` (429 bodies with ``policyName``,
@@ -21,11 +22,21 @@ Phone matching: HubSpot keeps, next to the typed ``phone`` and ``mobilephone``, 
 number without country code, separators or trunk prefix. One search asks for the national
 significant number in those and the usual spellings in the typed properties; every candidate is then
 re-checked with the project's normalization, so a same-digits number of another country is dropped.
+
+Exactly once: every call carries a reference derived from its key (in ``hs_call_body``, or in the
+unique custom property ``call_key_property``). Before creating a call the backend looks for one
+carrying the reference, so a retry after a lost answer finds the call it already created. The search
+index shows a new call only seconds later; while an attempt whose outcome is unknown (noted in a small
+file shared by the processes of this machine, :mod:`crm_backends.attempts`) is younger than
+``SEARCH_INDEX_LAG_S``, a retry is refused as unavailable (the outbox tries again later) rather than
+risking a second call. A ``call_key_property`` is read directly, without the lag.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -33,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -41,6 +53,7 @@ from requests.adapters import HTTPAdapter
 
 from lookup_service.phone import PhoneNumber, mask, parse_number
 
+from .attempts import AttemptLog
 from .base import (
     Backend,
     BackendOptions,
@@ -50,6 +63,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     SyncBatch,
     WorkflowResult,
@@ -78,6 +92,8 @@ SYNC_OVERLAP_MS = 5 * 60 * 1000  # the search index lags a little behind writes
 SYNC_TIMEOUT_S = 15.0
 MIN_COMPANY_BUDGET_S = 0.15  # skip the association step when less than this is left
 RECENT_CALLS = 1024
+# How long a new call may take to appear in the calls search (HubSpot says "a few seconds").
+SEARCH_INDEX_LAG_S = 15.0
 
 BASE_PROPERTIES = (
     "firstname",
@@ -114,6 +130,10 @@ class HubSpotOptions(BackendOptions):
     resolve_company = fields.Boolean(load_default=True)
     custom_properties = fields.List(fields.String(), load_default=list)
     full_sync_interval = fields.Float(load_default=86400.0)
+    # look for an earlier attempt of the same call before creating one (see the module docstring)
+    dedupe_calls = fields.Boolean(load_default=True)
+    # a custom call property created with "hasUniqueValue": holds the call's key, read without lag
+    call_key_property = fields.String(load_default=None, allow_none=True)
 
     @validates("access_token")
     def _check_token(self, value: str, **_: Any) -> None:
@@ -131,6 +151,11 @@ class HubSpotOptions(BackendOptions):
     def _check_app_domain(self, value: str | None, **_: Any) -> None:
         if value is not None and not _HOST.match(value):
             raise ValidationError("must be a host name such as app.hubspot.com or app-eu1.hubspot.com")
+
+    @validates("call_key_property")
+    def _check_key_property(self, value: str | None, **_: Any) -> None:
+        if value is not None and (not _PROPERTY_NAME.match(value) or value.startswith("hs_")):
+            raise ValidationError(f"{value!r} is not the internal name of a custom call property")
 
     @validates("custom_properties")
     def _check_custom(self, value: list[str], **_: Any) -> None:
@@ -185,6 +210,8 @@ class HubSpotBackend(Backend):
         self._daily_blocked_until = 0.0  # wall clock
         self._auth_logged = False
         self._recent_calls: OrderedDict[str, WorkflowResult] = OrderedDict()
+        # creates whose answer never arrived, shared with the other processes of this machine
+        self._uncertain = AttemptLog(os.path.join(spec.instance_dir, "hubspot-call-attempts.sqlite3"))
         self._calls_lock = threading.Lock()
         self._last_search = 0.0
         self._company_refused = False
@@ -400,30 +427,112 @@ class HubSpotBackend(Backend):
             done = self._recent_calls.get(call.key) if call.key else None
         if done is not None:
             return done
+        dedupe = bool(call.key) and self.options["dedupe_calls"]
+        if dedupe:
+            found = self._find_call(call)
+            if found is not None:
+                log.info("%s: call %s was already logged on contact %s", self._where(), found, contact_id)
+                return self._remember(call, found, contact_id)
+            age = self._uncertain.age(call.key)
+            if age is not None and not self.options.get("call_key_property"):
+                if age < SEARCH_INDEX_LAG_S:
+                    raise BackendUnavailable(
+                        f"HubSpot: the outcome of an attempt {age:.0f}s ago is unknown and the search may not "
+                        "show it yet; not creating the call again before that is known"
+                    )
         body = self.call_body(call)
+        if dedupe:
+            self._uncertain.sent(call.key)
         try:
             _, data = self._request(
                 "POST", "/crm/v3/objects/calls", json=body, timeout=max(self.timeout_s, 5.0)
             )
-        except _HttpError as exc:
-            if exc.status in (400, 404) and not self._contact_exists(contact_id):
-                raise ContactNotFound(f"no HubSpot contact with id {contact_id}") from None
+        except (_HttpError, CredentialsRejected, RateLimited) as exc:
+            self._settled(call)  # HubSpot answered: nothing was created
+            if isinstance(exc, _HttpError):
+                found = self._refused(exc, call, contact_id)
+                if found is not None:
+                    return self._remember(call, found, contact_id)
             raise
         call_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
         if not call_id:
+            # created, most likely: its id is unknown, so the next attempt looks for it first
             raise BackendUnavailable("HubSpot created the call but answered without its id")
+        self._settled(call)
+        log.info("%s: call %s logged on contact %s", self._where(), call_id, contact_id)
+        return self._remember(call, call_id, contact_id)
+
+    def _refused(self, exc: _HttpError, call: CallRecord, contact_id: str) -> str | None:
+        """HubSpot refused the new call: the id of the call that exists already (a unique
+        ``call_key_property`` clashed), or the error the workflow reports is raised."""
+        if exc.status == 409 and self.options.get("call_key_property"):
+            found = self._find_call(call)
+            if found is not None:
+                return found
+        if exc.status in (400, 404) and not self._contact_exists(contact_id):
+            raise ContactNotFound(f"no HubSpot contact with id {contact_id}") from None
+        if exc.status in (400, 404, 422):
+            raise DeliveryRefused(str(exc)) from None
+        return None
+
+    def _settled(self, call: CallRecord) -> None:
+        if call.key and self.options["dedupe_calls"]:
+            self._uncertain.settled(call.key)
+
+    def _remember(self, call: CallRecord, call_id: str, contact_id: str) -> WorkflowResult:
         result = WorkflowResult(id=call_id, url=self.contact_url(contact_id, self.portal_id()))
         if call.key:
             with self._calls_lock:
                 self._recent_calls[call.key] = result
                 while len(self._recent_calls) > RECENT_CALLS:
                     self._recent_calls.popitem(last=False)
-        log.info("%s: call %s logged on contact %s", self._where(), call_id, contact_id)
         return result
+
+    def _find_call(self, call: CallRecord) -> str | None:
+        """The id of a call already carrying this call's reference, if HubSpot shows one."""
+        timeout = max(self.timeout_s, 5.0)
+        prop = self.options.get("call_key_property")
+        if prop:
+            try:
+                _, data = self._request(
+                    "GET",
+                    f"/crm/v3/objects/calls/{quote(call.key, safe='')}",
+                    params={"idProperty": prop, "properties": prop},
+                    timeout=timeout,
+                )
+            except _HttpError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            found = str(data.get("id") or "") if isinstance(data, dict) else ""
+            return found or None
+        marker = call_marker(call.key)
+        # Either the reference as a word of the notes, or (should the notes not be tokenized) the
+        # contact's calls at this call's exact timestamp; the reference is checked in every hit.
+        moment = _iso_ms(_call_moment(call))
+        body = {
+            "filterGroups": [
+                {"filters": [{"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": marker}]},
+                {
+                    "filters": [
+                        {"propertyName": "associations.contact", "operator": "EQ", "value": str(call.contact_id)},
+                        {"propertyName": "hs_timestamp", "operator": "EQ", "value": moment},
+                    ]
+                },
+            ],
+            "properties": ["hs_call_body"],
+            "limit": 100,
+        }
+        _, data = self._request("POST", "/crm/v3/objects/calls/search", json=body, timeout=timeout, search=True)
+        for record in _results(data):
+            text = str((record.get("properties") or {}).get("hs_call_body") or "")
+            if marker in text and str(record.get("id") or "").strip():
+                return str(record["id"]).strip()
+        return None
 
     def call_body(self, call: CallRecord) -> dict[str, Any]:
         """The documented create-call request: properties and the call-to-contact association."""
-        moment = call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
+        moment = _call_moment(call)
         status = {"answered": "COMPLETED", "missed": "NO_ANSWER", "declined": "CANCELED"}[call.status]
         from_number = _e164(call.originator_number, self.spec.default_region)
         to_number = _e164(call.destination_number, self.spec.default_region)
@@ -439,6 +548,8 @@ class HubSpotBackend(Backend):
             properties["hs_call_from_number"] = from_number
         if to_number:
             properties["hs_call_to_number"] = to_number
+        if call.key and self.options.get("call_key_property"):
+            properties[self.options["call_key_property"]] = call.key
         owner = str(call.user_id or "").strip()
         if owner.isdigit():
             properties["hubspot_owner_id"] = owner
@@ -472,6 +583,8 @@ class HubSpotBackend(Backend):
         if callee:
             parts.append(f"To: {callee}.")
         parts.append("Logged by the phone lookup service.")
+        if call.key:
+            parts.append(f"Call reference: {call_marker(call.key)}")
         return " ".join(parts)
 
     def _contact_exists(self, contact_id: str) -> bool:
@@ -694,9 +807,15 @@ class HubSpotBackend(Backend):
 
     def close(self) -> None:
         self.session.close()
+        self._uncertain.close()
 
 
 # helpers ---------------------------------------------------------------------------------------
+def call_marker(key: str) -> str:
+    """The reference written into a logged call: one search token (letters and digits only)."""
+    return "pfcall" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
@@ -742,6 +861,11 @@ def _parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _call_moment(call: CallRecord) -> datetime:
+    """The call's ``hs_timestamp``: when it started (or the first time known)."""
+    return call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
 
 
 def _iso_ms(moment: datetime) -> str:

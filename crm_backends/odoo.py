@@ -47,6 +47,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     SyncBatch,
     WorkflowResult,
@@ -65,6 +66,10 @@ _PATH_URLS_SINCE = (17, 2)
 _BODY_IS_HTML_SINCE = (17, 0)
 _AUTH_ERRORS = frozenset({"odoo.exceptions.AccessDenied", "odoo.http.SessionExpiredException"})
 _RIGHTS_ERRORS = frozenset({"odoo.exceptions.AccessError"})
+# Refusals of the record itself (a value rejected, the partner gone meanwhile): retrying cannot help.
+_REFUSED_ERRORS = frozenset(
+    {"odoo.exceptions.ValidationError", "odoo.exceptions.UserError", "odoo.exceptions.MissingError"}
+)
 
 
 class OdooOptions(BackendOptions):
@@ -231,10 +236,15 @@ class OdooBackend(Backend):
         if not exists:
             raise ContactNotFound(f"Odoo has no partner with id {partner_id}")
         user_id = _record_id(call.user_id)
-        if self.options["call_log_as"] == "activity":
-            result = self._log_activity(partner_id, call, marker, user_id)
-        else:
-            result = self._log_note(partner_id, call, marker, user_id)
+        try:
+            if self.options["call_log_as"] == "activity":
+                result = self._log_activity(partner_id, call, marker, user_id)
+            else:
+                result = self._log_note(partner_id, call, marker, user_id)
+        except _OdooError as exc:
+            if exc.name in _REFUSED_ERRORS:
+                raise DeliveryRefused(f"Odoo refused the call record: {exc}") from None
+            raise
         return WorkflowResult(id=str(result), url=url)
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:

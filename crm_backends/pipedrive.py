@@ -13,7 +13,13 @@ Requests used (each documented at https://developers.pipedrive.com/docs/api/v1/<
 * ``GET  /api/v2/organizations``    Organizations#getOrganizations: company names for the mirror
 * ``POST /api/v1/callLogs``         CallLogs#addCallLog: CallFlow
 * ``POST /api/v2/activities``       Activities#addActivity: CallFlow where call logs are unavailable
+* ``GET  /api/v2/activities``       Activities#getActivities: the person's latest activities, where a
+  call already logged shows (call logs are activities too, says the CallLogs page)
 * ``GET  /api/v1/users/me``         Users#getCurrentUser: start-up check
+
+Exactly once: the note of every logged call ends with the call's key. Before logging a call the backend
+lists the person's most recently added activities and returns the one whose note carries the key, so a
+retry after a lost answer does not log the call twice.
 
 The API token travels in the ``x-api-token`` header (the only API-key scheme of the OpenAPI specs),
 never in the URL, so it cannot end up in access logs.
@@ -48,6 +54,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     SyncBatch,
     WorkflowResult,
@@ -83,6 +90,9 @@ MAX_ORG_RELISTS = 50
 SYNC_OVERLAP_S = 300.0
 IDS_PER_REQUEST = 100  # documented maximum of the `ids` filter
 REMEMBERED_CALLS = 10000
+# Looking for a call already logged: the person's latest activities, this many pages of this size.
+DEDUPE_PAGES = 2
+DEDUPE_PAGE_SIZE = 100
 
 
 class PipedriveOptions(BackendOptions):
@@ -101,6 +111,7 @@ class PipedriveOptions(BackendOptions):
     search_limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
     sync_page_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=500))
+    dedupe_calls = fields.Boolean(load_default=True)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:
@@ -227,6 +238,12 @@ class PipedriveBackend(Backend):
                 return done
             person = self._get_person(person_id)
             org_id = _positive_int(person.get("org_id"))
+            if call.key and self.options["dedupe_calls"]:
+                found = self._find_logged(call, person_id)
+                if found is not None:
+                    log.info("%s: call already logged on person %s", self.spec.where(), person_id)
+                    self._remember(call.key, found)
+                    return found
             if self.call_log_as == "activity":
                 result = self._add_activity(call, person_id, org_id)
             else:
@@ -512,9 +529,47 @@ class PipedriveBackend(Backend):
         activity_id = self._create(ACTIVITIES_PATH, body, "activity")
         return WorkflowResult(id=activity_id, url=f"{self.app_url}/person/{person_id}")
 
+    def _find_logged(self, call: CallRecord, person_id: int) -> WorkflowResult | None:
+        """The person's activity whose note carries this call's key: a call log or activity an
+        earlier attempt created (its answer lost). Newest first, a bounded number of pages."""
+        reference = _call_reference(call.key)
+        cursor = None
+        for _ in range(DEDUPE_PAGES):
+            params = {
+                "person_id": str(person_id),
+                "sort_by": "add_time",
+                "sort_direction": "desc",
+                "limit": str(DEDUPE_PAGE_SIZE),
+            }
+            if cursor:
+                params["cursor"] = cursor
+            body = self._request("GET", ACTIVITIES_PATH, params=params)
+            data = body.get("data") or []
+            if not isinstance(data, list):
+                raise BackendUnavailable(f"{self.spec.where()}: unexpected answer from {ACTIVITIES_PATH}")
+            for activity in data:
+                if not isinstance(activity, dict) or activity.get("is_deleted") is True:
+                    continue
+                note = activity.get("note")
+                if isinstance(note, str) and reference in note and activity.get("id"):
+                    return WorkflowResult(id=str(activity["id"]), url=f"{self.app_url}/person/{person_id}")
+            extra = body.get("additional_data")
+            cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
+            if not cursor:
+                return None
+        return None
+
     def _create(self, path: str, body: dict[str, Any], what: str) -> str:
         """POST ``body`` and return the id of what it created."""
-        data = self._request("POST", path, body=body).get("data")
+        try:
+            data = self._request("POST", path, body=body).get("data")
+        except ApiError as exc:
+            # answered, and refused for good: the person is gone, or a value is not accepted
+            if exc.status in (404, 410):
+                raise ContactNotFound(str(exc)) from None
+            if exc.status in (400, 422):
+                raise DeliveryRefused(str(exc)) from None
+            raise
         created = data.get("id") if isinstance(data, dict) else None
         if not created:
             raise BackendUnavailable(f"{self.spec.where()}: the {what} answer has no id")
@@ -534,7 +589,7 @@ class PipedriveBackend(Backend):
         ]
         return (
             f"<p>{html.escape(call.summary())}</p><p>{'<br>'.join(lines)}</p>"
-            f"<p>Logged by the peoplefone CONNECTOR (call {html.escape(call.key or '-')})</p>"
+            f"<p>Logged by the peoplefone CONNECTOR {html.escape(_call_reference(call.key or '-'))}</p>"
         )
 
     def _display_number(self, raw: str | None) -> str | None:
@@ -817,6 +872,11 @@ def _load_cursor(cursor: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return state if isinstance(state, dict) else {}
+
+
+def _call_reference(key: str) -> str:
+    """What a logged call's note carries to be found again (the key is hex: nothing to escape)."""
+    return f"(call {key})"
 
 
 def _utc(moment: datetime) -> datetime:

@@ -6,6 +6,11 @@ record (``fields``), as JMESPath expressions compiled at start-up. Optionally it
 every contact page by page for mirror mode (``list_url``, ``paging``, ``since_param``) and which
 request records a call (``[call_log]``).
 
+Exactly once: the call-logging request carries the call's key in an ``Idempotency-Key`` header
+(an API that honours it answers a repeated request with the record it already made), and an optional
+``[call_log.find_call]`` request is asked first: when it finds a record of the call (a retry after a
+lost answer), that record is the answer and nothing is created.
+
 The source's own search is never trusted: every record it returns is re-checked with the project's
 number normalization, so a loose search ("contains these digits") never shows a wrong contact.
 """
@@ -42,6 +47,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     SyncBatch,
     WorkflowResult,
@@ -220,6 +226,24 @@ class RecordFields(Schema):
             raise ValidationError("give `name`, or `first_name` and/or `last_name`", "name")
 
 
+class FindCallOptions(Schema):
+    """The request that finds a call already recorded (by ``{call_key}``), asked before recording."""
+
+    request_url = TemplateField(CALL_PLACEHOLDERS, required=True)
+    method = fields.String(load_default="GET", validate=validate.OneOf(["GET", "POST"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(CALL_PLACEHOLDERS), load_default=dict)
+    body = BodyField(CALL_PLACEHOLDERS, load_default=None)
+    # where the found records sit in the answer (an empty list, null or 404: not recorded yet)
+    results = JMESPathField(load_default="@")
+    id = JMESPathField(load_default=None)  # in a found record; default: call_log.id
+    url = JMESPathField(load_default=None)  # in a found record; default: call_log.url
+
+    @validates_schema
+    def _no_get_body(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("method") == "GET" and data.get("body") is not None:
+            raise ValidationError('a GET request carries no body; set method = "POST"', "body")
+
+
 class CallLogOptions(Schema):
     """The request that records a call (CallFlow) and where its answer holds the id and link."""
 
@@ -229,6 +253,7 @@ class CallLogOptions(Schema):
     body = BodyField(CALL_PLACEHOLDERS, load_default=None)
     id = JMESPathField(load_default=None)
     url = JMESPathField(load_default=None)
+    find_call = fields.Nested(FindCallOptions, load_default=None)
 
 
 class RestOptions(BackendOptions):
@@ -578,6 +603,17 @@ class RestBackend(Backend):
                 self._call_id = self._compile(call_log["id"], "call_log.id")
             if call_log.get("url"):
                 self._call_url = self._compile(call_log["url"], "call_log.url")
+        find = (call_log or {}).get("find_call")
+        self._find: RequestTemplate | None = None
+        if find:
+            self._find = RequestTemplate(
+                "call_log.find_call", find["request_url"], find["method"], dict(find["headers"]), find["body"]
+            )
+            self._find_results = self._compile(find["results"], "call_log.find_call.results")
+            self._find_id = self._compile(find["id"], "call_log.find_call.id") if find.get("id") else self._call_id
+            self._find_url = (
+                self._compile(find["url"], "call_log.find_call.url") if find.get("url") else self._call_url
+            )
         self.can_log_calls = self._call is not None  # type: ignore[misc]
 
         paging = o["paging"]
@@ -917,9 +953,15 @@ class RestBackend(Backend):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         if self._call is None:
             return super().log_call(call)
+        values = call.values()
+        if self._find is not None:
+            found = self._find_call(values)
+            if found is not None:
+                log.info("%s: the call was recorded already (%s)", self.spec.where(), self._find.describe())
+                return found
         template = self._call
         what = template.describe()
-        url, headers, data = template.render(call.values())
+        url, headers, data = template.render(values)
         if call.key and not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = call.key
         response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)
@@ -929,6 +971,10 @@ class RestBackend(Backend):
                     what, f"answered 404: unknown contact {call.contact_id!r} (or a wrong request_url)"
                 )
             )
+        if response.status_code in (400, 410, 422):
+            # the API refused this record for good: sending it again cannot help
+            status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+            raise DeliveryRefused(self._fail(what, f"refused the call: {status}"))
         self._check_status(response, what)
         try:
             answer = self._json(response, what)
@@ -940,6 +986,37 @@ class RestBackend(Backend):
             id=_scalar(self._value(self._call_id, answer)) if answer is not None else None,
             url=_scalar(self._value(self._call_url, answer)) if answer is not None else None,
         )
+
+    def _find_call(self, values: dict[str, Any]) -> WorkflowResult | None:
+        """The call as an earlier attempt recorded it, or None (404, nothing listed)."""
+        template = self._find
+        assert template is not None
+        what = template.describe()
+        url, headers, data = template.render(values)
+        response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)
+        if response.status_code == 404:
+            return None
+        self._check_status(response, what)
+        answer = self._json(response, what)
+        if answer is None:
+            return None
+        try:
+            found = self._find_results.search(answer)
+        except JMESPathError:
+            found = None
+        if found is None:
+            return None
+        for record in found if isinstance(found, list) else [found]:
+            if not isinstance(record, dict):
+                raise BackendUnavailable(
+                    self._fail(what, f"answered {_kind(record)} where `call_log.find_call.results` expects records")
+                )
+            call_id = _scalar(self._value(self._find_id, record))
+            # a record counts when it has an id; without an id expression, any listed record does (but
+            # not the whole answer: `{"items": []}` read with results = "@" is no record)
+            if call_id is not None or (self._find_id is None and isinstance(found, list)):
+                return WorkflowResult(id=call_id, url=_scalar(self._value(self._find_url, record)))
+        return None
 
     # housekeeping ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -957,5 +1034,11 @@ class RestBackend(Backend):
             call_log["request_url"] = redact_url(call_log.get("request_url"))
             call_log["headers"] = _redact_headers(call_log.get("headers") or {})
             call_log["body"] = _redact_body(call_log.get("body"))
+            if call_log.get("find_call"):
+                find = dict(call_log["find_call"])
+                find["request_url"] = redact_url(find.get("request_url"))
+                find["headers"] = _redact_headers(find.get("headers") or {})
+                find["body"] = _redact_body(find.get("body"))
+                call_log["find_call"] = find
             info["call_log"] = call_log
         return info

@@ -48,6 +48,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     SyncBatch,
     WorkflowResult,
     register,
@@ -130,6 +131,9 @@ class SqlOptions(BackendOptions):
     since_query = fields.String(load_default=None, allow_none=True)
     deleted_query = fields.String(load_default=None, allow_none=True)
     call_log_query = fields.String(load_default=None, allow_none=True)
+    # the id of the row an earlier attempt of the same call wrote (by :call_key): asked when the
+    # INSERT wrote nothing (ON CONFLICT DO NOTHING) or hit the unique key
+    call_find_query = fields.String(load_default=None, allow_none=True)
     call_url_template = fields.String(load_default=None, allow_none=True)
     contact_uri_template = fields.String(load_default=None, allow_none=True)
     company_uri_template = fields.String(load_default=None, allow_none=True)
@@ -159,6 +163,7 @@ class SqlOptions(BackendOptions):
             "since_query": SINCE_PARAMS,
             "deleted_query": SINCE_PARAMS,
             "call_log_query": CALL_PARAMS,
+            "call_find_query": CALL_PARAMS,
         }
         for key, names in allowed.items():
             query = data.get(key)
@@ -181,6 +186,8 @@ class SqlOptions(BackendOptions):
                 "since_query needs fields.updated_at, the column whose maximum is the next :since",
                 field_name="since_query",
             )
+        if data.get("call_find_query") and not data.get("call_log_query"):
+            raise ValidationError("call_find_query is only used with call_log_query", field_name="call_find_query")
         if data.get("deleted_query") and not data.get("since_query"):
             raise ValidationError("deleted_query is only used with since_query", field_name="deleted_query")
         for key, names in (
@@ -448,6 +455,17 @@ def _server_trouble(exc: BaseException) -> bool:
     return any(part in _reason(exc).lower() for part in _UNAVAILABLE_TEXT)
 
 
+def _unique_violation(exc: BaseException) -> bool:
+    reason = _reason(exc).lower()
+    return (
+        _sqlstate(exc) == "23505"
+        or _errno(exc) == 1062
+        or "unique constraint" in reason
+        or "duplicate key" in reason
+        or "duplicate entry" in reason
+    )
+
+
 def _foreign_key_violation(exc: BaseException) -> bool:
     return (
         _sqlstate(exc) == "23503"
@@ -487,12 +505,14 @@ class SqlBackend(Backend):
         self.url = self._build_url()
         self._queries: dict[str, TextClause] = {}
         self._params: dict[str, set[str]] = {}
-        for key in ("query", "list_query", "since_query", "deleted_query", "call_log_query"):
+        for key in ("query", "list_query", "since_query", "deleted_query", "call_log_query", "call_find_query"):
             if options.get(key):
                 self._queries[key] = text(options[key])
                 self._params[key] = query_params(options[key])
         if self.can_log_calls:
-            self._queries["call_log_query"] = self._typed_call_query()
+            for key in ("call_log_query", "call_find_query"):
+                if key in self._queries:
+                    self._queries[key] = self._typed_call_query(key)
         self._templates = {
             key: (options[key], _template_names(options[key]))
             for key in ("contact_uri_template", "company_uri_template")
@@ -577,16 +597,16 @@ class SqlBackend(Backend):
             self._sync_engine = self._make_engine(self.options["sync_timeout"], 1, 1)
         return self._sync_engine
 
-    def _typed_call_query(self) -> TextClause:
+    def _typed_call_query(self, key: str) -> TextClause:
         # Times bound as DateTime so every dialect stores them in its own format (SQLite: text).
-        used = self._params["call_log_query"]
+        used = self._params[key]
         with_zone = self.url.get_backend_name() == "postgresql"
         typed = [
             bindparam(name, type_=DateTime(timezone=with_zone)) for name in sorted(used & CALL_TIME_PARAMS)
         ]
         if "duration" in used:
             typed.append(bindparam("duration", type_=Integer()))
-        return text(self.options["call_log_query"]).bindparams(*typed)
+        return text(self.options[key]).bindparams(*typed)
 
     # errors -----------------------------------------------------------------------------------------
     def _unavailable(self, exc: BaseException, key: str) -> BackendUnavailable:
@@ -785,30 +805,39 @@ class SqlBackend(Backend):
             yield list(pending.values())
 
     # call logging -----------------------------------------------------------------------------------
-    def call_params(self, call: CallRecord) -> dict[str, Any]:
-        """The values bound to ``call_log_query``, only the parameters it uses."""
+    def call_params(self, call: CallRecord, key: str = "call_log_query") -> dict[str, Any]:
+        """The values bound to ``call_log_query`` (or ``key``), only the parameters it uses."""
         values: dict[str, Any] = call.values()
         if self.url.get_backend_name() != "postgresql":
             # columns without a zone (SQLite text, MySQL DATETIME) hold UTC
             for name in CALL_TIME_PARAMS:
                 if values[name] is not None:
                     values[name] = values[name].astimezone(UTC).replace(tzinfo=None)
-        return {name: values[name] for name in self._params["call_log_query"]}
+        return {name: values[name] for name in self._params[key]}
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         if not self.can_log_calls:
             raise NotImplementedError(f"{self.spec.where()}: no call_log_query is configured")
+        finding = "call_find_query" in self._queries
+        call_id = None
         try:
             with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
                 result = conn.execute(self._queries["call_log_query"], self.call_params(call))
                 row = result.first() if result.returns_rows else None
+                call_id = _text(row[0]) if row is not None and len(row) else None
+                if call_id is None and finding:
+                    # no RETURNING, or the INSERT wrote nothing (ON CONFLICT DO NOTHING): the row this
+                    # or an earlier attempt wrote
+                    call_id = self._found_call(conn, call)
         except sa_exc.IntegrityError as exc:
             if _foreign_key_violation(exc):
                 raise ContactNotFound(f"no contact with id {call.contact_id!r}: {_reason(exc)}") from None
-            raise self._unavailable(exc, "call_log_query") from None
+            if not (finding and _unique_violation(exc)):
+                # NOT NULL, CHECK, a unique key the call cannot satisfy: the same INSERT fails again
+                raise DeliveryRefused(f"{self.spec.where()}, call_log_query: {_reason(exc)}") from None
+            call_id = self._find_call(call)  # the unique key says an earlier attempt wrote the call
         except sa_exc.SQLAlchemyError as exc:
             raise self._unavailable(exc, "call_log_query") from None
-        call_id = _text(row[0]) if row is not None and len(row) else None
         call_id = call_id or call.key
         template = self.options.get("call_url_template") or ""
         url = (
@@ -817,6 +846,18 @@ class SqlBackend(Backend):
             else None
         )
         return WorkflowResult(id=call_id, url=url)
+
+    def _find_call(self, call: CallRecord) -> str | None:
+        try:
+            with self.engine.connect() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
+                return self._found_call(conn, call)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "call_find_query") from None
+
+    def _found_call(self, conn: Connection, call: CallRecord) -> str | None:
+        result = conn.execute(self._queries["call_find_query"], self.call_params(call, "call_find_query"))
+        row = result.first() if result.returns_rows else None
+        return _text(row[0]) if row is not None and len(row) else None
 
     # start-up check ---------------------------------------------------------------------------------
     def check(self) -> None:
@@ -855,6 +896,9 @@ class SqlBackend(Backend):
                 key="check-" + uuid.uuid4().hex,
             )
             self._check_query(self.engine, "call_log_query", self.call_params(call), columns=False)
+            if "call_find_query" in self._queries:
+                params = self.call_params(call, "call_find_query")
+                self._check_query(self.engine, "call_find_query", params, columns=False)
 
     def _check_lookup_values(self, number: PhoneNumber) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ from crm_backends.base import (
     CallRecord,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     WorkflowResult,
 )
@@ -62,6 +63,9 @@ def run_workflow(
                        {"Retry-After": "1"}) from None
     except ContactNotFound as exc:
         raise ApiError(404, "unknown_contact", f"{exc}; use the id returned by /Lookup") from None
+    except DeliveryRefused as exc:
+        log.warning("workflow %s on %s/%s refused: %s", workflow, tenant.name, slot.name, exc)
+        raise ApiError(422, "delivery_refused", f"{slot.name} refused the call record; nothing was recorded") from None
     except RateLimited as exc:
         retry = str(int(exc.retry_after or 1) or 1)
         raise ApiError(503, "backend_busy", f"{slot.name} asks to slow down; retry in {retry}s; nothing was recorded",

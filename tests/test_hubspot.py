@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from crm_backends.attempts import AttemptLog
 from crm_backends.base import (
     BackendConfigError,
     BackendSpec,
@@ -16,10 +18,11 @@ from crm_backends.base import (
     CallRecord,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     load_options,
 )
-from crm_backends.hubspot import HubSpotBackend
+from crm_backends.hubspot import HubSpotBackend, call_marker
 from crm_backends.mirror import MirroredBackend
 from lookup_service.phone import parse_number
 from tests.fakes.hubspot import PORTAL_ID, TOKEN, FakeHubSpot
@@ -28,6 +31,7 @@ SEARCH = "/crm/v3/objects/contacts/search"
 ASSOCIATIONS = "/crm/v4/associations/contacts/companies/batch/read"
 COMPANIES = "/crm/v3/objects/companies/batch/read"
 CALLS = "/crm/v3/objects/calls"
+CALLS_SEARCH = "/crm/v3/objects/calls/search"
 ACCOUNT = "/account-info/v3/details"
 NUMBER = parse_number("41215522000")
 FORMS = ["+41215522000", "41215522000", "0215522000", "215522000", "0041215522000"]
@@ -479,7 +483,7 @@ def test_callflow_incoming_answered(fake, make):
             "hs_call_title": "Incoming call from Anna Keller, answered, 3:05",
             "hs_call_body": "Incoming call from Anna Keller, answered, 3:05. "
             "From: Anna Keller (+41215522000). To: Max Muster (+41445554433). "
-            "Logged by the phone lookup service.",
+            f"Logged by the phone lookup service. Call reference: {call_marker('call-1')}",
             "hs_call_direction": "INBOUND",
             "hs_call_status": "COMPLETED",
             "hs_call_duration": "185000",
@@ -512,7 +516,8 @@ def test_callflow_incoming_missed(fake, make):
             "hs_timestamp": "2024-05-02T09:00:00.000Z",
             "hs_call_title": "Incoming call from 41215522000, missed",
             "hs_call_body": "Incoming call from 41215522000, missed. "
-            "From: (+41215522000). To: (+41445554433). Logged by the phone lookup service.",
+            "From: (+41215522000). To: (+41445554433). Logged by the phone lookup service. "
+            f"Call reference: {call_marker('call-2')}",
             "hs_call_direction": "INBOUND",
             "hs_call_status": "NO_ANSWER",
             "hs_call_duration": "0",
@@ -545,7 +550,8 @@ def test_callflow_outgoing_answered_and_declined(fake, make):
             "hs_timestamp": "2024-05-02T09:00:00.000Z",
             "hs_call_title": "Outgoing call to Anna Keller, answered, 1:00",
             "hs_call_body": "Outgoing call to Anna Keller, answered, 1:00. From: Max Muster (+41445554433). "
-            "To: Anna Keller (+41215522000). Logged by the phone lookup service.",
+            "To: Anna Keller (+41215522000). Logged by the phone lookup service. "
+            f"Call reference: {call_marker('call-3')}",
             "hs_call_direction": "OUTBOUND",
             "hs_call_status": "COMPLETED",
             "hs_call_duration": "60000",
@@ -590,7 +596,7 @@ def test_callflow_unknown_contact(fake, make):
     assert fake.recorded() == []
     with pytest.raises(ContactNotFound):
         backend.log_call(CallRecord(contact_id="999999", direction="incoming", started=at(0), key="k2"))
-    assert [r.path for r in fake.recorded()] == [CALLS, "/crm/v3/objects/contacts/999999"]
+    assert [r.path for r in fake.recorded()] == [CALLS_SEARCH, CALLS, "/crm/v3/objects/contacts/999999"]
 
 
 def test_callflow_errors(fake, make):
@@ -744,3 +750,126 @@ def test_mirror_incremental_lists_everything_when_the_window_cannot_move(fake, m
     assert len(searches) == 4 and windows[2] == windows[3]  # moved once, then stuck on one time
     assert len(mirror.lookup(parse_number("+41442220003"), 5)) == 1
     mirror.close()
+
+
+# exactly once through lost answers --------------------------------------------------------------
+def lost_call(anna: str, key: str = "lost-call") -> CallRecord:
+    return CallRecord(contact_id=anna, direction="incoming", started=at(0), answered=at(2), ended=at(40), key=key)
+
+
+def test_lost_answer_the_retry_finds_the_call_instead_of_creating_another(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.lose_next(path=CALLS)  # HubSpot stores the call, the connection drops before the answer
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).log_call(lost_call(anna))
+    [stored] = fake.calls
+    assert call_marker("lost-call") in fake.calls[stored].properties["hs_call_body"]
+
+    # the retry runs in another worker: nothing in memory, the search finds the stored call
+    result = make(portal_id=PORTAL_ID).log_call(lost_call(anna))
+    assert result.id == stored and list(fake.calls) == [stored]
+    assert len(fake.recorded("POST", CALLS)) == 1
+    [search] = fake.recorded("POST", CALLS_SEARCH)[-1:]
+    assert search.body["filterGroups"] == [
+        {
+            "filters": [
+                {"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": call_marker("lost-call")}
+            ]
+        },
+        {
+            "filters": [
+                {"propertyName": "associations.contact", "operator": "EQ", "value": anna},
+                {"propertyName": "hs_timestamp", "operator": "EQ", "value": "2024-05-02T09:00:00.000Z"},
+            ]
+        },
+    ]
+    # another call of the same contact is not mistaken for it
+    assert make(portal_id=PORTAL_ID).log_call(lost_call(anna, "other-call")).id != stored
+    assert len(fake.calls) == 2
+
+
+def test_lost_answer_is_found_by_contact_and_time_when_the_notes_are_not_searchable(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.unindexed_properties = {"hs_call_body"}  # should HubSpot not tokenize the call notes
+    backend = make(portal_id=PORTAL_ID)
+    backend.log_call(lost_call(anna, "earlier-call-same-contact"))  # another call of Anna, another time
+    fake.lose_next(path=CALLS)
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).log_call(dataclasses.replace(lost_call(anna), started=at(600)))
+    lost = next(i for i, c in fake.calls.items() if call_marker("lost-call") in c.properties["hs_call_body"])
+    result = make(portal_id=PORTAL_ID).log_call(dataclasses.replace(lost_call(anna), started=at(600)))
+    assert result.id == lost and len(fake.calls) == 2
+
+
+def test_lost_answer_while_the_search_lags_is_retried_later_not_duplicated(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.index_lag = 3600.0  # the new call is not searchable yet
+    backend = make(portal_id=PORTAL_ID)
+    fake.lose_next(path=CALLS)
+    with pytest.raises(BackendUnavailable):
+        backend.log_call(lost_call(anna))
+    with pytest.raises(BackendUnavailable) as refused:
+        backend.log_call(lost_call(anna))
+    assert "outcome" in str(refused.value)
+    # another worker process of this machine (same instance directory) knows of the attempt too
+    with pytest.raises(BackendUnavailable, match="outcome"):
+        make(portal_id=PORTAL_ID).log_call(lost_call(anna))
+    assert len(fake.recorded("POST", CALLS)) == 1 and len(fake.calls) == 1
+    fake.index_lag = 0.0  # the index caught up
+    [stored] = fake.calls
+    assert backend.log_call(lost_call(anna)).id == stored
+    assert len(fake.calls) == 1
+
+
+def test_answered_refusal_is_not_an_unknown_outcome(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.index_lag = 3600.0
+    backend = make(portal_id=PORTAL_ID)
+    fake.fail_next(429, retry_after="1", path=CALLS)
+    with pytest.raises(RateLimited):
+        backend.log_call(lost_call(anna))
+    # HubSpot answered, so nothing was created: the retry may create at once
+    assert backend.log_call(lost_call(anna)).id in fake.calls
+
+
+def test_unique_call_key_property_is_read_without_the_search(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.unique_call_properties = {"pf_call_key"}
+    fake.index_lag = 3600.0  # the direct read does not depend on the search index
+    fake.lose_next(path=CALLS)
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID, call_key_property="pf_call_key").log_call(lost_call(anna))
+    [stored] = fake.calls
+    assert fake.calls[stored].properties["pf_call_key"] == "lost-call"
+    result = make(portal_id=PORTAL_ID, call_key_property="pf_call_key").log_call(lost_call(anna))
+    assert result.id == stored and len(fake.calls) == 1
+    assert fake.recorded("POST", CALLS_SEARCH) == []
+    [read] = fake.recorded("GET", f"{CALLS}/lost-call")[-1:]
+    assert read.query["idProperty"] == ["pf_call_key"]
+
+
+def test_unknown_call_key_property_is_refused_for_good(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID, call_key_property="pf_call_key", dedupe_calls=False)
+    with pytest.raises(DeliveryRefused):
+        backend.log_call(lost_call(anna))
+    assert fake.calls == {}
+
+
+def test_attempt_notes_fall_back_to_memory_when_the_disk_refuses(tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    notes = AttemptLog(str(blocker / "attempts.sqlite3"))
+    with caplog.at_level(logging.WARNING, logger="crm_backends.attempts"):
+        notes.sent("k1")
+        notes.sent("k2")
+    assert notes.age("k1") is not None and notes.age("other") is None
+    notes.settled("k1")
+    assert notes.age("k1") is None and notes.age("k2") is not None
+    assert len([r for r in caplog.records if "this process only" in r.getMessage()]) == 1
+
+    shared = AttemptLog(str(tmp_path / "attempts.sqlite3"))
+    shared.sent("k3")
+    assert AttemptLog(str(tmp_path / "attempts.sqlite3")).age("k3") is not None  # another process's view
+    shared.settled("k3")
+    assert AttemptLog(str(tmp_path / "attempts.sqlite3")).age("k3") is None

@@ -17,6 +17,7 @@ from crm_backends.base import (
     CallRecord,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     load_options,
 )
@@ -405,7 +406,7 @@ def test_callflow_incoming_answered(fake, make, anna):
     assert posted.headers["content-type"].startswith("application/json")
     assert result.id == fake.call_logs[0]["id"]
     assert result.url == f"{APP}/person/{person}"
-    assert [r.path for r in fake.requests] == [f"/api/v2/persons/{person}", "/api/v1/callLogs"]
+    assert [r.path for r in fake.requests] == [f"/api/v2/persons/{person}", "/api/v2/activities", "/api/v1/callLogs"]
 
 
 def test_callflow_incoming_missed(fake, make, anna):
@@ -710,3 +711,53 @@ def test_sync_cursor_overlaps_changes_made_while_listing():
     assert _next_since(None, "2024-06-01T12:00:30Z", started) == "2024-06-01T11:55:00Z"
     # never goes back before the previous cursor
     assert _next_since("2024-06-01T11:58:00Z", None, started) == "2024-06-01T11:58:00Z"
+
+
+# exactly once through lost answers ------------------------------------------------------------
+def lost_call(person: int, key: str = "0123abcd" * 8) -> CallRecord:
+    return CallRecord(
+        contact_id=str(person), direction="incoming", originator_number="41215522000",
+        started=utc(8, 0), answered=utc(8, 0, 5), ended=utc(8, 2), key=key,
+    )
+
+
+@pytest.mark.parametrize("call_log_as", ["call_log", "activity"])
+def test_lost_answer_the_retry_finds_the_logged_call(fake, make, anna, call_log_as):
+    person, _ = anna
+    created = "/api/v1/callLogs" if call_log_as == "call_log" else "/api/v2/activities"
+    fake.lose_next(path_prefix=created)  # Pipedrive stores it, the connection drops before the answer
+    with pytest.raises(BackendUnavailable):
+        make(call_log_as=call_log_as).log_call(lost_call(person))
+    assert len(fake.activities) == 1
+
+    # the retry in another worker (nothing in memory) finds it in the person's activities
+    result = make(call_log_as=call_log_as).log_call(lost_call(person))
+    assert result.id == str(fake.activities[0]["id"])
+    assert result.url == f"{APP}/person/{person}"
+    assert len(fake.activities) == 1 and len(fake.recorded("POST", created)) == 1
+    listed = fake.recorded("GET", "/api/v2/activities")[-1]
+    assert listed.query == {"person_id": str(person), "sort_by": "add_time", "sort_direction": "desc", "limit": "100"}
+
+    # a different call of the same person is logged, not mistaken for it
+    make(call_log_as=call_log_as).log_call(lost_call(person, key="fedc9876" * 8))
+    assert len(fake.activities) == 2
+
+
+def test_answer_lost_by_a_timeout_is_not_a_second_call(fake, make, anna):
+    person, _ = anna
+    fake.lose_next(path_prefix="/api/v1/callLogs", delay=1.5)  # the answer comes after the client's timeout
+    with pytest.raises(BackendUnavailable):
+        make(call_log_as="call_log", timeout=0.5).log_call(lost_call(person))
+    make(call_log_as="call_log", timeout=0.5).log_call(lost_call(person))
+    assert len(fake.call_logs) == 1 and len(fake.activities) == 1
+
+
+def test_refused_call_log_is_a_permanent_error(fake, make, anna):
+    person, _ = anna
+    fake.fail_next(400, path_prefix="/api/v1/callLogs")
+    with pytest.raises(DeliveryRefused):
+        make(call_log_as="call_log").log_call(lost_call(person))
+    fake.fail_next(404, path_prefix="/api/v1/callLogs")
+    with pytest.raises(ContactNotFound):
+        make(call_log_as="call_log").log_call(lost_call(person))
+    assert fake.call_logs == []

@@ -22,6 +22,7 @@ from crm_backends.base import (
     CallRecord,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     WorkflowResult,
     load_options,
@@ -857,14 +858,15 @@ def doc_backends(api: FakeRestApi) -> list[dict[str, Any]]:
         text = re.sub(r"\$\{[A-Z_]+\}", "secret-from-env", block)
         text = text.replace("https://erp.muster.example", api.url)
         parsed = tomllib.loads(text)
-        for tenant in parsed.get("tenant", []):
+        tenants = parsed.get("tenant", [])
+        for tenant in [tenants] if isinstance(tenants, dict) else tenants:  # a fragment: one tenant
             tables.extend(b for b in tenant.get("backend", []) if b.get("type") == "rest")
     return tables
 
 
 def test_documented_examples_load(api, tmp_path):
     tables = doc_backends(api)
-    assert len(tables) == 2
+    assert len(tables) == 3
     for table in tables:
         build(table, tmp_path)
 
@@ -936,3 +938,112 @@ def test_try_forms_share_one_deadline(api, tmp_path):
         backend.lookup(NUMBER, 5)
     assert time.monotonic() - started < 0.6
     assert len(api.requests) == 2
+
+
+# --- exactly once through lost answers -----------------------------------------------------------------
+class Erp:
+    """An in-house API storing calls. ``idempotent``: it honours ``Idempotency-Key`` (a repeated key
+    gets the record made the first time). ``lose``: that many answers to a create are lost after the
+    call was stored."""
+
+    def __init__(self, api: FakeRestApi, idempotent: bool = False, lose_by: str = "drop"):
+        self.calls: list[dict[str, Any]] = []
+        self.by_key: dict[str, dict[str, Any]] = {}
+        self.idempotent = idempotent
+        self.lose = 0
+        self.lose_by = lose_by
+        api.route("POST", "/api/contacts/C%2F3/calls", self.create)
+        api.route("GET", "/api/calls", self.find)
+
+    def create(self, request: Request) -> Reply:
+        key = request.headers.get("idempotency-key", "")
+        record = self.by_key.get(key) if self.idempotent else None
+        if record is None:
+            record = {"id": 500 + len(self.calls), "key": request.json()["key"]}
+            self.calls.append(record)
+            self.by_key[key] = record
+        answer = {"data": {"id": record["id"], "links": {"self": f"https://erp.example/calls/{record['id']}"}}}
+        if self.lose:
+            self.lose -= 1
+            return Reply(201, answer, drop=self.lose_by == "drop", delay=1.0 if self.lose_by == "delay" else 0.0)
+        return Reply(201, answer)
+
+    def find(self, request: Request) -> Reply:
+        found = [
+            {"id": r["id"], "links": {"self": f"https://erp.example/calls/{r['id']}"}}
+            for r in self.calls
+            if r["key"] == request.query.get("key")
+        ]
+        return Reply(200, {"items": found})
+
+
+FIND_CALL = {"request_url": "{0}/api/calls?key={{call_key}}", "results": "items", "id": "id", "url": "links.self"}
+
+
+def find_options(api: FakeRestApi, **find: Any) -> dict[str, Any]:
+    table = {**FIND_CALL, "request_url": FIND_CALL["request_url"].format(api.url), **find}
+    return call_options(api, find_call=table)
+
+
+@pytest.mark.parametrize("lose_by", ["drop", "delay"])
+def test_lost_answer_an_api_honouring_idempotency_key_records_the_call_once(api, tmp_path, lose_by):
+    erp = Erp(api, idempotent=True, lose_by=lose_by)
+    erp.lose = 1
+    backend = build(call_options(api), tmp_path, timeout=0.4)
+    with pytest.raises(BackendUnavailable):
+        backend.log_call(CALL)
+    result = build(call_options(api), tmp_path, timeout=0.4).log_call(CALL)
+    assert result == WorkflowResult(id="500", url="https://erp.example/calls/500")
+    assert len(erp.calls) == 1
+    assert {r.headers["idempotency-key"] for r in api.requests} == {"call-key-123"}
+
+
+@pytest.mark.parametrize("lose_by", ["drop", "delay"])
+def test_lost_answer_find_call_finds_the_record_before_creating_again(api, tmp_path, lose_by):
+    erp = Erp(api, idempotent=False, lose_by=lose_by)  # ignores Idempotency-Key
+    erp.lose = 1
+    with pytest.raises(BackendUnavailable):
+        build(find_options(api), tmp_path, timeout=0.4).log_call(CALL)
+    assert len(erp.calls) == 1
+    result = build(find_options(api), tmp_path, timeout=0.4).log_call(CALL)
+    assert result == WorkflowResult(id="500", url="https://erp.example/calls/500")
+    assert len(erp.calls) == 1
+    assert [r.method for r in api.requests] == ["GET", "POST", "GET"]
+    assert api.requests[-1].raw_path == "/api/calls?key=call-key-123"
+    # a call not recorded yet is created after the look
+    other = dataclasses.replace(CALL, key="another-call")
+    assert build(find_options(api), tmp_path).log_call(other).id == "501"
+
+
+def test_find_call_failing_creates_nothing(api, tmp_path):
+    erp = Erp(api)
+    api.route("GET", "/api/calls", lambda r: Reply(503, {}))
+    with pytest.raises(BackendUnavailable, match="HTTP 503"):
+        build(find_options(api), tmp_path).log_call(CALL)
+    api.route("GET", "/api/calls", lambda r: Reply(200, body=b"<html>login</html>"))
+    with pytest.raises(BackendUnavailable, match="JSON"):
+        build(find_options(api), tmp_path).log_call(CALL)
+    assert erp.calls == []
+    # 404 means "no such record": the call is created
+    api.route("GET", "/api/calls", lambda r: Reply(404, {}))
+    assert build(find_options(api), tmp_path).log_call(CALL).id == "500"
+    # an answer that is no record (an empty envelope read with the default results = "@") neither
+    api.route("GET", "/api/calls", lambda r: Reply(200, {"items": []}))
+    table = find_options(api, results="@")
+    del table["call_log"]["find_call"]["id"]
+    assert build(table, tmp_path).log_call(dataclasses.replace(CALL, key="k-env")).id == "501"
+    assert len(erp.calls) == 2
+
+
+def test_find_call_options_are_checked(tmp_path, api):
+    bad = find_options(api, method="GET", body={"key": "{call_key}"})
+    assert config_error(bad, tmp_path).key == "call_log.find_call.body"
+    bad = find_options(api, request_url=api.url + "/api/calls?phone={e164}")
+    assert config_error(bad, tmp_path).key == "call_log.find_call.request_url"
+
+
+@pytest.mark.parametrize("status", [400, 410, 422])
+def test_call_refused_for_good_is_a_permanent_error(api, tmp_path, status):
+    api.route("POST", "/api/contacts/C%2F3/calls", lambda r: Reply(status, {"error": "field rejected"}))
+    with pytest.raises(DeliveryRefused, match=f"HTTP {status}"):
+        build(call_options(api), tmp_path).log_call(CALL)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
 import time
 import tomllib
 import uuid
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from crm_backends.base import (
     BackendConfigError,
@@ -22,6 +24,7 @@ from crm_backends.base import (
     CallRecord,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     load_options,
 )
 from crm_backends.mirror import MirroredBackend
@@ -629,3 +632,137 @@ def test_partner_example_numbers_typed_with_parentheses(db, tmp_path):
     assert ids(mirror.lookup(parse_number("41223456789"), 5)) == ["4"]  # stored as 022/345.67.89
     mirror.close()
     backend.close()
+
+
+# exactly once through lost answers --------------------------------------------------------------------
+CALL_INSERT = """
+INSERT INTO call_log (contact_id, direction, status, started, call_key)
+VALUES (:contact_id, :direction, :status, :started, :call_key)
+"""
+CALL_FIND = "SELECT id FROM call_log WHERE call_key = :call_key"
+LOST = CallRecord(contact_id="1", direction="incoming", started=t("10:00:00"), ended=t("10:01:00"),
+                  key="4f9c" * 16)
+
+
+@pytest.mark.parametrize(
+    "insert",
+    [
+        pytest.param(CALL_INSERT + " ON CONFLICT (call_key) DO NOTHING RETURNING id", id="on-conflict-do-nothing"),
+        pytest.param(CALL_INSERT + " ON CONFLICT (call_key) DO NOTHING", id="on-conflict-no-returning"),
+        pytest.param(CALL_INSERT, id="plain-insert-unique-column"),
+    ],
+)
+def test_call_written_by_an_earlier_attempt_is_found_not_duplicated(db, tmp_path, insert):
+    create_call_log(db)
+    make_backend(db, tmp_path, call_log_query=insert, call_find_query=CALL_FIND).log_call(LOST)  # answer lost
+    again = make_backend(db, tmp_path, call_log_query=insert, call_find_query=CALL_FIND)
+    again.check()
+    result = again.log_call(LOST)
+    assert db.rows("SELECT id, call_key FROM call_log") == [(int(result.id), LOST.key)]
+    other = again.log_call(CallRecord(contact_id="2", direction="incoming", started=t("11:00:00"), key="k2"))
+    assert other.id != result.id and len(db.rows("SELECT id FROM call_log")) == 2
+    again.close()
+
+
+def test_insert_refused_for_good_is_a_permanent_error(db, tmp_path):
+    create_call_log(db)
+    query = "INSERT INTO call_log (contact_id, direction, call_key) VALUES (:contact_id, NULL, :call_key)"
+    db.run("ALTER TABLE call_log ADD CONSTRAINT has_direction CHECK (direction IS NOT NULL)"
+           if db.kind == "postgres" else "CREATE TRIGGER no_null BEFORE INSERT ON call_log WHEN NEW.direction IS NULL "
+           "BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: has_direction'); END")
+    backend = make_backend(db, tmp_path, call_log_query=query)
+    with pytest.raises(DeliveryRefused, match="has_direction"):  # the same INSERT would fail again
+        backend.log_call(LOST)
+    backend.close()
+
+
+def test_call_find_query_needs_call_log_query(tmp_path):
+    with pytest.raises(BackendConfigError) as raised:
+        load_options(SqlBackend, {"name": "erp", "type": "sql", "url": "sqlite://", "fields": FIELDS,
+                                  "query": NORMALIZED_QUERY, "call_find_query": CALL_FIND}, "t")
+    assert raised.value.key == "call_find_query"
+
+
+class CommitLosingProxy:
+    """A TCP proxy to PostgreSQL that forwards a COMMIT to the server, lets the server carry it
+    out, and then closes the client's connection instead of passing the answer on: the call is
+    stored, the backend never learns it."""
+
+    def __init__(self, host: str, port: int):
+        self.upstream = (host, port)
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream, timeout=10)
+            self.sockets += [client, server]
+            state = {"committing": False}
+            threading.Thread(target=self._pump, args=(client, server, True, state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False, state), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_client: bool, state: dict) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if from_client and self.armed.is_set() and b"COMMIT\x00" in chunk:
+                    self.armed.clear()
+                    state["committing"] = True
+                    target.sendall(chunk)
+                    continue
+                if not from_client and state["committing"]:
+                    # the server answered the COMMIT: it is done; the client never hears of it
+                    self.dropped.set()
+                    target.shutdown(socket.SHUT_RDWR)
+                    return
+                target.sendall(chunk)
+        except OSError:
+            pass  # the other direction closed both sockets
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def test_postgres_commit_answer_lost_the_retry_finds_the_row(pg, tmp_path):
+    url = pg.create_database("lost_" + uuid.uuid4().hex[:8])
+    db = Db("postgres", url, create_engine(url))
+    db.run("CREATE TABLE customers (id INTEGER PRIMARY KEY, phone TEXT)", "INSERT INTO customers VALUES (1, NULL)")
+    create_call_log(db)
+    parsed = make_url(url)
+    proxy = CommitLosingProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    insert = CALL_INSERT + " ON CONFLICT (call_key) DO NOTHING RETURNING id"
+    options = {"call_log_query": insert, "call_find_query": CALL_FIND,
+               "query": "SELECT * FROM customers WHERE phone = :e164", "fields": {"id": "id", "phones": "phone"}}
+    try:
+        lossy = make_backend(parsed.set(port=proxy.port).render_as_string(hide_password=False), tmp_path, **options)
+        lossy.check()
+        proxy.armed.set()
+        with pytest.raises(BackendUnavailable) as raised:
+            lossy.log_call(LOST)
+        assert proxy.dropped.is_set(), f"the proxy never saw the COMMIT ({raised.value})"
+        [(stored,)] = db.rows("SELECT id FROM call_log")  # committed although the answer was lost
+        lossy.close()
+        retry = make_backend(parsed.set(port=proxy.port).render_as_string(hide_password=False), tmp_path, **options)
+        assert retry.log_call(LOST).id == str(stored)
+        assert db.rows("SELECT id FROM call_log") == [(stored,)]
+        retry.close()
+    finally:
+        proxy.close()
+        db.engine.dispose()

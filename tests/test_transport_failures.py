@@ -16,6 +16,9 @@ points at a misbehaving server on 127.0.0.1 (tests/servers/misbehaving.py):
 
 Backends that log calls are also driven through ``POST /CallFlow`` with a contact routed to the
 broken backend: the answer is a JSON 503 ``backend_unavailable``, never a crash.
+
+HTTP-level faults (refusals by status, slow and lost answers, garbage bodies) are injected by a proxy
+in front of working fakes in tests/test_faults.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ backend should not use gets HubSpot's error document (``{"status": "error", "mes
 
 Each endpoint's comment names the page of developers.hubspot.com it follows. Test helpers:
 :meth:`FakeHubSpot.add_contact`, :meth:`add_company`, :meth:`associate`, :meth:`fail_next`,
-:meth:`hang_next`, :meth:`revoke_token`, ``daily_remaining``; ``requests`` records every request.
+:meth:`hang_next`, :meth:`lose_next` (the request is carried out, its answer lost), :meth:`revoke_token`,
+``daily_remaining``, ``index_lag`` (seconds before a new call shows in the calls search),
+``unique_call_properties`` (custom call properties created with ``hasUniqueValue``); ``requests``
+records every request.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -221,6 +225,10 @@ class FakeHubSpot:
             self._search_times: deque[float] = deque()
             self._next_id = 1001
             self._indexes: dict[str, dict[Any, set[str]]] = {}
+            self.lost: deque[tuple[str | None, float]] = deque()
+            self.index_lag = 0.0
+            self.unique_call_properties: set[str] = set()
+            self.unindexed_properties: set[str] = set()  # filters on these never match (not searchable)
 
     # test helpers ------------------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -290,6 +298,26 @@ class FakeHubSpot:
         with self.lock:
             for _ in range(times):
                 self.failures.append(_Failure(0, path=path, hang=seconds))
+
+    def lose_next(self, times: int = 1, path: str | None = None, delay: float = 0.0) -> None:
+        """The next ``times`` requests (to ``path`` when given) are carried out, then their answer is
+        lost: the connection is closed without a response, or (``delay``) the answer leaves only
+        after ``delay`` seconds, when the client has given up."""
+        with self.lock:
+            for _ in range(times):
+                self.lost.append((path, delay))
+
+    def take_lost(self, raw_path: str) -> tuple[bool, float]:
+        path = urlsplit(raw_path).path
+        with self.lock:
+            for index, (wanted, delay) in enumerate(self.lost):
+                if wanted is None or wanted == path:
+                    del self.lost[index]
+                    return True, delay
+        return False, 0.0
+
+    def wait(self, seconds: float) -> None:
+        self._release.wait(seconds)
 
     def revoke_token(self) -> None:
         self.revoked = True
@@ -428,6 +456,11 @@ class FakeHubSpot:
             return self._company_batch(body)
         if method == "POST" and path == "/crm/v3/objects/calls":
             return 201, self._create_call(body)
+        if method == "POST" and path == "/crm/v3/objects/calls/search":
+            return 200, self._search(body, "calls")
+        match = re.fullmatch(r"/crm/v3/objects/calls/([^/]+)", path)
+        if method == "GET" and match:
+            return 200, self._get_call(match.group(1), query)
         raise _ApiError(404, f"Unable to route {method} request with path {path}", "OBJECT_NOT_FOUND")
 
     # GET /account-info/v3/details
@@ -450,7 +483,10 @@ class FakeHubSpot:
     # NEQ, LT, LTE, GT, GTE, BETWEEN, IN, NOT_IN, HAS_PROPERTY, NOT_HAS_PROPERTY, CONTAINS_TOKEN,
     # NOT_CONTAINS_TOKEN; at most 5 groups of at most 6 filters, 18 in all; one sort; `limit` up to
     # 200; paging with `after`, never beyond the 10,000th result; 4 search requests a second.
-    def _search(self, body: Any) -> dict[str, Any]:
+    # The calls search (POST /crm/v3/objects/calls/search) takes the same body; the engagement
+    # search endpoints are listed on the same page. New records reach the search index after a
+    # delay (`index_lag`), as HubSpot's do.
+    def _search(self, body: Any, kind: str = "contacts") -> dict[str, Any]:
         self._search_rate_check()
         if not isinstance(body, dict):
             raise _ApiError(400, "Invalid input JSON: a search request body is a JSON object")
@@ -488,7 +524,11 @@ class FakeHubSpot:
                 "VALIDATION_ERROR",
             )
         with self.lock:
-            pool = self._candidates(groups)
+            if kind == "calls":
+                horizon = time.monotonic() - self.index_lag
+                pool = [r for r in self.calls.values() if r.extra.get("indexed_at", 0.0) <= horizon]
+            else:
+                pool = self._candidates(groups)
         found = [r for r in pool if not groups or any(self._group_matches(r, g) for g in groups)]
         found.sort(key=lambda r: int(r.id))
         for sort in sorts:
@@ -572,7 +612,14 @@ class FakeHubSpot:
         return [r for r in self.contacts.values() if not r.archived]
 
     def _group_matches(self, record: _Record, group: dict[str, Any]) -> bool:
-        return all(_filter_matches(record.properties, f) for f in group["filters"])
+        # `associations.contact` (search page, "Filter search results by associations"): the
+        # record is associated with that contact; one view of the properties per association
+        views = [
+            {**record.properties, "associations.contact": contact} for contact in record.extra.get("contacts", [])
+        ] or [record.properties]
+        if any(f["propertyName"] in self.unindexed_properties for f in group["filters"]):
+            return False
+        return any(all(_filter_matches(view, f) for f in group["filters"]) for view in views)
 
     def _public(self, record: _Record, properties: list[str], defaults: bool) -> dict[str, Any]:
         wanted = list(dict.fromkeys([*properties, "hs_object_id", "createdate", "lastmodifieddate"]))
@@ -718,6 +765,17 @@ class FakeHubSpot:
         for key, value in props.items():
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise _ApiError(400, f"Property values are strings or numbers: {key!r}")
+            custom = not key.startswith("hs_") and key != "hubspot_owner_id"
+            if custom and key not in self.unique_call_properties:
+                raise _ApiError(400, f'Property "{key}" does not exist', "VALIDATION_ERROR",
+                                errors=[{"code": "PROPERTY_DOESNT_EXIST", "context": {"propertyName": [key]}}])
+        with self.lock:
+            for name in self.unique_call_properties & set(props):
+                clash = next((r for r in self.calls.values() if r.properties.get(name) == str(props[name])), None)
+                if clash is not None:
+                    # an assumption: HubSpot refuses a second record with a unique property's value
+                    raise _ApiError(409, f"A call with {name} {props[name]!r} already exists. Existing ID: {clash.id}",
+                                    "CONFLICT")
         if to_ms(props.get("hs_timestamp")) is None:
             raise _ApiError(400, "Property hs_timestamp is required: epoch milliseconds or ISO 8601")
         if props.get("hs_call_direction") not in (None, "INBOUND", "OUTBOUND"):
@@ -757,7 +815,8 @@ class FakeHubSpot:
             stamp = iso_ms()
             values = {k: str(v) for k, v in props.items()}
             values.update(hs_object_id=call_id, hs_createdate=stamp, hs_lastmodifieddate=stamp)
-            record = _Record(call_id, values, stamp, stamp, extra={"contacts": contact_ids})
+            extra = {"contacts": contact_ids, "indexed_at": time.monotonic()}
+            record = _Record(call_id, values, stamp, stamp, extra=extra)
             self.calls[call_id] = record
             for contact_id in contact_ids:
                 contact = self.contacts[contact_id]
@@ -771,6 +830,27 @@ class FakeHubSpot:
             "updatedAt": stamp,
             "archived": False,
         }
+
+
+    # GET /crm/v3/objects/calls/{callId}?properties=&idProperty=
+    # developers.hubspot.com/docs/api/crm/calls ("Retrieve calls"): by id, or with `idProperty` by
+    # the value of a unique-value property; read from the database, not from the search index.
+    def _get_call(self, call_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        unknown = set(query) - {"properties", "propertiesWithHistory", "associations", "archived", "idProperty"}
+        if unknown:
+            raise _ApiError(400, f"Unknown query parameter(s) {sorted(unknown)}")
+        id_property = query.get("idProperty", [None])[-1]
+        with self.lock:
+            if id_property is None:
+                record = self.calls.get(call_id)
+            elif id_property not in self.unique_call_properties:
+                raise _ApiError(400, f"{id_property} is not a unique identifier property", "VALIDATION_ERROR")
+            else:
+                record = next((r for r in self.calls.values() if r.properties.get(id_property) == call_id), None)
+        if record is None or record.archived:
+            raise _ApiError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+        wanted = [p for p in ",".join(query.get("properties", [])).split(",") if p]
+        return self._public(record, wanted, defaults=False)
 
 
 def _check_filter(item: Any) -> None:
@@ -889,7 +969,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        lost, delay = self.owner.take_lost(self.path)
         status, extra, payload = self.owner.handle(self.command, self.path, headers, raw)
+        if lost and not delay:
+            # carried out, answer lost: the connection drops before a byte of the response
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if lost:
+            self.owner.wait(delay)
         data = b"" if payload is None else json.dumps(payload).encode()
         try:
             self.send_response(status)

@@ -21,7 +21,8 @@ stored text, or when the term's digits are a substring of the stored number's di
 ``exact_match`` the whole stored text, or all its digits, must equal the term.
 
 Test helpers: :meth:`add_person`, :meth:`update_person`, :meth:`delete_person`, :meth:`add_org`,
-:meth:`rename_org`, :meth:`fail_next`, :meth:`hang_next`; ``call_logs_forbidden``, ``burst_limit``,
+:meth:`rename_org`, :meth:`fail_next`, :meth:`hang_next`, :meth:`lose_next` (the request is carried out,
+its answer lost); ``call_logs_forbidden``, ``burst_limit``,
 ``daily_tokens``, ``daily_posts_left``; ``requests`` records every request.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -142,6 +144,7 @@ class FakePipedrive:
             self.activities: list[dict[str, Any]] = []
             self.requests: list[Recorded] = []
             self._failures: deque[_Failure] = deque()
+            self._lost: deque[tuple[str, str, float]] = deque()
             self._next_id = 1
             self._clock = datetime(2024, 1, 1, tzinfo=UTC)
             self._window: deque[float] = deque()
@@ -233,6 +236,26 @@ class FakePipedrive:
         """The next request waits ``seconds`` before it is answered (a timeout for the client)."""
         with self._lock:
             self._failures.append(_Failure(0, hang=seconds))
+
+    def lose_next(self, times: int = 1, path_prefix: str = "", delay: float = 0.0, method: str = "POST") -> None:
+        """The next ``times`` ``method`` requests (to paths starting with ``path_prefix``) are carried out, then
+        their answer is lost: the connection closes without a response or, with ``delay``, the answer
+        leaves only after the client has given up."""
+        with self._lock:
+            for _ in range(times):
+                self._lost.append((method, path_prefix, delay))
+
+    def take_lost(self, method: str, raw_path: str) -> tuple[bool, float]:
+        path = urlsplit(raw_path).path
+        with self._lock:
+            for index, (wanted, prefix, delay) in enumerate(self._lost):
+                if method == wanted and path.startswith(prefix):
+                    del self._lost[index]
+                    return True, delay
+        return False, 0.0
+
+    def wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
 
     def recorded(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
         with self._lock:
@@ -344,6 +367,8 @@ class FakePipedrive:
             return self._add_call_log(headers, body, query)
         if method == "POST" and path == "/api/v2/activities":
             return self._add_activity(headers, body, query)
+        if method == "GET" and path == "/api/v2/activities":
+            return self._list_activities(query)
         if method == "GET" and path == "/api/v1/users/me":
             return self._me(query)
         raise _Reject(404, f"Unknown method {method} {path}")
@@ -520,7 +545,19 @@ class FakePipedrive:
             raise _Reject(400, "duration must be a number of seconds in a string")
         if "person_id" in body and body["person_id"] not in self.persons:
             raise _Reject(404, "Person not found")
-        record = dict(body, id=uuid.uuid4().hex[:24], has_recording=False, company_id=1)
+        # "Since these logs are also considered activities" (the CallLogs page): each call log shows
+        # as a done activity of type call on its person, carrying the log's note.
+        activity_id = self._new_id()
+        added = _rfc(self._tick())
+        self.activities.append(
+            {
+                "id": activity_id, "subject": body.get("subject") or "Call", "type": "call", "done": True,
+                "note": body.get("note"), "person_id": body.get("person_id"), "org_id": body.get("org_id"),
+                "owner_id": body.get("user_id", USER_ID), "is_deleted": False, "add_time": added,
+                "update_time": self._clock,
+            }
+        )
+        record = dict(body, id=uuid.uuid4().hex[:24], activity_id=activity_id, has_recording=False, company_id=1)
         self.call_logs.append(record)
         return {"success": True, "data": record}
 
@@ -582,16 +619,34 @@ class FakePipedrive:
                 raise _Reject(404, "Person not found")
         primary = next((p["person_id"] for p in participants if p.get("primary")), None)
         activity_id = self._new_id()
+        added = _rfc(self._tick())
         record = dict(
             body,
             id=activity_id,
             person_id=primary,
             is_deleted=False,
-            add_time=_rfc(self._tick()),
+            add_time=added,
+            update_time=self._clock,
             owner_id=body.get("owner_id", USER_ID),
         )
         self.activities.append(record)
-        return {"success": True, "data": record}
+        return {"success": True, "data": dict(record, update_time=added)}
+
+    def _list_activities(self, query: dict[str, str]) -> dict[str, Any]:
+        # https://developers.pipedrive.com/docs/api/v1/Activities#getActivities (API v2:
+        # GET /api/v2/activities): filters person_id, org_id, deal_id, owner_id, done, ids,
+        # updated_since/updated_until (RFC 3339); sort_by id|update_time|add_time|due_date; limit
+        # max 500; cursor pagination. Deleted activities are not listed.
+        _only(query, LIST_PARAMS | {"person_id", "org_id", "deal_id", "lead_id", "done"})
+        rows = [a for a in self.activities if not a["is_deleted"]]
+        for key in ("person_id", "org_id", "deal_id"):
+            wanted = _int_param(query, key)
+            if wanted:
+                rows = [a for a in rows if a.get(key) == wanted]
+        if "done" in query:
+            rows = [a for a in rows if a.get("done") is _boolean(query, "done", False)]
+        rows = _filter_list(rows, query)
+        return self._page(rows, query, lambda a: dict(a, update_time=_rfc(a["update_time"])))
 
     def _me(self, query: dict[str, str]) -> dict[str, Any]:
         # https://developers.pipedrive.com/docs/api/v1/Users#getCurrentUser
@@ -617,7 +672,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        lost, delay = self.fake.take_lost(self.command, self.path)
         status, extra, doc = self.fake.handle(self.command, self.path, headers, raw_body)
+        if lost and not delay:
+            # carried out, answer lost: the connection drops before a byte of the response
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if lost:
+            self.fake.wait(delay)
         payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         try:
             self.send_response(status)

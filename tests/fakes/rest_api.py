@@ -2,12 +2,14 @@
 
 Tests and the benchmark route (method, path) pairs to handler functions, which answer with a
 :class:`Reply`; every request is recorded, raw path and body included, so a test can assert exactly
-what the backend sent.
+what the backend sent. A reply can be slow (``delay``) or lost (``drop``: the handler ran, so what it
+stored stays stored, and the connection closes before a byte of the answer).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ class Reply:
     body: bytes | None = None  # raw body, wins over json
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drop: bool = False  # close the connection instead of answering
 
 
 Handler = Callable[[Request], Reply]
@@ -96,6 +99,10 @@ class FakeRestApi:
                     body=body,
                 )
                 reply = api._handle(request)
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = (

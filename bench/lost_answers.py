@@ -1,0 +1,125 @@
+"""Lost answers against the fakes: every call's first create is carried out and its answer lost;
+another worker (a new backend instance, nothing in memory) posts the call again. Prints, per backend,
+how many records the CRM holds afterwards (duplicates must be 0) and what the check before each
+create costs: the median time of one log_call with the check and without it, measured in the same
+run (local HTTP round trips; a real CRM's latency comes on top of each extra request).
+
+Run from the repository root: ``python -m bench.lost_answers [--calls 50]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crm_backends.base import Backend, BackendSpec, BackendUnavailable, CallRecord, load_options  # noqa: E402
+from crm_backends.hubspot import HubSpotBackend  # noqa: E402
+from crm_backends.pipedrive import PipedriveBackend  # noqa: E402
+from crm_backends.rest import RestBackend  # noqa: E402
+from tests.fakes.hubspot import PORTAL_ID, FakeHubSpot  # noqa: E402
+from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN  # noqa: E402
+from tests.fakes.pipedrive import API_TOKEN, FakePipedrive  # noqa: E402
+from tests.fakes.rest_api import FakeRestApi, Reply, Request  # noqa: E402
+
+START = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
+
+
+def build(cls: type[Backend], table: dict, workdir: str) -> Backend:
+    options = load_options(cls, {"name": "crm", **table}, "bench")
+    return cls(BackendSpec(tenant="bench", name="crm", options=options, instance_dir=workdir))
+
+
+def calls(contact_id: str, count: int, prefix: str) -> list[CallRecord]:
+    return [
+        CallRecord(contact_id=contact_id, direction="incoming", originator_number="+41215522000",
+                   started=START + timedelta(minutes=i), ended=START + timedelta(minutes=i, seconds=40),
+                   key=f"{prefix}{i:060d}")
+        for i in range(count)
+    ]
+
+
+def run(name: str, make: Callable[[bool], Backend], lose: Callable[[], None], records: Callable[[], int],
+        contact_id: str, count: int) -> None:
+    lost = 0
+    for call in calls(contact_id, count, "a"):
+        lose()
+        first, retry = make(True), make(True)  # two workers
+        try:
+            first.log_call(call)
+        except BackendUnavailable:
+            lost += 1
+        retry.log_call(call)
+        first.close()
+        retry.close()
+    stored = records()
+    timings = {}
+    for dedupe in (True, False):
+        backend = make(dedupe)
+        samples = []
+        for call in calls(contact_id, count, "b" if dedupe else "c"):
+            started = time.perf_counter()
+            backend.log_call(call)
+            samples.append(time.perf_counter() - started)
+        backend.close()
+        timings[dedupe] = statistics.median(samples) * 1000
+    ratio = timings[True] / timings[False] if timings[False] else float("nan")
+    print(f"{name:<10} calls {count:>4}  answers lost {lost:>4}  records {stored:>4}  duplicates {stored - count:>3}"
+          f"   log_call median {timings[True]:.1f} ms with the check, {timings[False]:.1f} ms without (x{ratio:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50)
+    count = parser.parse_args().calls
+    workdir = tempfile.mkdtemp(prefix="lost-answers-")
+
+    with FakeHubSpot(search_rate=None) as fake:
+        anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+        table = {"type": "hubspot", "access_token": HUBSPOT_TOKEN, "base_url": fake.url, "portal_id": PORTAL_ID}
+        run("hubspot", lambda dedupe: build(HubSpotBackend, {**table, "dedupe_calls": dedupe}, workdir),
+            lambda: fake.lose_next(path="/crm/v3/objects/calls"), lambda: len(fake.calls), anna, count)
+
+    with FakePipedrive() as fake:
+        person = str(fake.add_person("Anna Keller", ["+41 21 552 20 00"]))
+        table = {"type": "pipedrive", "api_token": API_TOKEN, "company_domain": "acme", "base_url": fake.base_url,
+                 "call_log_as": "call_log", "timeout": 2.0}
+        run("pipedrive", lambda dedupe: build(PipedriveBackend, {**table, "dedupe_calls": dedupe}, workdir),
+            lambda: fake.lose_next(path_prefix="/api/v1/callLogs"), lambda: len(fake.call_logs), person, count)
+
+    api = FakeRestApi().start()
+    stored: list[str] = []
+    pending = {"lose": 0}
+
+    def create(request: Request) -> Reply:
+        stored.append(request.json()["key"])
+        if pending["lose"]:
+            pending["lose"] -= 1
+            return Reply(201, {"id": len(stored)}, drop=True)
+        return Reply(201, {"id": len(stored)})
+
+    api.route("POST", "/api/contacts/C3/calls", create)
+    api.route("GET", "/api/calls", lambda r: Reply(200, [{"id": i + 1} for i, k in enumerate(stored)
+                                                          if k == r.query.get("key")]))
+    table = {"type": "rest", "lookup_url": api.url + "/api/contacts?phone={e164}",
+             "fields": {"id": "id", "name": "name", "phones": "phone"}, "timeout": 2.0}
+    call_log = {"request_url": api.url + "/api/contacts/{contact_id}/calls", "body": {"key": "{call_key}"}, "id": "id"}
+    find = {"request_url": api.url + "/api/calls?key={call_key}"}
+
+    def rest(dedupe: bool) -> Backend:
+        return build(RestBackend, {**table, "call_log": {**call_log, **({"find_call": find} if dedupe else {})}},
+                     workdir)
+
+    run("rest", rest, lambda: pending.__setitem__("lose", 1), lambda: len(stored), "C3", count)
+    api.stop()
+
+
+if __name__ == "__main__":
+    main()
