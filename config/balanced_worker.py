@@ -129,11 +129,9 @@ class BalancedThreadWorker(ThreadWorker):
             idle.remove(conn)
             conn.deadline = time.monotonic() + CLIENT_TIMEOUT_S
             self._reading.append(conn)
-        elif not data:
-            self._forget(conn, self._reading)
-            return
         conn.head += data
-        if _request_complete(conn.head):
+        # at the end of what the client sends (it may still read), the parser says what is missing
+        if not data or _request_complete(conn.head):
             self._reading.remove(conn)
             self.poller.unregister(conn.sock)
             conn.data_ready = True
