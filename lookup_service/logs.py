@@ -22,22 +22,27 @@ from typing import Any
 # What may separate the digits of one number: spaces, - . / ( ) and +, also percent-encoded
 # (%20 space, %2B +, %2D -, %2F /, %28 %29 brackets), as in a URL's query string.
 _SEP = r"(?:[ \t\-./()+]|%2[0BbDdFf89])"
-# Tried in order at each position: the first four are kept as they are, the last is a number.
+# Tried in order at each position: the first ones are kept as they are, the last is a number.
 _TOKENS = re.compile(
     r"(?P<keep>"
     r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"  # IPv4
     r"|(?<!\d)\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?)?(?!\d)"  # date, date and time
     r"|(?<![\d.])\d{1,9}\.\d{1,9}(?![\d.])"  # a decimal: a duration, a version
+    r"|:\d{1,5}(?!\d)"  # a port, the minutes of a time
+    r'|(?<=HTTP/1\.[01]" )\d{3} \d{1,9}(?!\d)'  # the status and size after a logged request line
     r")"
     rf"|(?P<number>\d(?:{_SEP}{{0,3}}\d)*)"
 )
 _PERCENT_SEP = re.compile(r"%2[0BbDdFf89]")
+# A credential in a URL's query (an API key in a backend's lookup_url) as a library logs the URL.
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|"
+                           r"passwd|pwd|signature|sig)=)[^&;#\s\"']+")
 MIN_DIGITS = 6  # fewer digits than this are a port, a count, a short extension: not masked
 
 
 def mask_numbers(text: str) -> str:
     """``text`` with every digit run of six digits or more (separators inside it ignored)
-    replaced by stars and its last three digits."""
+    replaced by stars and its last three digits, and credentials in URL queries by ``***``."""
 
     def hide(match: re.Match[str]) -> str:
         found = match.group("number")
@@ -48,6 +53,8 @@ def mask_numbers(text: str) -> str:
             return found
         return "*" * (len(digits) - 3) + "".join(digits[-3:])
 
+    if "=" in text:
+        text = _QUERY_SECRET.sub(r"\1***", text)
     if not any(c.isdigit() for c in text):
         return text
     return _TOKENS.sub(hide, text)
