@@ -214,6 +214,17 @@ _PLAIN_QUERY = re.compile(r"^PhoneNumber=(\d{1,20})$")
 
 
 def _register_errors(app: Flask) -> None:
+    flask_options = app.make_default_options_response
+
+    def options_response() -> Response:
+        # Flask's automatic answer to OPTIONS is an empty text/html 200: say the same with no body
+        response = flask_options()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+    app.make_default_options_response = options_response  # type: ignore[method-assign]
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return json_response(exc.body(), exc.status, exc.headers)
