@@ -29,8 +29,9 @@ def procfile_command() -> list[str]:
 class LiveGunicorn:
     """``start()`` waits until /healthz answers; ``stop()`` ends the process group it started."""
 
-    def __init__(self, folder: Path, env: dict[str, str]):
+    def __init__(self, folder: Path, env: dict[str, str], extra_args: tuple[str, ...] = ()):
         self.folder = folder
+        self.extra_args = list(extra_args)  # after the Procfile's, e.g. ("--worker-class", "gthread")
         self.port = free_port()
         self.log_path = folder / "gunicorn.log"
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_") and k != "REDIS_URL"}
@@ -42,7 +43,9 @@ class LiveGunicorn:
 
     def start(self) -> LiveGunicorn:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(procfile_command(), cwd=ROOT, env=self.env, stdout=log, stderr=log,
+            command = procfile_command()
+            command[-1:-1] = self.extra_args  # before the application, which comes last
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log,
                                             start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
