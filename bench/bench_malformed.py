@@ -6,9 +6,12 @@ shows) and prints, each against the normal lookup measured in the same run:
 * the answer time of a lookup whose phoneNumber is 65,000 spaces (a 400 at once), of JSON nested
   10,000 levels deep (a 400), and of a request line gunicorn refuses (a JSON 414);
 * lookups while 20 clients send their request one byte a second and 200 kept-alive connections
-  sit idle, with this worker and with gunicorn's stock gthread worker.
+  sit idle, with this worker and with gunicorn's stock gthread worker;
+* the throughput of normal lookups on 16 kept-alive connections (bench/loadgen.py in a second
+  process) with both workers, Procfile settings (2 workers x 8 threads): what reading requests in
+  the main loop costs when every client is fast.
 
-    python -m bench.bench_malformed [--slow-seconds 12]
+    python -m bench.bench_malformed [--slow-seconds 12] [--load-seconds 8]
 
 Figures are printed, never asserted (the machine is shared: expect noise). Traffic goes to
 127.0.0.1 only; every loop is bounded.
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -140,6 +145,19 @@ def under_slow_clients(folder: Path, label: str, extra_args: tuple[str, ...], se
     print_row(label, {**row, "failed_or_timed_out_10s": failures})
 
 
+def throughput(folder: Path, label: str, extra_args: tuple[str, ...], seconds: float) -> None:
+    env = {"LOOKUP_TOKENS": TOKEN, "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "8", "LOOKUP_ACCESS_LOG": "0"}
+    server = LiveGunicorn(folder, env, extra_args).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}{LOOKUP}"
+        command = [sys.executable, "-m", "bench.loadgen", url, "16", str(seconds), TOKEN]
+        output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=True)
+        figures = json.loads(output.stdout.strip().splitlines()[-1])
+    finally:
+        server.stop()
+    print_row(label, {k: figures[k] for k in ("rps", "p50_ms", "p99_ms", "errors") if k in figures})
+
+
 def _folder(root: str, name: str) -> Path:
     folder = Path(root) / name
     folder.mkdir()
@@ -149,6 +167,7 @@ def _folder(root: str, name: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slow-seconds", type=float, default=12.0)
+    parser.add_argument("--load-seconds", type=float, default=8.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         print("answer times (1 worker x 2 threads, keep-alive connection):", flush=True)
@@ -157,6 +176,10 @@ def main() -> None:
         under_slow_clients(_folder(folder, "b"), "this worker (BalancedThreadWorker)", (), args.slow_seconds)
         under_slow_clients(_folder(folder, "c"), "gunicorn's stock gthread worker", ("--worker-class", "gthread"),
                            args.slow_seconds)
+        print("throughput, 16 kept-alive connections, normal lookups (2 workers x 8 threads):", flush=True)
+        throughput(_folder(folder, "d"), "this worker (BalancedThreadWorker)", (), args.load_seconds)
+        throughput(_folder(folder, "e"), "gunicorn's stock gthread worker", ("--worker-class", "gthread"),
+                   args.load_seconds)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,11 @@ from werkzeug.exceptions import RequestTimeout
 
 HOLD_OFF_S = 0.002
 CLIENT_TIMEOUT_S = float(os.environ.get("LOOKUP_CLIENT_TIMEOUT_S", "5"))
-# Bytes gathered in the main loop before a thread takes over: a head this long without its end is
-# too long for gunicorn's limits anyway, and its parser then says so (414, 431).
-HEAD_CAP = 64 * 1024
-BODY_CAP = 1024 * 1024  # a longer announced body is read by the thread (and refused by the app)
+# Bytes gathered in the main loop before a thread takes over (so at most about 100 KiB held per
+# connection): a longer head is read on by the thread, whose parser refuses it past gunicorn's
+# limits (414, 431); a longer body is more than the service accepts (413) and is not waited for.
+HEAD_CAP = 32 * 1024
+BODY_CAP = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r?\ntransfer-encoding[ \t]*:", re.IGNORECASE)
 
