@@ -27,6 +27,7 @@ _TOKENS = re.compile(
     r"(?P<keep>"
     r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"  # IPv4
     r"|(?<!\d)\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?)?(?!\d)"  # date, date and time
+    r"|(?<!\d)\d{4} \d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?(?!\d)"  # a year and a time: 01/Dec/2026 04:35:58
     r"|(?<![\d.])\d{1,9}\.\d{1,9}(?![\d.])"  # a decimal: a duration, a version
     r"|:\d{1,5}(?!\d)"  # a port, the minutes of a time
     r'|(?<=HTTP/1\.[01]" )\d{3} \d{1,9}(?!\d)'  # the status and size after a logged request line
@@ -223,4 +224,4 @@ def configure_logging(level: str, secrets: list[str], log_format: str = "text") 
         handler.removeFilter(existing)
     handler.addFilter(RedactingFilter(secrets))
     for name in ("gunicorn.error", "gunicorn.access"):
-        redact_handlers(logging.getLogger(name), secrets)
+        redact_handlers(logging.getLogger(name), secrets, log_format if log_format == "json" else None)

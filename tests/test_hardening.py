@@ -64,25 +64,29 @@ def test_deeply_nested_json_is_a_400(client, depth, path):
     assert "deeper than" in _error(response)["message"]
 
 
-@pytest.mark.parametrize("field", ["contactCrmId", "originatorName", "direction", "unknownField", "\\ud800key"])
-def test_a_lone_surrogate_anywhere_is_a_400_and_nothing_is_stored(make_app, load_contacts, field):
-    from tests.conftest import DEMO_CSV
+CALL = {"contactCrmId": "directory:alexa", "originatorNumber": "+41215522000", "direction": "incoming",
+        "startedTime": "2026-12-01T04:35:58Z"}
 
-    load_contacts(DEMO_CSV)
-    app = make_app()
-    client = app.test_client()
-    inputs = {"contactCrmId": "directory:alexa", "originatorNumber": "+41215522000", "direction": "incoming",
-              "startedTime": "2026-12-01T04:35:58Z"}
-    text = json.dumps({"inputs": inputs})
-    key = field if field.startswith("\\") else json.dumps(field)[1:-1]
-    body = text[:-2] + f', "{key}": "x\\ud800y"' + "}}" if field not in inputs else \
-        text.replace(json.dumps(inputs[field]), '"directory:alexa\\ud800"' if field == "contactCrmId" else '"\\udfff"')
+
+@pytest.mark.parametrize("broken", [
+    '"contactCrmId": "directory:alexa\\ud800"',  # the id SQLite would fail to store
+    '"originatorName": "x\\ud800y"',
+    '"direction": "\\udfff"',
+    '"unknownField": ["a", {"b": "\\udbff"}]',
+    '"\\ud800key": 1',
+])
+def test_a_lone_surrogate_anywhere_is_a_400_before_anything_is_stored(client, broken):
+    fields = {**CALL}
+    name = broken.split('"')[1]
+    fields.pop(name, None)
+    members = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in fields.items()] + [broken]
+    body = '{"inputs": {' + ", ".join(members) + "}}"
     response = client.post("/CallFlow", data=body, headers={**HEADERS, "Content-Type": "application/json"})
     assert response.status_code == 400, response.get_data(as_text=True)
     assert _error(response)["error"] == "malformed_json"
     assert "surrogate" in _error(response)["message"]
-    # the same call without the surrogate is recorded: the refused one left no trace in the ledger
-    good = client.post("/CallFlow", json={"inputs": inputs}, headers=HEADERS)
+    # the same call without the surrogate is then recorded (the store never saw the broken one)
+    good = client.post("/CallFlow", json={"inputs": CALL}, headers=HEADERS)
     assert good.status_code == 200 and good.get_json()["id"]
 
 

@@ -41,6 +41,8 @@ def test_numbers_are_masked_in_every_spelling(text, masked):
     "gunicorn 23.0.0 on Python 3.11.7",
     "answered 200 in 12.5ms",
     "Listening at: http://0.0.0.0:44410 (28410)",
+    '127.0.0.1 - - [01/Dec/2026 04:35:58] "GET /healthz HTTP/1.1" 200 -',
+    "Date: Tue, 01 Dec 2026 04:42:18 GMT",
     'http://127.0.0.1:37119 "GET /api/search?phone=x HTTP/1.1" 200 100',
 ])
 def test_addresses_dates_ports_and_durations_stay_readable(text):
