@@ -40,6 +40,7 @@ from functools import partial
 from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.http.wsgi import Response, default_environ
+from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from werkzeug.exceptions import RequestTimeout
 
@@ -51,7 +52,8 @@ CLIENT_TIMEOUT_S = float(os.environ.get("LOOKUP_CLIENT_TIMEOUT_S", "5"))
 HEAD_CAP = 32 * 1024
 BODY_CAP = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r?\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?\n", re.IGNORECASE)
-_CHUNKED = re.compile(rb"\r?\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+# a chunked body is read by the thread; so is the body of a client waiting for "100 Continue"
+_BODY_ELSEWHERE = re.compile(rb"\r?\n(?:transfer-encoding|expect)[ \t]*:", re.IGNORECASE)
 
 
 class ClientTooSlow(RequestTimeout):
@@ -103,6 +105,11 @@ class BalancedThreadWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, client_addr):
+            # TLS, or HTTP/2 sniffed on the socket: the bytes are not ours to read here, as gunicorn does
+            client_sock.setblocking(True)
+            self.enqueue_req(TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+            return
         conn = DeadlineConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
         conn.timeout = time.monotonic() + self.cfg.keepalive  # for its first byte, as a kept-alive one
         self.pending_conns.append(conn)
@@ -110,10 +117,16 @@ class BalancedThreadWorker(ThreadWorker):
         self._on_data(conn, self.pending_conns)  # a request often comes with the connection
 
     def on_client_socket_readable(self, conn, client) -> None:
+        if not isinstance(conn, DeadlineConn):
+            return super().on_client_socket_readable(conn, client)
         self._on_data(conn, self.keepalived_conns)
+        return None
 
     def on_pending_socket_readable(self, conn, client) -> None:
+        if not isinstance(conn, DeadlineConn):
+            return super().on_pending_socket_readable(conn, client)
         self._on_data(conn, self.pending_conns)
+        return None
 
     def _on_data(self, conn: DeadlineConn, idle: deque) -> None:
         """Reads what a connection has sent, without blocking; hands it to a thread once complete."""
@@ -158,6 +171,8 @@ class BalancedThreadWorker(ThreadWorker):
             self._forget(self._reading[0], self._reading, _error_response(408, *_STATUS[ClientTooSlow][1:]))
 
     def handle(self, conn):
+        if not isinstance(conn, DeadlineConn):
+            return super().handle(conn)
         if conn.deadline is None:  # a pipelined request, taken straight from the parser's buffer
             conn.deadline = time.monotonic() + CLIENT_TIMEOUT_S
         if conn.initialized and conn.head:
@@ -169,6 +184,8 @@ class BalancedThreadWorker(ThreadWorker):
             conn.deadline = None
 
     def handle_request(self, req, conn):
+        if not isinstance(conn, DeadlineConn):
+            return super().handle_request(req, conn)
         try:
             return super().handle_request(req, conn)
         finally:
@@ -258,7 +275,7 @@ def _request_complete(head: bytearray) -> bool:
             return len(head) >= HEAD_CAP
     header = bytes(head[:end + 2])
     match = _CONTENT_LENGTH.search(header)
-    if match is None or _CHUNKED.search(header):
+    if match is None or _BODY_ELSEWHERE.search(header):
         return True
     length = int(match.group(1))
     return length > BODY_CAP or len(head) >= end + 4 + length

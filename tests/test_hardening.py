@@ -269,3 +269,16 @@ def test_slow_clients_and_idle_connections_do_not_hold_the_threads(server):
         stop.set()
         for connection in idle:
             connection.close()
+
+
+def test_a_client_waiting_for_100_continue_gets_it_and_its_answer(server):
+    body = json.dumps({"inputs": {"phoneNumber": NUMBER}}).encode()
+    head = (f"POST /Lookup HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n").encode() + TOKEN_HEADER + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # before the body was sent
+        sock.sendall(body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.endswith(b"[]")
