@@ -86,7 +86,15 @@ def redact_field(name: str, value: Any, secrets: Iterable[str] = ()) -> Any:
         return "*" * max(len(digits) - 3, 0) + digits[-3:] if len(digits) >= MIN_DIGITS else mask_numbers(str(value))
     if isinstance(value, str):
         return mask_numbers(mask_secrets(value, secrets))
-    return value
+    if isinstance(value, int) and not isinstance(value, bool):  # six digits or more: as a number in JSON
+        return mask_numbers(str(value)) if abs(value) >= 10 ** (MIN_DIGITS - 1) else value
+    if isinstance(value, dict):
+        return {k: redact_field(str(k), v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [redact_field(name, v, secrets) for v in value]
+    if value is None or isinstance(value, bool | float):
+        return value
+    return mask_numbers(mask_secrets(str(value), secrets))  # anything else is logged as its text
 
 
 class RedactingFilter(logging.Filter):

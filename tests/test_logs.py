@@ -84,6 +84,15 @@ def test_json_lines_redact_fields_by_name_and_mask_the_message():
     assert line.count("\n") == 1
 
 
+def test_nested_fields_are_redacted_too():
+    line = _record("lookup_service.test", "call", payload={"caller": {"number": 41798615237, "name": "Anna"},
+                                                           "Authorization": "Bearer the-secret-token",
+                                                           "notes": ["from +41 79 861 52 37"], "count": 3})
+    entry = json.loads(line)
+    assert entry["payload"] == {"caller": {"number": "********237", "name": "Anna"}, "Authorization": "***",
+                                "notes": ["from +********237"], "count": 3}
+
+
 def test_a_traceback_is_masked_too():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
