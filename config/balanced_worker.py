@@ -178,6 +178,7 @@ class BalancedThreadWorker(ThreadWorker):
         if conn.initialized and conn.head:
             conn.parser.unreader.unread(bytes(conn.head))
             conn.head.clear()
+        conn.timed_out = False
         try:
             return super().handle(conn)
         finally:
@@ -187,9 +188,11 @@ class BalancedThreadWorker(ThreadWorker):
         if not isinstance(conn, DeadlineConn):
             return super().handle_request(req, conn)
         try:
-            return super().handle_request(req, conn)
+            keepalive = super().handle_request(req, conn)
         finally:
             conn.deadline = None  # draining an unread body is bounded by gunicorn itself
+        # the app answered 408 to a body that did not arrive in time: the rest of it may still come
+        return keepalive and not conn.timed_out
 
     # --- parser errors ------------------------------------------------------------------------
 
@@ -227,6 +230,7 @@ class DeadlineConn(TConn):
         super().__init__(*args, **kwargs)
         self.head = bytearray()
         self.deadline: float | None = None
+        self.timed_out = False
 
     def init(self) -> None:
         if self.initialized:
@@ -252,15 +256,16 @@ class _DeadlineSocket:
         if deadline is None:
             return self._sock.recv(size)
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ClientTooSlow()
-        self._sock.settimeout(remaining)
-        try:
-            return self._sock.recv(size)
-        except TimeoutError:
-            raise ClientTooSlow() from None
-        finally:
-            self._sock.settimeout(None)
+        if remaining > 0:
+            self._sock.settimeout(remaining)
+            try:
+                return self._sock.recv(size)
+            except TimeoutError:
+                pass
+            finally:
+                self._sock.settimeout(None)
+        self._conn.timed_out = True
+        raise ClientTooSlow()
 
     def __getattr__(self, name: str):
         return getattr(self._sock, name)

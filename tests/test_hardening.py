@@ -282,3 +282,11 @@ def test_a_client_waiting_for_100_continue_gets_it_and_its_answer(server):
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert answer.endswith(b"[]")
+
+
+def test_a_chunked_body_that_stops_coming_is_a_408_and_the_connection_closes(server):
+    head = b"POST /CallFlow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n" \
+           + TOKEN_HEADER + b'\r\n5\r\n{"inp\r\n'
+    answer = server.raw(head, half_close=False)  # read until the server closes
+    status, _, error = _answer(answer)
+    assert status == 408 and error["error"] == "request_timeout"
