@@ -141,10 +141,8 @@ def _check_payload(payload: Any) -> None:
     surrogate such as \\ud800, which no database or CRM can store). Iterative: a deep body cannot
     exhaust the stack here."""
     stack = [(payload, 1)]
-    seen = 0
     while stack:
         value, depth = stack.pop()
-        seen += 1
         if isinstance(value, str):
             if not value.isascii() and not _valid_text(value):
                 raise ApiError(400, "malformed_json", "the body holds a string with a lone surrogate "
@@ -240,7 +238,7 @@ def _register_errors(app: Flask) -> None:
             message = f"method {request.method} is not allowed here; use {' or '.join(allowed) or 'another method'}"
             headers["Allow"] = ", ".join(exc.valid_methods or [])  # type: ignore[attr-defined]
         if status == 408:
-            headers["Connection"] = "close"  # the rest of the body may still be on its way
+            headers["Connection"] = "close"  # the rest of the body may still come (gunicorn's worker closes anyway)
         return json_response({"error": code, "message": message}, status, headers)
 
     @app.errorhandler(Exception)
