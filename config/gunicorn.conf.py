@@ -13,6 +13,7 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 keepalive = 5
 accesslog = "-" if os.environ.get("LOOKUP_ACCESS_LOG", "1") != "0" else None
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower()  # the same level as the application's
 # The path only (%(U)s), never the query string: it carries the phone number. The logger class
 # masks digit runs in the path too, and headers (the token) are never logged.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'

@@ -59,6 +59,7 @@ class Settings:
     instance_dir: str = "instance"
     naive_timezone: str = "UTC"
     log_level: str = "INFO"
+    log_format: str = "text"
     backend_threads: int = 32
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
@@ -121,6 +122,9 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
     settings.state_db = str(env.get("LOOKUP_STATE_DB") or os.path.join(settings.instance_dir, "state.sqlite3"))
     settings.naive_timezone = str(env.get("LOOKUP_TIMEZONE") or "UTC")
     settings.log_level = str(env.get("LOG_LEVEL") or "INFO").upper()
+    settings.log_format = str(env.get("LOG_FORMAT") or "text").strip().lower()
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT: {settings.log_format!r} is neither text nor json")
     settings.backend_threads = _int(env, "LOOKUP_BACKEND_THREADS", 32, where, minimum=1)
     settings.breaker_failures = _int(env, "LOOKUP_BREAKER_FAILURES", 5, where, minimum=1)
     settings.breaker_cooldown_s = _float(env, "LOOKUP_BREAKER_COOLDOWN", 30.0, where)

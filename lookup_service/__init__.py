@@ -39,7 +39,7 @@ def _create_app(config: Mapping[str, Any] | None) -> Flask:
     from lookup_service.cli import register_cli
     from lookup_service.engine import LookupEngine
     from lookup_service.ledger import RedisLedger, SqliteLedger
-    from lookup_service.logs import configure_logging
+    from lookup_service.logs import RequestContext, configure_logging
     from lookup_service.metrics import Metrics
     from lookup_service.routes import register_routes
     from lookup_service.schemas import ResponseFormat
@@ -47,7 +47,7 @@ def _create_app(config: Mapping[str, Any] | None) -> Flask:
     from lookup_service.tenants import build_tenants
 
     settings = load_settings(config)
-    configure_logging(settings.log_level, settings.secrets())
+    configure_logging(settings.log_level, settings.secrets(), settings.log_format)
     tenants = build_tenants(settings)
     cache = make_cache(settings.redis_url)
     metrics = Metrics()
@@ -68,4 +68,5 @@ def _create_app(config: Mapping[str, Any] | None) -> Flask:
     app.extensions["lookup"] = service
     register_routes(app, service)
     register_cli(app)
+    app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]
     return app

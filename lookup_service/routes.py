@@ -7,11 +7,13 @@ import json
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from lookup_service.errors import ApiError
+from lookup_service.logs import set_tenant
 from lookup_service.phone import InvalidPhoneNumber, parse_number
 from lookup_service.schemas import find_key
 from lookup_service.service import Service
@@ -21,14 +23,18 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-    413: "body_too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    413: "body_too_large", 414: "uri_too_long", 415: "unsupported_media_type", 429: "too_many_requests",
+    431: "headers_too_large",
 }
 _OWN_ENDPOINTS = {"Lookup": "GET, POST", "healthz": "GET", "metrics": "GET"}
 _HTTP_MESSAGES = {
     404: "no such endpoint; the lookup is GET or POST /Lookup",
     413: "the request body is larger than 64 KiB",
 }
+# Checked before any parsing: a longer "number" is no number, and the phone parser need not see it.
+MAX_NUMBER_CHARS = 64
+MAX_JSON_DEPTH = 32  # the connector's bodies nest three levels deep
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -49,6 +55,7 @@ def register_routes(app: Flask, service: Service) -> None:
         tenant = tokens.tenant_for(request.headers.get(header))
         if tenant is None:
             raise ApiError(401, "unauthorized", f"missing or wrong {header} header")
+        set_tenant(tenant.name)
         return tenant
 
     @bp.route("/Lookup", methods=["GET", "POST"])
@@ -82,6 +89,7 @@ def register_routes(app: Flask, service: Service) -> None:
             raise ApiError(405, "method_not_allowed", f"method {request.method} is not allowed on /{workflow}; "
                            f"use {' or '.join(allowed.split(', '))}", {"Allow": allowed})
         tenant = authenticate()
+        _check_query(request.environ.get("QUERY_STRING", ""))
         known = tenant.workflows()
         if workflow not in known:
             raise ApiError(404, "unknown_workflow", f"no workflow named {workflow!r}; this service offers "
@@ -119,9 +127,51 @@ def _json_body() -> Any:
     if not data.strip():
         return None
     try:
-        return json.loads(data)
+        payload = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_payload(payload)
+    return payload
+
+
+def _check_payload(payload: Any) -> None:
+    """Refuses a body nested too deep, or with a string that is not valid Unicode (a lone
+    surrogate such as \\ud800, which no database or CRM can store). Iterative: a deep body cannot
+    exhaust the stack here."""
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and not _valid_text(value):
+                raise ApiError(400, "malformed_json", "the body holds a string with a lone surrogate "
+                               "(\\ud800-\\udfff); send valid Unicode")
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, "malformed_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+            for key, item in items:
+                if key is not None:
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_query(query: str) -> None:
+    """A query string whose percent-escapes do not decode as UTF-8 is refused, not guessed at."""
+    if "%" in query or not query.isascii():
+        try:
+            unquote_to_bytes(query).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", "the query string is not valid UTF-8") from None
 
 
 def _number_from_request() -> Any:
@@ -142,19 +192,37 @@ def _number_from_request() -> Any:
         query = environ.get("QUERY_STRING", "")
         match = _PLAIN_QUERY.match(query)
         # the connector's exact form, ?PhoneNumber=41215522000, skips the general query parser
-        raw = match.group(1) if match else find_key(request.args, "PhoneNumber")
+        if match:
+            raw = match.group(1)
+        else:
+            _check_query(query)
+            raw = find_key(request.args, "PhoneNumber")
     if raw in (None, ""):
         raise ApiError(400, "missing_number", "give the number as ?PhoneNumber=41215522000 or in the body "
                        '{"inputs": {"phoneNumber": "41215522000"}}')
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ApiError(400, "invalid_number", "PhoneNumber: must be a string of digits such as \"41215522000\"")
-    return str(raw)
+    raw = str(raw)
+    if len(raw) > MAX_NUMBER_CHARS:
+        raise ApiError(400, "invalid_number", f"PhoneNumber: longer than {MAX_NUMBER_CHARS} characters")
+    return raw
 
 
 _PLAIN_QUERY = re.compile(r"^PhoneNumber=(\d{1,20})$")
 
 
 def _register_errors(app: Flask) -> None:
+    flask_options = app.make_default_options_response
+
+    def options_response() -> Response:
+        # Flask's automatic answer to OPTIONS is an empty text/html 200: say the same with no body
+        response = flask_options()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+    app.make_default_options_response = options_response  # type: ignore[method-assign]
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return json_response(exc.body(), exc.status, exc.headers)
@@ -169,9 +237,17 @@ def _register_errors(app: Flask) -> None:
             allowed = [m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")]  # type: ignore[attr-defined]
             message = f"method {request.method} is not allowed here; use {' or '.join(allowed) or 'another method'}"
             headers["Allow"] = ", ".join(exc.valid_methods or [])  # type: ignore[attr-defined]
+        if status == 408:
+            headers["Connection"] = "close"  # the rest of the body may still come (gunicorn's worker closes anyway)
         return json_response({"error": code, "message": message}, status, headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
+        if type(exc).__module__.startswith("gunicorn.http"):
+            # the server could not read the body: a malformed chunk, a client gone before the end
+            log.info("unreadable request body on %s %s (%s)", request.method, request.path, type(exc).__name__)
+            return json_response({"error": "bad_request", "message": "the request body could not be read: malformed "
+                                  "chunked encoding, or fewer bytes than its Content-Length"}, 400,
+                                 {"Connection": "close"})
         log.exception("unexpected error on %s %s", request.method, request.path)
         return json_response({"error": "internal_error", "message": "the service failed; the error is logged"}, 500)
