@@ -84,7 +84,7 @@ class MirroredBackend(Backend):
         if self._synced or self._has_synced():
             return self.store.lookup(number, limit)
         if not self.live_fallback:
-            raise MirrorNotReady(f"mirror {self.spec.tenant}/{self.name} has not finished its first sync")
+            raise MirrorNotReady("the mirror has not finished its first sync")
         if not self._fallback_logged:
             self._fallback_logged = True
             log.warning("mirror %s/%s has not finished its first sync: asking the source live until it has",
@@ -92,10 +92,8 @@ class MirroredBackend(Backend):
         try:
             return self.source.lookup(number, limit)
         except BackendError as exc:  # the mirror is not broken, only not there yet: not a breaker failure
-            raise MirrorNotReady(
-                f"mirror {self.spec.tenant}/{self.name} has not finished its first sync and the live "
-                f"fallback failed: {exc}"
-            ) from None
+            raise MirrorNotReady(f"the mirror has not finished its first sync and the live fallback failed: {exc}") \
+                from None
 
     def _has_synced(self) -> bool:
         """Whether a sync (by any process on this machine) has ever succeeded into the copy;

@@ -116,5 +116,6 @@ def _register_start(app: Flask, service: Any) -> None:
     def _timed(response: Any) -> Any:
         started = request.environ.get(environ_key)
         if started is not None:
-            metrics.request_done(request.endpoint or "unknown", time.perf_counter() - started)
+            rule = request.url_rule  # the route ("/Lookup", "/<workflow>"): a bounded set of labels
+            metrics.request_done(rule.rule if rule is not None else "unmatched", time.perf_counter() - started)
         return response

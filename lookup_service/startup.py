@@ -108,6 +108,9 @@ def startup_check(settings: Settings, timeout: float = 20.0) -> tuple[list[str],
             where, exc = checks[future], future.exception()
             if exc is None:
                 continue
+            if isinstance(exc, BackendConfigError) and str(exc).startswith(where.split(": ", 1)[1]):
+                fatal.append(f"{settings.source}: {exc}")  # it names the tenant, backend and key already
+                continue
             if isinstance(exc, BackendConfigError):
                 key = f", key {exc.key!r}" if exc.key and f"key {exc.key!r}" not in str(exc) else ""
                 fatal.append(f"{where}{key}: {exc}")
