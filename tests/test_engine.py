@@ -319,3 +319,19 @@ def test_a_lone_mirror_not_synced_answers_empty_but_caches_no_no_match(toml_app,
     calls = scripts["globex-crm"].calls
     assert get(client, "globex-token-99", "41446681800") == [] and get(client, "globex-token-99", "41446681800") == []
     assert scripts["globex-crm"].calls == calls + 1
+
+
+def test_request_latency_is_measured_per_route(toml_app, scripts):
+    scripts["acme-crm"] = Script(contacts={NUMBER: [contact("1", "Ann")]})
+    scripts["acme-erp"] = Script()
+    client = toml_app(TWO_TENANTS, LOOKUP_METRICS_TOKEN="metrics-token-1").test_client()
+    get(client, "acme-token-1234")
+    get(client, "acme-token-1234")
+    client.post("/CallFlow", headers={"X-Execution-Token": "acme-token-1234"},
+                json={"inputs": {"contactCrmId": "crm:1", "direction": "incoming"}})
+    client.get("/no/such/path")
+    metrics = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-1"}).get_data(True)
+    name = "lookup_http_request_duration_seconds_count"
+    assert f'{name}{{endpoint="/Lookup"}} 2.0' in metrics
+    assert f'{name}{{endpoint="/<workflow>"}} 1.0' in metrics  # the route, never the path
+    assert f'{name}{{endpoint="unmatched"}} 1.0' in metrics
