@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from lookup_service.phone import PhoneNumber
+from lookup_service.resilience import RateLimiter
 
 from .base import Backend, BackendError, BackendUnavailable, CallRecord, Contact, WorkflowResult
 from .contact_store import ContactStore
@@ -72,6 +73,9 @@ class MirroredBackend(Backend):
         self.max_staleness = float(source.options.get("max_staleness") or 3 * self.interval)
         needed = _LIVE_NEEDS.get(source.type_name)
         self.live_fallback = "live" in source.modes and (needed is None or bool(source.options.get(needed)))
+        # the fallback keeps under the rate the source declares (the mirror's own slot has none)
+        self._fallback_rate = RateLimiter(source.rate_per_second, f"{spec.tenant}:{spec.name}:fallback") \
+            if source.rate_per_second else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
@@ -85,6 +89,8 @@ class MirroredBackend(Backend):
             return self.store.lookup(number, limit)
         if not self.live_fallback:
             raise MirrorNotReady("the mirror has not finished its first sync")
+        if self._fallback_rate is not None and not self._fallback_rate.try_acquire():
+            raise MirrorNotReady("the mirror has not finished its first sync and the live fallback is at its rate")
         if not self._fallback_logged:
             self._fallback_logged = True
             log.warning("mirror %s/%s has not finished its first sync: asking the source live until it has",
