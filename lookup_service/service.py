@@ -55,8 +55,9 @@ class Service:
     def start_background(self) -> None:
         """Start everything that runs beside the requests (the mirrors' sync threads), once per
         process: ``create_app`` calls it when a server loads the app in the process that serves,
-        and every request calls :meth:`ensure_started`, so a process forked later (``gunicorn
-        --preload``, any pre-forking server) starts its own at its first request."""
+        and the app calls it at every request whose process has not (a pid comparison), so a
+        process forked later (``gunicorn --preload``, any pre-forking server) starts its own at
+        its first request. Another part of the service that runs in the background starts here."""
         pid = os.getpid()
         if self.started_pid == pid:
             return
@@ -77,11 +78,6 @@ class Service:
             self.pending_check = "off"
         except Exception:
             log.exception("the start-up check failed")
-
-    def ensure_started(self) -> None:
-        """The per-request check: a pid comparison once started."""
-        if self.started_pid != os.getpid():
-            self.start_background()
 
     def readiness(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         """(not ready, degraded): what keeps a tenant from answering, and what answers but is

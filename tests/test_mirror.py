@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -171,3 +172,24 @@ def test_a_sync_skipped_for_another_process_records_nothing(mirrored):
     assert outcome.skipped
     assert mirror.last_sync() is None and mirror.last_success() is None  # not a success of its own
     assert not mirror.sync_state()["ready"]
+
+
+def test_any_other_server_starts_the_syncs_at_the_first_request(mirrored):
+    app, _source = mirrored
+    client = app.test_client()
+    client.get("/healthz")
+    assert not [t for t in threading.enumerate() if t.name == "sync-erp"]  # tests drive syncs themselves
+    app.testing = False  # as under a server the app does not recognise: nothing started at creation
+    try:
+        assert client.get("/healthz").status_code == 200
+        stop_at = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < stop_at, "the first request did not start the mirror's sync"
+            time.sleep(0.05)
+        assert lookup(app, "41215522000") == ["Anna Muster"]
+        assert [t for t in threading.enumerate() if t.name == "sync-erp"]
+        started = app.extensions["lookup"].started_pid
+        client.get("/healthz")
+        assert app.extensions["lookup"].started_pid == started  # once per process
+    finally:
+        app.extensions["lookup"].close()
