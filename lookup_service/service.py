@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 
 from config.settings import Settings
@@ -17,18 +18,23 @@ from lookup_service.tenants import Tenant
 
 log = logging.getLogger(__name__)
 _start_lock = threading.Lock()
+_services: weakref.WeakSet[Service] = weakref.WeakSet()
 
 
-def _new_start_lock() -> None:
-    # a fork may copy the lock held by another thread of the parent: the child gets a free one
+def _after_fork_in_child() -> None:
+    # A fork may copy the lock held by another thread of the parent: the child gets a free one.
+    # SQLite connections must not be used across a fork (gunicorn --preload): the child's
+    # threads open their own, the copies are left alone (closing them could disturb the parent).
     global _start_lock
     _start_lock = threading.Lock()
+    for service in list(_services):
+        service.forget_connections()
 
 
-os.register_at_fork(after_in_child=_new_start_lock)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: kept in a WeakSet for the fork hook
 class Service:
     settings: Settings
     tenants: list[Tenant]
@@ -40,6 +46,18 @@ class Service:
     # where the check could not run first (another server); "off" once it has run or is not wanted
     pending_check: str = "off"
     started_pid: int = 0  # the process whose background work runs; another pid starts its own
+
+    def __post_init__(self) -> None:
+        _services.add(self)
+
+    def forget_connections(self) -> None:
+        """Drop this process's per-thread SQLite connections (without closing them): after a fork
+        each thread of the child opens its own."""
+        holders = [self.ledger] + [slot.backend for tenant in self.tenants for slot in tenant.slots]
+        holders += [getattr(backend, "store", None) for backend in holders[1:]]
+        for holder in holders:
+            if isinstance(getattr(holder, "_local", None), threading.local):
+                holder._local = threading.local()  # type: ignore[union-attr]
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -193,3 +194,17 @@ def test_any_other_server_starts_the_syncs_at_the_first_request(mirrored):
         assert app.extensions["lookup"].started_pid == started  # once per process
     finally:
         app.extensions["lookup"].close()
+
+
+def test_a_forked_child_opens_its_own_sqlite_connections(mirrored):
+    app, _source = mirrored
+    service = app.extensions["lookup"]
+    mirror = _mirror(app)
+    parent_connections = (service.ledger._conn(), mirror.store.conn)
+    pid = os.fork()
+    if pid == 0:  # the child: as a gunicorn --preload worker
+        ok = service.ledger._conn() is not parent_connections[0] and mirror.store.conn is not parent_connections[1]
+        os._exit(0 if ok and mirror.last_sync() is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (service.ledger._conn(), mirror.store.conn) == parent_connections  # the parent keeps its own
