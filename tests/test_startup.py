@@ -224,3 +224,12 @@ tokens = ["{TOKEN}"]
             time.sleep(0.1)
         assert _metric(port, 'lookup_requests_total{outcome="partial') == 0
         assert "alice-secret" not in log_path.read_text()
+
+
+def test_loaded_in_process_the_app_checks_nothing_at_creation(make_app):
+    from config.settings import ConfigError
+    from lookup_service.startup import serving_process
+
+    assert serving_process() is None  # pytest is no server: nothing starts before a request
+    with pytest.raises(ConfigError, match="LOOKUP_STARTUP_CHECK: 'sometimes' is not one of strict, warn, off"):
+        make_app(LOOKUP_STARTUP_CHECK="sometimes")
