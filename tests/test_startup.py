@@ -91,7 +91,7 @@ def serve(tmp_path):
             process = subprocess.Popen(command(port), cwd=ROOT, env=env, stdout=log, stderr=log,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         started.append(process)
-        stop_at = time.monotonic() + 20
+        stop_at = time.monotonic() + 30  # a loaded machine boots gunicorn's workers slowly
         while time.monotonic() < stop_at:
             if process.poll() is not None:
                 return port, log_path
