@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from lookup_service.phone import PhoneNumber, parse_number
 
@@ -207,6 +207,8 @@ class BackendOptions(Schema):
     mode = fields.String(load_default=None, allow_none=True)
     sync_interval = fields.Float(load_default=900.0)
     full_sync_interval = fields.Float(load_default=86400.0)
+    # mirrors: older than this (default 3 x sync_interval) the copy is reported stale
+    max_staleness = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1))
     timeout = fields.Float(load_default=None, allow_none=True)
     rate_per_second = fields.Float(load_default=None, allow_none=True)
 

@@ -18,13 +18,23 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from lookup_service.phone import PhoneNumber
+from lookup_service.resilience import RateLimiter
 
-from .base import Backend, BackendError, CallRecord, Contact, WorkflowResult
+from .base import Backend, BackendError, BackendUnavailable, CallRecord, Contact, WorkflowResult
 from .contact_store import ContactStore
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
+# Option keys a source type needs to answer a lookup live; types not listed can always do it.
+_LIVE_NEEDS = {"sql": "query", "rest": "lookup_url"}
+READY_CHECK_EVERY_S = 0.5  # a mirror not synced yet looks for a sync by another process this often
+
+
+class MirrorNotReady(BackendUnavailable):
+    """The mirror has no successful sync yet and cannot ask its source live: it has no answer,
+    which is not the same as "no contact has this number". The engine neither caches the answer
+    as a no-match nor counts this against the circuit breaker."""
 
 
 @dataclass
@@ -60,12 +70,47 @@ class MirroredBackend(Backend):
         self.store = ContactStore(self.store_path, spec.default_region, phone_index=spec.phone_index)
         self.interval = float(source.options.get("sync_interval") or 900.0)
         self.full_interval = float(source.options.get("full_sync_interval") or 86400.0)
+        self.max_staleness = float(source.options.get("max_staleness") or 3 * self.interval)
+        needed = _LIVE_NEEDS.get(source.type_name)
+        self.live_fallback = "live" in source.modes and (needed is None or bool(source.options.get(needed)))
+        # the fallback keeps under the rate the source declares (the mirror's own slot has none)
+        self._fallback_rate = RateLimiter(source.rate_per_second, f"{spec.tenant}:{spec.name}:fallback") \
+            if source.rate_per_second else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._synced = False  # once True, stays True: the copy exists and answers
+        self._next_ready_check = 0.0
+        self._fallback_logged = False
 
     # Backend interface ----------------------------------------------------------------------
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
-        return self.store.lookup(number, limit)
+        if self._synced or self._has_synced():
+            return self.store.lookup(number, limit)
+        if not self.live_fallback:
+            raise MirrorNotReady("the mirror has not finished its first sync")
+        if self._fallback_rate is not None and not self._fallback_rate.try_acquire():
+            raise MirrorNotReady("the mirror has not finished its first sync and the live fallback is at its rate")
+        if not self._fallback_logged:
+            self._fallback_logged = True
+            log.warning("mirror %s/%s has not finished its first sync: asking the source live until it has",
+                        self.spec.tenant, self.name)
+        try:
+            return self.source.lookup(number, limit)
+        except BackendError as exc:  # the mirror is not broken, only not there yet: not a breaker failure
+            raise MirrorNotReady(f"the mirror has not finished its first sync and the live fallback failed: {exc}") \
+                from None
+
+    def _has_synced(self) -> bool:
+        """Whether a sync (by any process on this machine) has ever succeeded into the copy;
+        checked at most every READY_CHECK_EVERY_S until it has, then never again."""
+        now = time.monotonic()
+        if now < self._next_ready_check:
+            return False
+        self._next_ready_check = now + READY_CHECK_EVERY_S
+        if self.last_success() is not None:
+            self._synced = True
+        return self._synced
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         return self.source.log_call(call)
@@ -92,6 +137,32 @@ class MirroredBackend(Backend):
         raw = self.store.get_meta("last_sync")
         return json.loads(raw) if raw else None
 
+    def last_success(self) -> float | None:
+        """When the last successful sync started (epoch seconds): the copy is as of then."""
+        raw = self.store.get_meta("last_success")
+        if raw:
+            return float(raw)
+        last = self.last_sync()  # a copy synced before this key existed
+        return float(last["started_at"]) if last and last.get("ok") and not last.get("skipped") else None
+
+    def sync_state(self, now: float | None = None) -> dict[str, Any]:
+        """Readiness of the copy: ``ready`` (it has synced once), ``stale`` (no successful sync
+        within ``max_staleness``; it still answers), the last success and its age, and a
+        ``reason`` naming the problem without any error text (it goes to /readyz)."""
+        success = self.last_success()
+        now = time.time() if now is None else now
+        if success is None:
+            last = self.last_sync()
+            failed = bool(last and not last.get("ok"))
+            reason = "first sync failed, retrying" if failed else "first sync not finished"
+            return {"ready": False, "stale": True, "last_success": None, "age": None, "reason": reason}
+        self._synced = True
+        age = max(0.0, now - success)
+        stale = age > self.max_staleness
+        reason = f"stale: last successful sync {age:.0f}s ago (max_staleness {self.max_staleness:.0f}s)" if stale \
+            else None
+        return {"ready": True, "stale": stale, "last_success": success, "age": age, "reason": reason}
+
     def sync_now(self, full: bool = False, progress: ProgressCallback | None = None) -> SyncOutcome:
         """Run one sync, unless another process is already running one for this mirror."""
         started = time.time()
@@ -102,9 +173,13 @@ class MirroredBackend(Backend):
             except BlockingIOError:
                 return SyncOutcome(ok=True, started_at=started, seconds=0.0, skipped=True)
             outcome = self._sync_locked(full, progress, started)
+            # written while the lock is held, so another process never reads a half-told sync
+            self.store.set_meta("last_sync", json.dumps(asdict(outcome)))
+            if outcome.ok:
+                self.store.set_meta("last_success", repr(started))
+                self._synced = True
         finally:
             lock_file.close()
-        self.store.set_meta("last_sync", json.dumps(asdict(outcome)))
         level = logging.INFO if outcome.ok else logging.WARNING
         log.log(
             level,
@@ -154,9 +229,16 @@ class MirroredBackend(Backend):
         return outcome
 
     def start(self) -> None:
-        """Sync in a background thread now (if the copy is stale) and every ``sync_interval``."""
-        if self._thread is not None:
+        """Sync in a background thread now (if the copy is stale) and every ``sync_interval``.
+
+        Once per process: a child forked after the start has no thread (fork copies only the
+        forking thread) and starts its own. The file lock keeps one sync at a time per machine.
+        """
+        pid = os.getpid()
+        if self._thread is not None and self._thread_pid == pid:
             return
+        self._stop = threading.Event()  # the parent's may be tied to its threads
+        self._thread_pid = pid
         self._thread = threading.Thread(target=self._run, name=f"sync-{self.name}", daemon=True)
         self._thread.start()
 
@@ -166,7 +248,9 @@ class MirroredBackend(Backend):
     def _run(self) -> None:
         while not self._stop.is_set():
             last = self.last_sync() or {}
-            due = last.get("started_at", 0) + self.interval
+            # after a failed sync the next try comes sooner, but never hammers the source
+            pause = self.interval if last.get("ok", True) else min(60.0, self.interval)
+            due = last.get("started_at", 0) + pause
             wait = due - time.time()
             if wait > 0:
                 if self._stop.wait(min(wait, self.interval)):
@@ -182,4 +266,4 @@ def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
 
 
-__all__ = ["MirroredBackend", "SyncOutcome"]
+__all__ = ["MirrorNotReady", "MirroredBackend", "SyncOutcome"]

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
+from crm_backends.mirror import MirrorNotReady
 from lookup_service.cache import MemoryCache, RedisCache
 from lookup_service.metrics import Metrics
 from lookup_service.phone import PhoneNumber
@@ -95,6 +96,7 @@ class LookupEngine:
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], RateLimiter] = {}
         self._credential_alerts: set[tuple[str, str]] = set()
+        self._not_ready_alerts: set[tuple[str, str]] = set()
         for tenant in tenants:
             for slot in tenant.slots:
                 ident = (tenant.name, slot.name)
@@ -138,17 +140,21 @@ class LookupEngine:
         it cannot outlast the deadline, so there is no flight to share and nothing to wait for.
         """
         results: list[tuple[BackendSlot, list[Contact]]] = []
-        failed = skipped = False
+        failed = skipped = not_ready = False
         for slot in tenant.slots:
             if not self._admit(tenant, slot):
                 skipped = True
                 continue
             try:
                 results.append((slot, self._call(tenant, slot, number)))
+            except MirrorNotReady:
+                not_ready = True
             except Exception:  # logged and counted by _call
                 failed = True
         body = self._merge(tenant, results)
-        self.cache.set(key, body, self._ttl(tenant, body, failed or skipped))
+        if not not_ready:
+            self.cache.set(key, body, self._ttl(tenant, body, failed or skipped))
+        failed = failed or not_ready
         self.metrics.lookup(tenant.name, _outcome(body, failed or skipped))
         return body
 
@@ -228,7 +234,8 @@ class LookupEngine:
         try:
             results, failed = self._collect(tenant, flight.results)
             body = flight.body = self._merge(tenant, results)
-            self.cache.set(flight.key, body, self._ttl(tenant, body, bool(failed or flight.skipped)))
+            if not any(isinstance(r, MirrorNotReady) for r in flight.results.values()):
+                self.cache.set(flight.key, body, self._ttl(tenant, body, bool(failed or flight.skipped)))
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
         finally:
@@ -349,6 +356,13 @@ class LookupEngine:
         started = time.perf_counter()
         try:
             contacts = slot.backend.lookup(number, tenant.max_results)
+        except MirrorNotReady as exc:  # no answer yet, not a failure: the breaker stays as it is
+            self.metrics.backend_skipped(tenant.name, slot.name, "not_synced")
+            if ident not in self._not_ready_alerts:  # one line saying why, not one per ring
+                self._not_ready_alerts.add(ident)
+                log.warning("backend %s/%s: %s; answers leave without it and are not cached until it has",
+                            tenant.name, slot.name, exc)
+            raise
         except RateLimited as exc:
             pause = exc.retry_after if exc.retry_after is not None else 1.0
             self.limiters[ident].block(pause)
@@ -376,6 +390,7 @@ class LookupEngine:
             elapsed = time.perf_counter() - started
             self.metrics.backend_latency(tenant.name, slot.name, elapsed)
         self._credential_alerts.discard(ident)
+        self._not_ready_alerts.discard(ident)
         if elapsed <= tenant.deadline_s:  # a late answer was already counted as a failure
             breaker.record_success()
         return contacts

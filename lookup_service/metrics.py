@@ -38,6 +38,16 @@ class Metrics:
                                   ["tenant", "backend"], registry=r, multiprocess_mode="max")
         self.mirror_contacts = Gauge("lookup_mirror_contacts", "Contacts in the local mirror",
                                      ["tenant", "backend"], registry=r, multiprocess_mode="max")
+        self.last_success = Gauge("lookup_mirror_last_success_timestamp_seconds",
+                                  "Start of the last successful mirror sync (0: none yet)", ["tenant", "backend"],
+                                  registry=r, multiprocess_mode="max")
+        self.mirror_stale = Gauge("lookup_mirror_stale", "1 if the mirror has no successful sync within max_staleness",
+                                  ["tenant", "backend"], registry=r, multiprocess_mode="mostrecent")
+        self.request_latency = Histogram(
+            "lookup_http_request_duration_seconds", "Time to answer a request, by endpoint", ["endpoint"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5), registry=r,
+        )
+        self._request_children: dict[str, Histogram] = {}
         self._lookup_children: dict[tuple[str, str], Counter] = {}
         self._miss_children: dict[str, Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
@@ -73,11 +83,21 @@ class Metrics:
     def workflow(self, tenant: str, workflow: str, outcome: str) -> None:
         self.workflows.labels(tenant, workflow, outcome).inc()
 
-    def mirror_status(self, tenant: str, backend: str, last_sync: dict | None, contacts: int) -> None:
+    def mirror_status(self, tenant: str, backend: str, last_sync: dict | None, contacts: int,
+                      state: dict | None = None) -> None:
         self.mirror_contacts.labels(tenant, backend).set(contacts)
         if last_sync:
             self.last_sync.labels(tenant, backend).set(last_sync.get("started_at", 0))
             self.last_sync_ok.labels(tenant, backend).set(1 if last_sync.get("ok") else 0)
+        if state is not None:
+            self.last_success.labels(tenant, backend).set(state.get("last_success") or 0)
+            self.mirror_stale.labels(tenant, backend).set(1 if state.get("stale") else 0)
+
+    def request_done(self, endpoint: str, seconds: float) -> None:
+        child = self._request_children.get(endpoint)
+        if child is None:
+            child = self._request_children[endpoint] = self.request_latency.labels(endpoint)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

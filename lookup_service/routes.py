@@ -1,4 +1,4 @@
-"""The HTTP layer: /Lookup, /<workflow>, /healthz, /metrics. Knows no particular CRM."""
+"""The HTTP layer: /Lookup, /<workflow>, /healthz, /readyz, /metrics. Knows no particular CRM."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ _HTTP_CODES = {
     413: "body_too_large", 414: "uri_too_long", 415: "unsupported_media_type", 429: "too_many_requests",
     431: "headers_too_large",
 }
-_OWN_ENDPOINTS = {"Lookup": "GET, POST", "healthz": "GET", "metrics": "GET"}
+_OWN_ENDPOINTS = {"Lookup": "GET, POST", "healthz": "GET", "readyz": "GET", "metrics": "GET"}
 _HTTP_MESSAGES = {
     404: "no such endpoint; the lookup is GET or POST /Lookup",
     413: "the request body is larger than 64 KiB",
@@ -72,6 +72,16 @@ def register_routes(app: Flask, service: Service) -> None:
     def healthz() -> Response:
         return json_response({"status": "ok"})
 
+    @bp.route("/readyz", methods=["GET", "HEAD"])
+    def readyz() -> Response:
+        # No token: it names tenants and backends and why they cannot answer, never a secret,
+        # an error text or contact data.
+        not_ready, degraded = service.readiness()
+        if not_ready:
+            return json_response({"error": "not_ready", "message": _not_ready_message(not_ready),
+                                  "not_ready": not_ready, "degraded": degraded}, 503, {"Retry-After": "5"})
+        return json_response({"status": "ready", "degraded": degraded})
+
     @bp.route("/metrics", methods=["GET"])
     def metrics() -> Response:
         if not metrics_token:
@@ -110,6 +120,12 @@ def register_routes(app: Flask, service: Service) -> None:
         return json_response({"id": result.id, "url": result.url or ""})
 
     _register_errors(app)
+
+
+def _not_ready_message(not_ready: list[dict[str, str]]) -> str:
+    first = not_ready[0]
+    more = f" (and {len(not_ready) - 1} more)" if len(not_ready) > 1 else ""
+    return f"not ready: tenant {first['tenant']}, {first['backend']}: {first['reason']}{more}"
 
 
 def tokens_differ(presented: str | None, expected: str) -> bool:

@@ -279,3 +279,59 @@ def test_a_backend_that_never_returns_opens_its_breaker(toml_app, scripts):
     assert [c["name"] for c in get(client, "acme-token-1234")] == ["Still Here"]
     assert scripts["acme-crm"].calls == 3  # the hung calls opened the breaker; no thread is wasted after
     assert app.extensions["lookup"].engine.breakers[("acme", "crm")].state == "open"
+
+
+def test_a_mirror_not_synced_yet_gives_a_partial_answer_that_is_never_cached(toml_app, scripts, two_tenants,
+                                                                              caplog):
+    from crm_backends.mirror import MirrorNotReady
+
+    scripts["acme-crm"] = Script(contacts={NUMBER: [contact("1", "Ann")]})
+    scripts["acme-erp"] = Script(fail=MirrorNotReady("the mirror has not finished its first sync"))
+    app = toml_app(two_tenants, LOOKUP_BREAKER_FAILURES=2, LOOKUP_METRICS_TOKEN="metrics-token-1")
+    client = app.test_client()
+    for _ in range(4):
+        assert [c["name"] for c in get(client, "acme-token-1234")] == ["Ann"]
+    # asked every time: neither the partial answer nor the crm's half of it came from the cache
+    assert scripts["acme-erp"].calls == 4 and scripts["acme-crm"].calls == 4
+    engine = app.extensions["lookup"].engine
+    assert engine.breakers[("acme", "erp")].state == "closed"  # not synced is not broken
+    assert caplog.text.count("has not finished its first sync") == 1  # said once, not at every ring
+    metrics = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-1"}).get_data(True)
+    assert 'lookup_requests_total{outcome="partial_found",tenant="acme"} 4.0' in metrics
+    assert 'lookup_backend_skipped_total{backend="erp",reason="not_synced",tenant="acme"} 4.0' in metrics
+
+    # synced: the contact the mirror holds shows at the next ring, no cached answer hides it
+    scripts["acme-erp"].fail = None
+    scripts["acme-erp"].contacts = {NUMBER: [contact("2", "Ben")]}
+    assert [c["name"] for c in get(client, "acme-token-1234")] == ["Ann", "Ben"]
+
+
+def test_a_lone_mirror_not_synced_answers_empty_but_caches_no_no_match(toml_app, scripts, two_tenants):
+    from crm_backends.mirror import MirrorNotReady
+
+    scripts["globex-crm"] = Script(fail=MirrorNotReady("the mirror has not finished its first sync"))
+    client = toml_app(two_tenants).test_client()
+    assert get(client, "globex-token-99") == []
+    scripts["globex-crm"].fail = None
+    scripts["globex-crm"].contacts = {NUMBER: [contact("1", "Gus")]}
+    assert [c["name"] for c in get(client, "globex-token-99")] == ["Gus"]  # a cached [] would hide him
+    # for contrast, an answered no-match is cached (negative_cache_ttl): the backend is not asked again
+    calls = scripts["globex-crm"].calls
+    assert get(client, "globex-token-99", "41446681800") == [] and get(client, "globex-token-99", "41446681800") == []
+    assert scripts["globex-crm"].calls == calls + 1
+
+
+def test_request_latency_is_measured_per_route(toml_app, scripts):
+    scripts["acme-crm"] = Script(contacts={NUMBER: [contact("1", "Ann")]})
+    scripts["acme-erp"] = Script()
+    client = toml_app(TWO_TENANTS, LOOKUP_METRICS_TOKEN="metrics-token-1").test_client()
+    get(client, "acme-token-1234")
+    get(client, "acme-token-1234")
+    client.post("/CallFlow", headers={"X-Execution-Token": "acme-token-1234"},
+                json={"inputs": {"contactCrmId": "crm:1", "direction": "incoming"}})
+    client.get("/no/such/path")
+    metrics = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-1"}).get_data(True)
+    name = "lookup_http_request_duration_seconds_count"
+    assert f'{name}{{endpoint="/Lookup"}} 2.0' in metrics
+    assert f'{name}{{endpoint="/<workflow>"}} 1.0' in metrics  # the route, never the path
+    assert f'{name}{{endpoint="unmatched"}} 1.0' in metrics
