@@ -43,7 +43,7 @@ def test_csv_columns_custom_data_and_problems(make_app, load_contacts):
     )
     assert report.imported == 2
     assert report.problems == [(3, "no phone number (Nobody)"),
-                               (4, "no usable phone number in ['not a number'] (Bad Number)")]
+                               (4, "no usable phone number: phone_office 'not a number': not a phone number (Bad Number)")]
     client = make_app().test_client()
     ann = client.get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()[0]
     assert ann["customData"] == {"email": "ann@acme.example", "language": "fr", "notes": "VIP"}
