@@ -61,7 +61,8 @@ HEADER_ALIASES: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(("company", "companyname", "organization", "organisation", "organizationname",
                      "organisationname", "firma", "firmenname", "unternehmen", "societe", "entreprise"),
                     ("company", None)),
-    **dict.fromkeys(("jobtitle", "organizationtitle", "position", "funktion", "fonction", "poste"),
+    # a plain "Title" is a job title, unless a job title column is there too (Outlook: "Dr.")
+    **dict.fromkeys(("title", "jobtitle", "organizationtitle", "position", "funktion", "fonction", "poste"),
                     ("title", None)),
     # e-mail
     **dict.fromkeys(("email", "emailaddress", "emailvalue", "emailadresse", "mail", "courriel",
@@ -77,10 +78,15 @@ HEADER_ALIASES: dict[str, tuple[str, str | None]] = {
     "pager": ("phone", "pager"), "callback": ("phone", "callback"), "isdn": ("phone", "isdn"),
     "telex": ("phone", "telex"), "ruckmeldung": ("phone", "callback"),
     # export bookkeeping that says nothing about the caller
-    **dict.fromkeys(("emaillabel", "emailtype", "emaildisplayname", "emailangezeigtername", "labels",
+    **dict.fromkeys(("emaillabel", "emailtype", "emailtyp", "emaildisplayname", "emailangezeigtername", "labels",
                      "groupmembership", "photo", "fileas", "phoneticfirstname", "phoneticmiddlename",
                      "phoneticlastname", "yominame", "givennameyomi", "additionalnameyomi", "familynameyomi",
-                     "organizationtype", "organizationyominame"), ("ignore", None)),
+                     "organizationtype", "organizationyominame", "gender", "geschlecht", "sensitivity",
+                     "vertraulichkeit", "priority", "prioritat", "private", "privat", "internetfreebusy",
+                     # Google splits each address into parts beside its "Address 1 - Formatted"
+                     "addresslabel", "addresstype", "addressstreet", "addresscity", "addresspobox", "addressregion",
+                     "addresspostalcode", "addresscountry", "addressextendedaddress", "websitelabel", "websitetype"),
+                    ("ignore", None)),
 }
 # A header that starts or ends with one of these (after normalization) is a phone column:
 # "Business Phone 2", "Phone Work", "Telefon geschäftlich", "Téléphone bureau", "Tel. privat".
@@ -96,7 +102,7 @@ TYPE_WORDS: dict[str, str] = {
     **dict.fromkeys(("assistants", "assistant", "assistent"), "assistant"),
     **dict.fromkeys(("car", "auto"), "car"),
     **dict.fromkeys(("primary", "primar"), "primary"),
-    "radio": "radio", "ttytdd": "tty/tdd", "pager": "pager", "isdn": "isdn",
+    "radio": "radio", "ttytdd": "tty/tdd", "furhorbehinderte": "tty/tdd", "pager": "pager", "isdn": "isdn",
 }
 
 _FILE_KINDS = {b"PK\x03\x04": "xlsx", b"\xd0\xcf\x11\xe0": "xls"}
@@ -456,6 +462,9 @@ def _columns(header: list[str]) -> _Columns:
     # Google's "Phone 1 - Label" gives the type of "Phone 1 - Value"
     phones = [(i, kind, labels.pop(_label_pair(header[i]), None)) for i, kind, _ in phones]
     ignored.extend(labels.values())
+    titles = named.get("title", [])
+    if len(titles) > 1 and header_key(header[titles[0]]) == "title":
+        ignored.append(titles.pop(0))
     return _Columns(header, named, phones, custom, sorted(ignored))
 
 
@@ -495,6 +504,7 @@ def _label_pair(title: str) -> str:
 
 
 # rows ----------------------------------------------------------------------------------------
+_NO_VALUE = {"0/0/00", "0.0.00", "00.00.00"}  # Outlook's empty date, written in every date column
 @dataclass(slots=True)
 class _Row:
     line: int
@@ -525,7 +535,10 @@ def _rows(lines: Iterable[tuple[int, list[str]]], columns: _Columns) -> Iterator
                     phone_type = row[label].strip().lstrip("* ").strip() or phone_type
                 numbers.append(RawNumber(text, header[index], phone_type))
         name = cell("name") or " ".join(p for p in (cell("first_name"), cell("middle_name"), cell("last_name")) if p)
-        custom = {title: row[i].strip() for title, i in columns.custom if i < len(row) and row[i].strip()}
+        custom = {
+            title: row[i].strip() for title, i in columns.custom
+            if i < len(row) and row[i].strip() and row[i].strip() not in _NO_VALUE
+        }
         title = cell("title")
         if title:
             custom.setdefault("title", title)
