@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from lookup_service.phone import parse_number
+from lookup_service.phone import extract_numbers
 
 from .base import Contact
 
@@ -296,6 +296,9 @@ def _tel(prop: _Property) -> Tel | None:
         number, *uri_params = unquote(value[4:]).split(";")
         extension = next((p[4:] for p in uri_params if p.lower().startswith("ext=")), "")
         value = number + (f";ext={extension}" if extension else "")
+        context = next((p[14:] for p in uri_params if p.lower().startswith("phone-context=")), "")
+        if context and not number.lstrip().startswith("+"):  # a local number: its context is part of it
+            value += f";phone-context={context}"
     if not value:
         return None
     types = tuple(dict.fromkeys(t.lower() for t in prop.params.get("TYPE", []) if t))
@@ -307,11 +310,7 @@ def _is_preferred(prop: _Property) -> bool:
 
 
 def _usable(value: str, region: str) -> bool:
-    try:
-        parse_number(value, region)
-    except ValueError:
-        return False
-    return True
+    return bool(extract_numbers(value, region)[0])
 
 
 def _decoded(prop: _Property) -> str:
