@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import inspect
 import io
 import os
 import re
@@ -612,19 +611,13 @@ def _read_lists(region: str, number_lists: list[list[RawNumber]]) -> list[tuple[
     return [_read_numbers(numbers, region) for numbers in number_lists]
 
 
-_REPORTS_PROBLEMS = "problems" in inspect.signature(normalize_phones).parameters
-
-
 def _read_numbers(numbers: list[RawNumber], region: str) -> tuple[list[StoredPhone], list[str]]:
     """A row's distinct numbers, and a reason for each value from which no number could be read."""
     seen: dict[StoredPhone, None] = {}
     unread: list[str] = []
     for number in numbers:
         problems: list[str] = []
-        if _REPORTS_PROBLEMS:
-            phones = normalize_phones([number.text], region, problems=problems)  # type: ignore[call-arg]
-        else:
-            phones = normalize_phones([number.text], region)
+        phones = normalize_phones([number.text], region, problems)
         seen.update(dict.fromkeys(phones))
         if problems or not phones:
             why = "; ".join(problems) or "not a phone number"
