@@ -580,6 +580,8 @@ def _with_phones(
                 report.warnings.append((row.line, f"{reason} ({who}; its other numbers were imported)"))
             if not row.contact.id:
                 row.contact.id = derived_id(row.contact.name, row.contact.company, phones)
+            if not row.contact.name:  # a company's own row: the card shows the company (as for a vCard)
+                row.contact.name = row.contact.company
             yield row.contact, phones
 
 

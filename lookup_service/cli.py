@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import click
@@ -65,11 +66,19 @@ def _directory_backend(tenant, name: str | None) -> DirectoryBackend:
 def import_command(path: str, tenant: str | None, backend: str | None, sheet: str | None) -> None:
     """Import contacts from a CSV, tab-separated text, .xlsx or vCard file (again: updates, never duplicates)."""
     target = _directory_backend(_tenant(_service(), tenant), backend)
-    try:
-        with click.progressbar(length=file_size(path), label="importing", file=sys.stderr) as bar:
-            report = import_file(target.store, path, progress=bar.update, sheet=sheet)
-    except ImportFileError as exc:
-        raise click.ClickException(f"cannot import {click.format_filename(path)}: {exc}") from None
+    with ExitStack() as stack:
+        bar = None
+
+        def progress(count: int) -> None:  # the bar appears once reading has begun: an error stays one line
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(click.progressbar(length=file_size(path), label="importing", file=sys.stderr))
+            bar.update(count)
+
+        try:
+            report = import_file(target.store, path, progress=progress, sheet=sheet)
+        except ImportFileError as exc:
+            raise click.ClickException(f"cannot import {click.format_filename(path)}: {exc}") from None
     read = report.source + (f", encoding {report.encoding}" if report.encoding else "")
     click.echo(f"read {click.format_filename(path)}: {read}")
     if report.columns:

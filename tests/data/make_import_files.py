@@ -119,7 +119,7 @@ OUTLOOK_DE_DEFAULTS = {"Geburtstag": "0.0.00", "Geschlecht": "Nicht angegeben", 
                        "Privat": "Aus", "Vertraulichkeit": "Normal"}
 OUTLOOK_DE_ROWS = [
     {"Vorname": "Jürgen", "Nachname": "Weiß", "Firma": "Bäckerei Weiß GmbH", "Position": "Inhaber",
-     "Telefon geschäftlich": "+49 (0)30 7654321", "Mobiltelefon": "0171 2345678",
+     "Telefon geschäftlich": "+49 (0)30 7654321", "Mobiltelefon": "+49 171 2345678",
      "E-Mail-Adresse": "j.weiss@baeckerei-weiss.example", "E-Mail-Typ": "SMTP",
      "E-Mail: Angezeigter Name": "Jürgen Weiß (j.weiss@baeckerei-weiss.example)"},
     {"Vorname": "Régine", "Nachname": "Bühler", "Firma": "Bühler Söhne AG", "Telefon Firma": "044 668 18 00",
