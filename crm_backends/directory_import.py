@@ -21,6 +21,7 @@ import io
 import os
 import re
 import unicodedata
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -305,7 +306,7 @@ def import_xlsx(
             report.source = f"xlsx, sheet {name!r}, header on row {header_line}"
             report.columns = columns.summary()
             lines = ((line, _row_texts(cells, columns.phone_indexes)) for line, cells in rows)
-            _import_rows(store, lines, columns, report, os.path.getsize(path))
+            _import_rows(store, lines, columns, report, _unpacked_size(path))
             if progress:
                 progress(os.path.getsize(path))
             return report
@@ -315,6 +316,13 @@ def import_xlsx(
         return report
     finally:
         workbook.close()
+
+
+def _unpacked_size(path: str) -> int:
+    """The bytes of XML a workbook holds: what decides, as a CSV file's size does, whether its
+    numbers are read in worker processes (a workbook is compressed about ten to one)."""
+    with zipfile.ZipFile(path) as archive:
+        return sum(info.file_size for info in archive.infolist())
 
 
 def _find_header(rows: Iterator[tuple[int, tuple]]) -> tuple[int, list[str]] | None:

@@ -80,13 +80,15 @@ def import_command(path: str, tenant: str | None, backend: str | None, sheet: st
         except ImportFileError as exc:
             raise click.ClickException(f"cannot import {click.format_filename(path)}: {exc}") from None
     read = report.source + (f", encoding {report.encoding}" if report.encoding else "")
-    click.echo(f"read {click.format_filename(path)}: {read}")
+    click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows "
+               f"(read {click.format_filename(path)}: {read})")
     if report.columns:
         click.echo("columns:")
         for line in report.columns:
             click.echo(f"  {line}")
-    click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows")
-    _echo_lines(report.problems)
+    if report.problems:
+        click.echo("skipped rows:")
+        _echo_lines(report.problems)
     if report.warnings:
         click.echo(f"{len(report.warnings)} imported rows had a value that is not a phone number:")
         _echo_lines(report.warnings)

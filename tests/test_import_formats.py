@@ -122,8 +122,8 @@ def test_every_export_imports_and_every_contact_is_found(make_app, filename):
     contacts = len({(name, company) for _, name, company in expected})
     assert f"imported {contacts} contacts, skipped {skipped} rows" in result.output
     assert "not a phone number" not in result.output and "Traceback" not in result.output
-    read = next(line for line in result.output.splitlines() if line.startswith("read "))
-    assert read.endswith(f", encoding {encoding}") if encoding else "encoding" not in read
+    read = next(line for line in result.output.splitlines() if line.startswith("imported "))
+    assert read.endswith(f", encoding {encoding})") if encoding else "encoding" not in read
     client = app.test_client()
     for digits, name, company in expected:
         found = client.get(f"/Lookup?PhoneNumber={digits}", headers=HEADERS).get_json()
@@ -141,7 +141,7 @@ def test_the_report_says_which_column_was_read_as_what(make_app):
                  "line 9: no phone number (Eva Nur-Mail)"):
         assert line in google
     outlook = run_import(app, os.path.join(DATA, "outlook-contacts-cp1252.csv")).output
-    for line in ("read ", "CSV, comma-separated, encoding Windows-1252 (Latin-1)", "Company -> company",
+    for line in ("(read ", "CSV, comma-separated, encoding Windows-1252 (Latin-1))", "Company -> company",
                  "Business Phone -> phone (work)", "Company Main Phone -> phone (main)", "Home Fax -> phone (home fax)",
                  "Mobile Phone -> phone (mobile)", "TTY/TDD Phone -> phone (tty/tdd)", "E-mail Address (else"):
         assert line in outlook
