@@ -470,8 +470,10 @@ def _columns(header: list[str]) -> _Columns:
     phones = [(i, kind, labels.pop(_label_pair(header[i]), None)) for i, kind, _ in phones]
     ignored.extend(labels.values())
     titles = named.get("title", [])
-    if len(titles) > 1 and header_key(header[titles[0]]) == "title":
-        ignored.append(titles.pop(0))
+    plain = [i for i in titles if header_key(header[i]) == "title"]
+    if plain and len(plain) < len(titles):  # beside a job title, "Title" is the salutation (Outlook: "Dr.")
+        ignored.extend(plain)
+        named["title"] = [i for i in titles if i not in plain]
     return _Columns(header, named, phones, custom, sorted(ignored))
 
 

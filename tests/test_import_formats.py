@@ -205,6 +205,7 @@ def test_the_alias_table_keys_are_normalized():
 def test_a_plain_title_is_a_salutation_beside_a_job_title():
     columns = _columns(["Title", "Name", "Job Title", "Phone"])
     assert columns.named["title"] == [2] and columns.ignored == [0]
+    assert _columns(["Job Title", "Name", "Title", "Phone"]).named["title"] == [0]
     assert _columns(["Name", "Title", "Phone"]).named["title"] == [1]  # alone, it is the job title
 
 
