@@ -308,3 +308,23 @@ def test_a_row_with_one_unreadable_value_is_imported_with_a_warning(make_app, lo
     assert "Handy 'ruft zurück'" in report.warnings[0][1] and "its other numbers were imported" in report.warnings[0][1]
     found = make_app().test_client().get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()
     assert [c["name"] for c in found] == ["Ann"]
+
+
+def test_the_real_command_reports_an_undecodable_file_in_one_line(tmp_path):
+    """The command as an operator runs it, in its own process: one line on stderr, exit status 1."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TOKEN
+
+    path = tmp_path / "kontakte.csv"
+    path.write_bytes("Name;Telefon\nZoë;021 552 20 00\n".encode() + "Zoé;021 552 20 01\n".encode("cp1252"))
+    env = {**os.environ, "LOOKUP_TOKENS": TOKEN, "LOOKUP_DIRECTORY": str(tmp_path / "d.sqlite3"),
+           "LOOKUP_STATE_DB": str(tmp_path / "s.sqlite3"), "LOOKUP_INSTANCE_DIR": str(tmp_path / "i")}
+    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    done = subprocess.run([flask, "--app", "wsgi", "directory", "import", str(path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot import {path}: the file mixes encodings: UTF-8 before line 3, then a byte that is not "
+        "UTF-8 (0xE9); save the whole file as 'CSV UTF-8'"]
