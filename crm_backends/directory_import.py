@@ -250,28 +250,42 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
     codec, label = detect_encoding(_file_chunks(path))
     report = ImportReport(encoding=label)
     with open(path, encoding=codec, newline="") as handle:
-        sample = handle.readline()
-        delimiter = max((";", ",", "\t"), key=sample.count)
-        report.source = "CSV, " + {";": "semicolon", ",": "comma", "\t": "tab"}[delimiter] + "-separated"
+        sample = [line for _, line in zip(range(HEADER_SEARCH_ROWS), handle, strict=False)]
         handle.seek(0)
+        hint = _SEPARATOR_HINT.match(sample[0]) if sample else None
+        skipped = 0
+        if hint:  # "sep=;", which some tools write first so that Excel splits the columns
+            delimiter, skipped = hint.group(1), 1
+            handle.readline()
+        else:  # the first line that has one; a title line above the header has none
+            line = next((line for line in sample if any(d in line for d in _DELIMITERS)), "")
+            delimiter = max(_DELIMITERS, key=line.count)
+        report.source = f"CSV, {_DELIMITERS[delimiter]}-separated"
         reader = csv.reader(_counting(handle, progress), delimiter=delimiter)
         try:
-            header = next(reader, None)
-            if not header or not any(cell.strip() for cell in header):
-                report.problems.append((1, "the file is empty: a header row is required"))
+            rows = ((reader.line_num + skipped, row) for row in reader)
+            found = _find_header(rows)
+            if found is None:
+                first = next((row for row in csv.reader(sample[skipped:], delimiter=delimiter)
+                              if any(cell.strip() for cell in row)), None)
+                if first is None:
+                    report.problems.append((1, "the file is empty: a header row is required"))
+                else:
+                    report.columns = _columns(first).summary()
+                    report.problems.append((1, _NO_PHONE_COLUMN))
                 return report
-            columns = _columns(header)
+            columns = _columns(found[1])
             report.columns = columns.summary()
-            if not columns.phones:
-                report.problems.append((1, _NO_PHONE_COLUMN))
-                return report
-            lines = ((reader.line_num, row) for row in reader)
-            _import_rows(store, lines, columns, report, os.path.getsize(path))
+            if found[0] > 1:
+                report.source += f", header on line {found[0]}"
+            _import_rows(store, rows, columns, report, os.path.getsize(path))
         except csv.Error as exc:
             raise ImportFileError(f"line {reader.line_num}: {exc}; the rows before it were imported") from None
     return report
 
 
+_DELIMITERS = {";": "semicolon", ",": "comma", "\t": "tab"}
+_SEPARATOR_HINT = re.compile(r"sep=([;,\t])\r?\n?$")
 _NO_PHONE_COLUMN = ("no phone column: name one phone, mobile, tel or fax (e.g. 'Phone', 'Business Phone', "
                     "'Telefon', 'Téléphone bureau'; see the README)")
 
@@ -298,7 +312,7 @@ def import_xlsx(
                 continue
             worksheet.reset_dimensions()  # some writers record wrong dimensions; read what is there
             rows = enumerate(worksheet.iter_rows(), 1)
-            found = _find_header(rows)
+            found = _find_header((line, [_cell_text(cell.value, None) for cell in cells]) for line, cells in rows)
             if found is None:
                 continue
             header_line, header = found
@@ -325,12 +339,12 @@ def _unpacked_size(path: str) -> int:
         return sum(info.file_size for info in archive.infolist())
 
 
-def _find_header(rows: Iterator[tuple[int, tuple]]) -> tuple[int, list[str]] | None:
-    for line, cells in rows:
+def _find_header(rows: Iterable[tuple[int, list[str]]]) -> tuple[int, list[str]] | None:
+    """The first row, within the first rows, that names a phone column: (its line, its cells)."""
+    for line, texts in rows:
         if line > HEADER_SEARCH_ROWS:
             return None
-        texts = [_cell_text(cell.value, None) for cell in cells]
-        if any(texts) and _columns(texts).phones:
+        if any(text.strip() for text in texts) and _columns(texts).phones:
             return line, texts
     return None
 

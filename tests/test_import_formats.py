@@ -328,3 +328,26 @@ def test_the_real_command_reports_an_undecodable_file_in_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"Error: cannot import {path}: the file mixes encodings: UTF-8 before line 3, then a byte that is not "
         "UTF-8 (0xE9); save the whole file as 'CSV UTF-8'"]
+
+
+@pytest.mark.parametrize(
+    "text, source",
+    [
+        ("Kontaktliste März 2024\n\nName;Firma;Telefon\nAnn;Acme;021 552 20 00\nBen;Beta;\n",
+         "CSV, semicolon-separated, header on line 3"),
+        ("sep=,\nName,Firma,Telefon\nAnn,Acme,021 552 20 00\nBen,Beta,\n", "CSV, comma-separated, header on line 2"),
+    ],
+)
+def test_a_title_line_or_a_separator_hint_above_the_header(make_app, load_contacts, text, source):
+    report = load_contacts(text)
+    assert report.source == source and report.imported == 1
+    assert report.problems == [(text.count("\n"), "no phone number (Ben)")]  # the last line, counted right
+    found = make_app().test_client().get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()
+    assert [(c["name"], c["company"]) for c in found] == [("Ann", "Acme")]
+
+
+def test_a_file_without_a_phone_column_says_so_and_what_it_read(load_contacts):
+    report = load_contacts("Name;Firma;Notizen\nAnn;Acme;VIP\n")
+    assert report.imported == 0 and report.problems[0][1].startswith("no phone column")
+    assert report.columns == ["Name -> name", "Firma -> company", "Notizen -> customData"]
+    assert load_contacts("\n\n").problems == [(1, "the file is empty: a header row is required")]
