@@ -652,7 +652,18 @@ def _read_numbers(numbers: list[RawNumber], region: str) -> tuple[list[StoredPho
 
 
 def _shown(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:57] + "...")
+    """A value in the report, which may end up in a platform's log (an import in a release phase):
+    its words stay readable, every digit but the last three is masked."""
+    if len(text) > 60:
+        text = text[:57] + "..."
+    keep = sum(char.isdigit() for char in text) - 3
+    masked = []
+    for char in text:
+        if char.isdigit() and keep > 0:
+            keep -= 1
+            char = "*"
+        masked.append(char)
+    return repr("".join(masked))
 
 
 def _chunks(rows: Iterator[T], size: int) -> Iterator[list[T]]:

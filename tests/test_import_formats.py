@@ -351,3 +351,10 @@ def test_a_file_without_a_phone_column_says_so_and_what_it_read(load_contacts):
     assert report.imported == 0 and report.problems[0][1].startswith("no phone column")
     assert report.columns == ["Name -> name", "Firma -> company", "Notizen -> customData"]
     assert load_contacts("\n\n").problems == [(1, "the file is empty: a header row is required")]
+
+
+def test_the_report_masks_the_digits_of_a_value_it_could_not_read(load_contacts):
+    report = load_contacts("Name;Telefon;Handy\nAnn;021 552 20 00;Privat 079 12 (falsch)\n")
+    assert report.imported == 1 and len(report.warnings) == 1
+    reason = report.warnings[0][1]
+    assert "Handy 'Privat **9 12 (falsch)'" in reason and "079" not in reason
