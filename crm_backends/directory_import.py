@@ -89,11 +89,16 @@ HEADER_ALIASES: dict[str, tuple[str, str | None]] = {
                     ("ignore", None)),
 }
 # A header that starts or ends with one of these (after normalization) is a phone column:
-# "Business Phone 2", "Phone Work", "Telefon geschäftlich", "Téléphone bureau", "Tel. privat".
-PHONE_WORDS = ("telephone", "telefon", "phone", "fax", "tel")
+# "Business Phone 2", "Phone Work", "Telefon geschäftlich", "Téléphone bureau", "Autotelefon".
+PHONE_WORDS = ("telephone", "telefon", "phone", "fax")
+# A header that starts with one of these is a mobile number's column: "mobile_private", "Handynummer".
+MOBILE_WORDS = ("mobile", "mobil", "handy", "natel", "cell", "portable")
+# "tel" starts a phone column's header only before a type or nothing: "Tel. privat", "tel_home",
+# "Tel. Nr.", but not "Telegram".
+_NUMBER_WORDS = ("", "number", "nummer", "value", "nr", "no", "num", "numero")
 # Words of a phone column's header that give the number's type.
 TYPE_WORDS: dict[str, str] = {
-    **dict.fromkeys(("business", "work", "office", "geschaftlich", "geschafts", "buro", "bureau", "dienstlich",
+    **dict.fromkeys(("business", "work", "office", "geschaftlich", "geschaft", "buro", "bureau", "dienstlich",
                      "professionnel", "travail"), "work"),
     **dict.fromkeys(("home", "private", "privat", "domicile", "personnel"), "home"),
     **dict.fromkeys(("mobile", "mobil", "cell", "handy", "natel", "portable"), "mobile"),
@@ -492,13 +497,22 @@ def _columns(header: list[str]) -> _Columns:
 
 
 def _phone_column(title: str, key: str) -> tuple[str | None, str | None]:
-    """("phone", type) for a header that begins or ends with a phone word, else (None, None)."""
+    """("phone", type) for a header that names a phone column by its words, else (None, None)."""
+    if key.startswith("phonetic"):
+        return None, None
     for word in PHONE_WORDS:
         if key.startswith(word) or key.endswith(word):
             rest = key[len(word):] if key.startswith(word) else key[: -len(word)]
-            if rest in ("number", "nummer", "value"):
-                rest = ""
-            return "phone", _phone_type(title, rest, word)
+            return "phone", _phone_type(title, "" if rest in _NUMBER_WORDS else rest, word)
+    if key.startswith(MOBILE_WORDS):
+        return "phone", "mobile"
+    if key.startswith("tel"):
+        rest = key[3:]
+        if rest in _NUMBER_WORDS:
+            return "phone", None
+        known = _known_type(rest)
+        if known:
+            return "phone", known
     return None, None
 
 
@@ -508,14 +522,22 @@ def _phone_type(title: str, rest: str, word: str) -> str | None:
         return f"{base} fax" if base and base != "fax" else "fax"
     if not rest:
         return None
-    if rest in TYPE_WORDS:
-        return TYPE_WORDS[rest]
-    for candidate, kind in TYPE_WORDS.items():  # "Telefon geschäftlich 2", "telmobile"
-        if rest.startswith(candidate) or rest.endswith(candidate):
-            return kind
+    known = _known_type(rest)
+    if known:
+        return known
     words = re.sub(r"[\d_\-.:/]+", " ", title).split()
     other = [w for w in words if header_key(w) and not any(header_key(w).startswith(p) for p in PHONE_WORDS)]
     return " ".join(other).lower() or None
+
+
+def _known_type(rest: str) -> str | None:
+    """The type that the rest of a header names: "geschaftlich2" and "privat" give work and home."""
+    if rest in TYPE_WORDS:
+        return TYPE_WORDS[rest]
+    for candidate, kind in TYPE_WORDS.items():
+        if rest.startswith(candidate) or rest.endswith(candidate):
+            return kind
+    return None
 
 
 _PAIR = re.compile(r"\s*-?\s*(label|type|value)\s*$", re.I)

@@ -187,12 +187,17 @@ def test_labels_become_the_numbers_type_never_a_number(directory_path):
         ("Vorname", "first_name", None), ("Nachname", "last_name", None), ("E-Mail", "email", None),
         ("Courriel", "email", None), ("E-Mail 2: Adresse", "email", None), ("Adresse de messagerie", "email", None),
         ("  FIRST_NAME ", "first_name", None), ("Full Name", "name", None),
+        ("mobile_private", "phone", "mobile"), ("Handynummer", "phone", "mobile"), ("Tel. Nr.", "phone", None),
+        ("Tel. Geschäft", "phone", "work"), ("Autotelefon", "phone", "car"), ("Cellulaire", "phone", "mobile"),
+        ("Telegram", None, None), ("Hotel", None, None), ("Phonetic Name", None, None), ("Notes", None, None),
     ],
 )
 def test_header_aliases(header, field, phone_type):
     columns = _columns([header])
     if field == "phone":
         assert [(kind, label) for _, kind, label in columns.phones] == [(phone_type, None)]
+    elif field is None:
+        assert columns.custom == [(header, 0)] and not columns.phones and not columns.named
     else:
         assert columns.named == {field: [0]} and not columns.phones
 
