@@ -22,6 +22,7 @@ import os
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -283,10 +284,28 @@ def import_csv(store: ContactStore, path: str, progress: ProgressCallback | None
             report.columns = columns.summary()
             if found[0] > 1:
                 report.source += f", header on line {found[0]}"
-            _import_rows(store, rows, columns, report, os.path.getsize(path))
-        except csv.Error as exc:
-            raise ImportFileError(f"line {reader.line_num}: {exc}; the rows before it were imported") from None
+            stop = _Stop()
+            _import_rows(store, stop.guard(rows, csv.Error), columns, report, os.path.getsize(path))
+        except csv.Error as exc:  # in the first lines, before the header was found
+            stop = _Stop(exc)
+        if stop.error is not None:
+            raise ImportFileError(f"line {reader.line_num + skipped}: {stop.error}; the {report.imported} "
+                                  "contacts before it were imported") from None
     return report
+
+
+class _Stop:
+    """Ends a stream of rows at the first error of the given kinds, keeping the error, so that the
+    rows read before it are still stored."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+    def guard(self, rows: Iterator[T], kinds: type[BaseException] | tuple[type[BaseException], ...]) -> Iterator[T]:
+        try:
+            yield from rows
+        except kinds as exc:
+            self.error = exc
 
 
 _DELIMITERS = {";": "semicolon", ",": "comma", "\t": "tab"}
@@ -315,19 +334,27 @@ def import_xlsx(
             worksheet = workbook[name]
             if not hasattr(worksheet, "iter_rows"):  # a chart sheet
                 continue
+            declared_rows = worksheet.max_row  # from the sheet's dimension record, for the progress bar only
             worksheet.reset_dimensions()  # some writers record wrong dimensions; read what is there
             rows = enumerate(worksheet.iter_rows(), 1)
-            found = _find_header((line, [_cell_text(cell.value, None) for cell in cells]) for line, cells in rows)
-            if found is None:
-                continue
-            header_line, header = found
-            columns = _columns(header)
-            report.source = f"xlsx, sheet {name!r}, header on row {header_line}"
-            report.columns = columns.summary()
-            lines = ((line, _row_texts(cells, columns.phone_indexes)) for line, cells in rows)
-            _import_rows(store, lines, columns, report, _unpacked_size(path))
-            if progress:
-                progress(os.path.getsize(path))
+            try:
+                found = _find_header((line, [_cell_text(c.value, None) for c in cells]) for line, cells in rows)
+                if found is None:
+                    continue
+                header_line, header = found
+                columns = _columns(header)
+                report.source = f"xlsx, sheet {name!r}, header on row {header_line}"
+                report.columns = columns.summary()
+                lines = ((line, _row_texts(cells, columns.phone_indexes)) for line, cells in rows)
+                lines = _row_progress(lines, progress, os.path.getsize(path), declared_rows)
+                stop = _Stop()
+                _import_rows(store, stop.guard(lines, _DAMAGED), columns, report, _unpacked_size(path))
+            except _DAMAGED as exc:  # in the first rows, before the header was found
+                stop = _Stop(exc)
+            if stop.error is not None:
+                exc = stop.error
+                raise ImportFileError(f"sheet {name!r} is damaged ({type(exc).__name__}: {exc}); the "
+                                      f"{report.imported} contacts before the damage were imported") from None
             return report
         where = f"sheet {sheet!r}" if sheet is not None else f"any sheet ({', '.join(map(repr, names))})"
         report.problems.append((1, f"no header row with a phone column in the first {HEADER_SEARCH_ROWS} rows "
@@ -335,6 +362,27 @@ def import_xlsx(
         return report
     finally:
         workbook.close()
+
+
+# What a damaged workbook raises while its rows stream in (a cut zip, broken XML).
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, SyntaxError, KeyError, ValueError, OSError)
+
+
+def _row_progress(
+    lines: Iterator[tuple[int, list[str]]], progress: ProgressCallback | None, size: int, declared_rows: int | None
+) -> Iterator[tuple[int, list[str]]]:
+    """Rows, reporting progress as the share of the sheet's declared rows read, in file bytes."""
+    if progress is None:
+        yield from lines
+        return
+    reported = 0
+    for line, texts in lines:
+        if declared_rows and line % 1000 == 0:
+            done = min(size, size * line // declared_rows)
+            progress(done - reported)
+            reported = done
+        yield line, texts
+    progress(size - reported)
 
 
 def _unpacked_size(path: str) -> int:

@@ -363,3 +363,49 @@ def test_the_report_masks_the_digits_of_a_value_it_could_not_read(load_contacts)
     assert report.imported == 1 and len(report.warnings) == 1
     reason = report.warnings[0][1]
     assert "Handy 'Privat **9 12 (falsch)'" in reason and "079" not in reason
+
+
+def test_a_workbook_damaged_part_way_gets_one_line_and_keeps_the_rows_before(make_app, tmp_path):
+    from openpyxl import Workbook
+
+    whole = tmp_path / "whole.xlsx"
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Name", "Telefon"])
+    for i in range(200):
+        sheet.append([f"Person {i}", f"021 552 {i // 100:02d} {i % 100:02d}"])
+    workbook.save(whole)
+    damaged = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]  # the sheet's XML ends in the middle of a row
+            target.writestr(info, data)
+    app = make_app()
+    result = run_import(app, str(damaged))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: cannot import" in result.output and "sheet 'Sheet' is damaged" in result.output
+    found = app.test_client().get("/Lookup?PhoneNumber=41215520000", headers=HEADERS).get_json()
+    assert [c["name"] for c in found] == ["Person 0"]
+
+
+def test_workbook_progress_adds_up_to_the_file_size():
+    from crm_backends.directory_import import _row_progress
+
+    steps: list[int] = []
+    rows = [(line, ["x"]) for line in range(2, 2502)]
+    assert len(list(_row_progress(iter(rows), steps.append, 5000, 2501))) == 2500
+    assert sum(steps) == 5000 and len(steps) == 3 and all(step >= 0 for step in steps)
+
+
+def test_a_csv_row_the_reader_cannot_take_stops_with_one_line_after_storing_the_rows_before(make_app, tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("Name;Telefon;Notizen\nAnn;021 552 20 00;kurz\nBen;021 552 20 01;" + "x" * 200_000 + "\n")
+    app = make_app()
+    result = run_import(app, str(path))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "line 3: field larger than field limit" in result.output
+    assert "the 1 contacts before it were imported" in result.output
+    found = app.test_client().get("/Lookup?PhoneNumber=41215522000", headers=HEADERS).get_json()
+    assert [c["name"] for c in found] == ["Ann"]
