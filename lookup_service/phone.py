@@ -295,6 +295,7 @@ _EXTENSION_MARKERS = frozenset(
 )
 # A number part: digits and what people write between them; anything else ends it.
 _RUN_CHARS = frozenset("0123456789+()[] -./")
+_STORED_PLAIN = re.compile(r"\+?[0-9][0-9 \-./]*")  # one line, nothing to split or strip
 _SEVERAL = re.compile(r"[\n;,]")  # between numbers of one field (" ::: " is turned into a newline)
 _PARAMETER = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*=")  # "ext=12", "phone-context=+41-21" after a ';'
 _FLOAT = re.compile(r"([1-9]\d{6,})[.,]0{1,2}")  # 41215522000.0: a number cell written as a float
@@ -326,17 +327,20 @@ def extract_numbers(text: str, region: str = "CH") -> tuple[list[PhoneNumber], l
     stripped = text.strip()
     if stripped.isascii() and _is_plain(stripped):
         try:
-            number = _parse_cached(stripped, region)
+            number = _written_national(stripped, region) or _parse_cached(stripped, region)
         except InvalidPhoneNumber:
             number = None
         if number is not None and not number.key.startswith("raw:") and (number.e164 or stripped.isdigit()):
             return [number], []
-    return _extract(_unmangle(_clean_characters(stripped)), region)
+    text, problem = _unmangle(_clean_characters(stripped))
+    if problem:
+        return [], [problem]
+    return _extract(text, region)
 
 
 def _is_plain(text: str) -> bool:
     """A value the lookup reading takes as it is: digits and separators, no date, no float."""
-    return bool(_PLAIN.match(text)) and not _DATE.match(text) and not _FLOAT.fullmatch(text)
+    return bool(_STORED_PLAIN.fullmatch(text)) and not _date_length(text) and not _FLOAT.fullmatch(text)
 
 
 class _CharacterMap(dict):
@@ -372,36 +376,36 @@ def _clean_characters(text: str) -> str:
     return text.translate(_CHARACTERS).replace(":::", "\n")
 
 
-def _unmangle(text: str) -> str:
+def _unmangle(text: str) -> tuple[str, str | None]:
     """Undo what spreadsheets do to a whole cell: ="…", a leading apostrophe, a float, E+10."""
     text = text.strip()
     if text.startswith('="') and text.endswith('"'):
         text = text[2:-1].strip()
     if text.startswith("'"):
-        return text[1:].strip()
+        return text[1:].strip(), None
     match = _FLOAT.fullmatch(text)
     if match:
-        return match.group(1)
+        return match.group(1), None
     match = _SCIENTIFIC.fullmatch(text)
     if match:
         first, fraction, exponent = match.group(1), match.group(2), int(match.group(3))
         written = (first + fraction).rstrip("0")
         if len(written) < _MIN_SCIENTIFIC_DIGITS or len(fraction) > exponent or exponent >= 15:
-            return "\x00scientific"  # checked by _extract; carries no digit
-        return first + fraction + "0" * (exponent - len(fraction))
-    return text
+            return "", DIGITS_LOST
+        return first + fraction + "0" * (exponent - len(fraction)), None
+    return text, None
 
 
 def _extract(text: str, region: str) -> tuple[list[PhoneNumber], list[str]]:
-    if text == "\x00scientific":
-        return [], [DIGITS_LOST]
     numbers: list[PhoneNumber] = []
     problems: list[str] = []
     for part in _parts(text):
         found, problem, extension = _read_part(part, region)
-        if extension is not None and numbers and not numbers[-1].is_short:
-            # "021 552 20 00, intern 12": the extension of the number before it
-            numbers[-1] = replace(numbers[-1], extension=extension)
+        if extension is not None:
+            if numbers and not numbers[-1].is_short:  # "021 552 20 00, intern 12": its extension
+                numbers[-1] = replace(numbers[-1], extension=extension)
+            else:
+                problems.append(SHORT_WITH_TEXT)
             continue
         numbers.extend(found)
         if problem:
@@ -452,7 +456,7 @@ def _read_tel(body: str, region: str) -> tuple[list[PhoneNumber], str | None, st
     if context and context.startswith("+") and not number.startswith("+"):
         number = context + "-" + number  # a local number within a global prefix
     # any other context (a domain name) names no country: the number is read in the region
-    return _read_text(number, region, extension, allow_label_short=True)
+    return _read_text(number, region, extension)
 
 
 def _runs(text: str) -> list[tuple[int, int]]:
@@ -489,9 +493,8 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _read_text(
-    text: str, region: str, extension: str | None, allow_label_short: bool = False
-) -> tuple[list[PhoneNumber], str | None, str | None]:
+def _read_text(text: str, region: str, extension: str | None) -> tuple[list[PhoneNumber], str | None, str | None]:
+    """Numbers in free text: labels before, annotations after, an extension word between."""
     runs = _runs(text)
     if not runs:
         return [], NO_NUMBER, None
@@ -506,9 +509,12 @@ def _read_text(
         if full and run.isdigit() and len(run) <= 8 and _is_extension_marker(gap):
             full[-1] = replace(full[-1], extension=run)
             continue
-        if _DATE.match(run) and _is_date(run):
+        date = _date_length(run)
+        if date:  # "2026-11-21", or "2026-11-21 021 552 20 00": the rest is read on its own
             problem = problem or A_DATE
-            continue
+            run = run[date:].lstrip(" -./")
+            if not run:
+                continue
         if sum(c.isdigit() for c in run) < MIN_DIGITS:
             continue  # "Tel. 2:", "3. OG": part of a label
         numbers, reason = _read_run(run, region)
@@ -527,7 +533,7 @@ def _read_text(
         number, start, end = short[0]
         before, after = text[:start].strip(), text[end:].strip()
         plain = text[start:end].isdigit()
-        if plain and not after and (not before or before.endswith(":") or allow_label_short and not before):
+        if plain and not after and (not before or before.endswith(":")):  # "201", "Intern: 201"
             return [replace(number, extension=extension) if extension else number], None, None
         if plain and not after and _is_extension_marker(before):
             return [], None, text[start:end]
@@ -541,15 +547,16 @@ def _is_extension_marker(gap: str) -> bool:
     return gap.strip(" (.:=").lower().rstrip(" .:=") in _EXTENSION_MARKERS
 
 
-def _is_date(run: str) -> bool:
+def _date_length(run: str) -> int:
+    """The length of the date ``run`` starts with (``2026-11-21``, ``21.11.2026``), or 0."""
     match = _DATE.match(run)
     if match is None:
-        return False
+        return 0
     if match.group(1):
         month, day = int(match.group(2)), int(match.group(3))
     else:
         day, month = int(match.group(4)), int(match.group(6))
-    return 1 <= month <= 12 and 1 <= day <= 31
+    return match.end() if 1 <= month <= 12 and 1 <= day <= 31 else 0
 
 
 def _read_run(run: str, region: str) -> tuple[list[PhoneNumber], str | None]:
@@ -568,7 +575,7 @@ def _read_run(run: str, region: str) -> tuple[list[PhoneNumber], str | None]:
 def _read_one(run: str, region: str) -> tuple[PhoneNumber | None, str | None]:
     run = _without_bracketed_trunk(run.strip())
     try:
-        number = _parse_cached(run, region)
+        number = _written_national(run, region) or _parse_cached(run, region)
     except InvalidPhoneNumber as exc:
         return None, str(exc)
     if number.key.startswith("raw:"):
@@ -576,6 +583,29 @@ def _read_one(run: str, region: str) -> tuple[PhoneNumber | None, str | None]:
     if number.is_short and not run.isdigit():
         return None, SHORT_WITH_TEXT  # "201 / 202", "20 12": not an internal number as written
     return number, None
+
+
+def _written_national(run: str, region: str) -> PhoneNumber | None:
+    """A stored ``(201) 555-0123`` (US) or ``131 2345 6789`` (CN) is the national number it is
+    written as, though its digits read with a '+' are a valid number too (+20 …, +1 312 …): the
+    connector's bare digits are international first (:func:`_best_parse`), a number written with
+    national grouping is national first. Bare digits and numbers with a prefix are left to it."""
+    if run.isdigit() or run.startswith("+") or run.lstrip("([ ").startswith("0"):
+        return None
+    return _national_reading(run, region)
+
+
+@lru_cache(maxsize=4096)
+def _national_reading(run: str, region: str) -> PhoneNumber | None:
+    try:
+        parsed = phonenumbers.parse(run, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed) or phonenumbers.region_code_for_number(parsed) is None:
+        return None
+    nsn = phonenumbers.national_significant_number(parsed)
+    e164 = f"+{parsed.country_code}{nsn}"
+    return PhoneNumber(key=e164, e164=e164, nsn=nsn)
 
 
 def _without_bracketed_trunk(run: str) -> str:
