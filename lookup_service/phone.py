@@ -601,7 +601,12 @@ def _national_reading(run: str, region: str) -> PhoneNumber | None:
         parsed = phonenumbers.parse(run, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(parsed) or phonenumbers.region_code_for_number(parsed) is None:
+    if parsed.country_code != phonenumbers.country_code_for_region(region) or not phonenumbers.is_valid_number(parsed):
+        return None
+    # Only where the region writes its national numbers so, without a trunk prefix (US, CN mobiles):
+    # "33 1 42 68 53 00" in DE is a French number whose '+' was lost, a German one would start with 0.
+    written = re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL))
+    if written != re.sub(r"\D", "", run):
         return None
     nsn = phonenumbers.national_significant_number(parsed)
     e164 = f"+{parsed.country_code}{nsn}"

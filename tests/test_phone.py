@@ -398,3 +398,25 @@ def test_the_live_re_check_reads_stored_values_like_the_directory():
     kept = backend.filter_candidates(number, [Contact(id="a", name="A", phones=["+41 79 123 45 67 (privat)"]),
                                               Contact(id="b", name="B", phones=["+41 79 123 45 76"])])
     assert [c.id for c in kept] == ["a"]
+
+
+def test_vcard_tel_uris_and_labelled_values_reach_the_number_reading():
+    from crm_backends.vcard import parse_vcards
+
+    text = (
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Anna Muster\r\n"
+        "TEL;VALUE=uri;TYPE=work:tel:552-20-00;phone-context=+41-21\r\n"
+        "TEL;TYPE=cell:Mobil: 079 123 45 67 (privat)\r\nEND:VCARD\r\n"
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Nobody\r\nTEL:siehe Website\r\nEND:VCARD\r\n"
+    )
+    anna, nobody = parse_vcards(text, "CH")
+    assert anna.problem is None
+    stored = normalize_phones(anna.contact.phones, "CH")
+    assert [p.key for p in stored] == ["+41215522000", "+41791234567"]
+    assert nobody.problem and "none is a phone number" in nobody.problem
+
+
+def test_national_first_only_where_the_region_writes_national_numbers_without_a_prefix():
+    assert keys("201 555 0123", "CA") == [("+12015550123", None)]  # a US number in a Canadian directory
+    # a German national number starts with 0; without it these are a French number's digits
+    assert keys("33 1 42 68 53 00", "DE") == [("+33142685300", None)]
