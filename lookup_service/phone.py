@@ -1,7 +1,7 @@
 """Phone number normalization: the one place that turns what people type into comparable keys.
 
-Every number that is stored (directory import, mirror sync) and every number that is looked up goes
-through :func:`parse_number`, so two spellings of one line always produce the same key:
+Every number that is stored (directory import, mirror sync, a live backend's candidates) and every
+number that is looked up goes through one reading, so two spellings of one line give the same key:
 
 * a full number becomes its E.164 form (``+41215522000``), whatever separators, trunk prefix,
   ``00`` international prefix or ``(0)`` it was written with; an extension is kept apart;
@@ -319,6 +319,10 @@ def extract_numbers(text: str, region: str = "CH") -> tuple[list[PhoneNumber], l
     separated by ``:::``, ``;``, ``,`` or line breaks. A part that holds no number, only a date, a
     short number with text around it, or an impossible number is reported, never matched.
     """
+    if text is None:
+        return [], []
+    if isinstance(text, int | float) and not isinstance(text, bool):  # a JSON number: 41215522000
+        text = str(text)
     if not isinstance(text, str):
         return [], [NO_NUMBER]
     if len(text) > MAX_STORED_CHARS:

@@ -420,3 +420,10 @@ def test_national_first_only_where_the_region_writes_national_numbers_without_a_
     assert keys("201 555 0123", "CA") == [("+12015550123", None)]  # a US number in a Canadian directory
     # a German national number starts with 0; without it these are a French number's digits
     assert keys("33 1 42 68 53 00", "DE") == [("+33142685300", None)]
+
+
+def test_values_that_are_not_text():
+    assert extract_numbers(None, "CH") == ([], [])  # an empty field
+    assert [n.key for n in extract_numbers(41215522000, "CH")[0]] == ["+41215522000"]  # a JSON number
+    assert [n.key for n in extract_numbers(41215522000.0, "CH")[0]] == ["+41215522000"]
+    assert extract_numbers(True, "CH") == ([], [NO_NUMBER])
