@@ -296,7 +296,8 @@ _EXTENSION_MARKERS = frozenset(
 # A number part: digits and what people write between them; anything else ends it.
 _RUN_CHARS = frozenset("0123456789+()[] -./")
 _STORED_PLAIN = re.compile(r"\+?[0-9][0-9 \-./]*")  # one line, nothing to split or strip
-_SEVERAL = re.compile(r"[\n;,]")  # between numbers of one field (" ::: " is turned into a newline)
+_SEVERAL = re.compile(r"[\n;]|,+")  # between numbers of one field (" ::: " is turned into a newline)
+_DIALLED_EXTENSION = re.compile(r"\d{1,8}#?")
 _PARAMETER = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*=")  # "ext=12", "phone-context=+41-21" after a ';'
 _FLOAT = re.compile(r"([1-9]\d{6,})[.,]0{1,2}")  # 41215522000.0: a number cell written as a float
 _SCIENTIFIC = re.compile(r"([1-9])[.,](\d+)[eE]\+?(\d{1,2})")  # 4.1215522E+10
@@ -403,7 +404,14 @@ def _unmangle(text: str) -> tuple[str, str | None]:
 def _extract(text: str, region: str) -> tuple[list[PhoneNumber], list[str]]:
     numbers: list[PhoneNumber] = []
     problems: list[str] = []
-    for part in _parts(text):
+    for part, after_pause in _parts(text):
+        digits = part.strip()
+        if numbers and not numbers[-1].is_short and _DIALLED_EXTENSION.fullmatch(digits):
+            # after a full number, a few digits alone are its extension, not an internal number of
+            # their own: "+41215522000,,12" (a dial string's pause), "021 552 20 00, 12"
+            if after_pause or len(digits) <= MAX_SHORT_DIGITS:
+                numbers[-1] = replace(numbers[-1], extension=digits.rstrip("#"))
+                continue
         found, problem, extension = _read_part(part, region)
         if extension is not None:
             if numbers and not numbers[-1].is_short:  # "021 552 20 00, intern 12": its extension
@@ -418,14 +426,26 @@ def _extract(text: str, region: str) -> tuple[list[PhoneNumber], list[str]]:
     return list(distinct.values()), problems
 
 
-def _parts(text: str) -> list[str]:
-    """Split a field into its numbers; ``;ext=…`` and ``;phone-context=…`` stay with their number."""
-    parts: list[str] = []
-    for piece in _SEVERAL.split(text):
+def _parts(text: str) -> list[tuple[str, bool]]:
+    """Split a field into its numbers; ``;ext=…`` and ``;phone-context=…`` stay with their number.
+
+    Each part comes with whether it follows commas written between two digits: the pause of a dial
+    string (``+41215522000,,12``), after which a few digits are the extension to dial."""
+    parts: list[tuple[str, bool]] = []
+    start, pause = 0, False
+    for match in [*_SEVERAL.finditer(text), None]:
+        piece = text[start : match.start() if match else len(text)]
         if parts and _PARAMETER.match(piece):
-            parts[-1] += ";" + piece
+            parts[-1] = (parts[-1][0] + ";" + piece, parts[-1][1])
         else:
-            parts.append(piece)
+            parts.append((piece, pause))
+        if match is not None:
+            start = match.end()
+            pause = (
+                match.group()[0] == ","
+                and text[match.start() - 1 : match.start()].isdigit()
+                and text[start : start + 1].isdigit()
+            )
     return parts
 
 

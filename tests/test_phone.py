@@ -149,7 +149,8 @@ def test_labels_and_annotations_around_a_number(stored):
     "stored, extension",
     [("+41 21 552 20 00 ext. 12", "12"), ("+41 21 552 20 00 x12", "12"), ("+41 21 552 20 00 #12", "12"),
      ("Büro: 021 552 20 00 Durchwahl 12", "12"), ("+41 21 552 20 00 (ext. 123)", "123"),
-     ("021 552 20 00, intern 12", "12"), ("+41215522000;ext=12", "12"), ("tel:+41-21-552-20-00;ext=12", "12")],
+     ("021 552 20 00, intern 12", "12"), ("+41215522000;ext=12", "12"), ("tel:+41-21-552-20-00;ext=12", "12"),
+     ("+41215522000,,12", "12"), ("+41215522000,12#", "12"), ("021 552 20 00, 12", "12")],
 )
 def test_an_extension_stays_an_extension(stored, extension):
     assert keys(stored) == [("+41215522000", extension)]
@@ -243,6 +244,10 @@ def test_national_grouping_is_read_in_the_region_before_the_bare_digits_reading(
 @pytest.mark.parametrize("stored", ["201", "Intern: 201", "tel:201", "'201"])
 def test_a_short_number_standing_alone_is_an_internal_number(stored):
     assert keys(stored) == [("ext:201", None)]
+
+
+def test_several_internal_numbers_in_one_field():
+    assert keys("201, 202") == keys("201,202") == [("ext:201", None), ("ext:202", None)]
 
 
 @pytest.mark.parametrize(
