@@ -288,6 +288,7 @@ SHORT_WITH_TEXT = "a short number (up to 6 digits) is read as an internal number
 NOT_POSSIBLE = "not a possible phone number (wrong number of digits)"
 DIGITS_LOST = "a number in scientific notation that lost digits (format the column as text)"
 BAD_EXTENSION = "an extension that is not digits"
+BAD_TEL_URI = "a tel: URI whose local number or phone-context is not one (RFC 3966)"
 
 # Words that put an extension after a number: "ext. 12", "x12", "#12", "Durchwahl 12", "poste 12".
 _EXTENSION_MARKERS = frozenset(
@@ -298,6 +299,10 @@ _RUN_CHARS = frozenset("0123456789+()[] -./")
 _STORED_PLAIN = re.compile(r"\+?[0-9][0-9 \-./]*")  # one line, nothing to split or strip
 _SEVERAL = re.compile(r"[\n;]|,+")  # between numbers of one field (" ::: " is turned into a newline)
 _DIALLED_EXTENSION = re.compile(r"\d{1,8}#?")
+# RFC 3966: a local number is digits and visual separators; its phone-context a global number's
+# prefix ("+41-21") or a domain name. Checked character by character (no backtracking).
+_VISUAL = frozenset("0123456789-.() ")
+_DOMAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 _PARAMETER = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*=")  # "ext=12", "phone-context=+41-21" after a ';'
 _FLOAT = re.compile(r"([1-9]\d{6,})[.,]0{1,2}")  # 41215522000.0: a number cell written as a float
 _SCIENTIFIC = re.compile(r"([1-9])[.,](\d+)[eE]\+?(\d{1,2})")  # 4.1215522E+10
@@ -477,10 +482,19 @@ def _read_tel(body: str, region: str) -> tuple[list[PhoneNumber], str | None, st
         elif name == "phone-context":
             context = value.strip()
     number = number.strip()
-    if context and context.startswith("+") and not number.startswith("+"):
-        number = context + "-" + number  # a local number within a global prefix
-    # any other context (a domain name) names no country: the number is read in the region
+    if context is not None and not number.startswith("+"):
+        if not _digits_and_separators(number):
+            return [], BAD_TEL_URI, None
+        if context.startswith("+") and _digits_and_separators(context[1:]):
+            number = context + "-" + number  # a local number within a global prefix
+        elif not (context and set(context) <= _DOMAIN and context[0].isalnum()):
+            return [], BAD_TEL_URI, None
+        # a domain name names no country: the number is read in the region
     return _read_text(number, region, extension)
+
+
+def _digits_and_separators(text: str) -> bool:
+    return set(text) <= _VISUAL and any(char.isdigit() for char in text)
 
 
 def _runs(text: str) -> list[tuple[int, int]]:

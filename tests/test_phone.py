@@ -7,6 +7,7 @@ from crm_backends.contact_store import ContactStore, normalize_phones
 from lookup_service.phone import (
     A_DATE,
     BAD_EXTENSION,
+    BAD_TEL_URI,
     DIGITS_LOST,
     MAX_STORED_CHARS,
     NO_NUMBER,
@@ -262,6 +263,8 @@ def test_several_internal_numbers_in_one_field():
         ("+41 21 552", NOT_POSSIBLE), ("Tel. +41 21 552 20 00 00 00 00 00 00 00 00", "2 to 20"),
         ("4.12155E+10", DIGITS_LOST), ("4.1E+10", DIGITS_LOST), ("4.1215522E+25", DIGITS_LOST),
         ("tel:+41-21-552-20-00;ext=zwölf", BAD_EXTENSION),
+        ("tel:552-20-00;phone-context=+41-2x1", BAD_TEL_URI), ("tel:55x2;phone-context=+41-21", BAD_TEL_URI),
+        ("tel:552-20-00;phone-context=", BAD_TEL_URI),
         ("1" * 1001, TOO_LONG),
     ],
 )
@@ -432,3 +435,36 @@ def test_values_that_are_not_text():
     assert [n.key for n in extract_numbers(41215522000, "CH")[0]] == ["+41215522000"]  # a JSON number
     assert [n.key for n in extract_numbers(41215522000.0, "CH")[0]] == ["+41215522000"]
     assert extract_numbers(True, "CH") == ([], [NO_NUMBER])
+
+
+def test_extraction_never_raises_and_never_invents_digits():
+    """Random text made of what stored values hold: nothing raises, and every number read is made
+    of the value's own digits, in order (the country code may come from the region). Excluded:
+    phone-context (its digits come first by definition) and countries whose metadata rewrites
+    national numbers (national_prefix_transform_rule: +378 adds 0549, +672 adds 3, …)."""
+    import random
+
+    import phonenumbers
+
+    from lookup_service.phone import _clean_characters
+
+    pieces = [*"0123456789" * 6, *"   +()-./;,:#xTelBüro", "\u00a0", "\u2013", "\uff11", "\u00ad", "\n", ":::",
+              "ext.", "tel:", ";ext=", "'", "(0)", "+41 ", "00"]
+    rng = random.Random(9)
+    checked = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        region = rng.choice(["CH", "DE", "US", "GB", "HU", "CN", "IT"])
+        numbers, problems = extract_numbers(text, region)
+        digits = iter("".join(c for c in _clean_characters(text) if c.isdigit()))
+        for number in numbers:
+            assert number.key.startswith(("+", "ext:")), text
+            if number.e164:
+                metadata = phonenumbers.PhoneMetadata.metadata_for_region(
+                    phonenumbers.region_code_for_country_code(int(number.e164[1 : -len(number.nsn)])))
+                if metadata is not None and metadata.national_prefix_transform_rule:
+                    continue
+            core = number.nsn or number.key[4:]
+            assert all(char in digits for char in core), (text, number)
+            checked += 1
+    assert checked > 500
