@@ -1,7 +1,7 @@
 """Phone number normalization: the one place that turns what people type into comparable keys.
 
-Every number that is stored (directory import, mirror sync) and every number that is looked up goes
-through :func:`parse_number`, so two spellings of one line always produce the same key:
+Every number that is stored (directory import, mirror sync, a live backend's candidates) and every
+number that is looked up goes through one reading, so two spellings of one line give the same key:
 
 * a full number becomes its E.164 form (``+41215522000``), whatever separators, trunk prefix,
   ``00`` international prefix or ``(0)`` it was written with; an extension is kept apart;
@@ -288,6 +288,7 @@ SHORT_WITH_TEXT = "a short number (up to 6 digits) is read as an internal number
 NOT_POSSIBLE = "not a possible phone number (wrong number of digits)"
 DIGITS_LOST = "a number in scientific notation that lost digits (format the column as text)"
 BAD_EXTENSION = "an extension that is not digits"
+BAD_TEL_URI = "a tel: URI whose local number or phone-context is not one (RFC 3966)"
 
 # Words that put an extension after a number: "ext. 12", "x12", "#12", "Durchwahl 12", "poste 12".
 _EXTENSION_MARKERS = frozenset(
@@ -295,7 +296,13 @@ _EXTENSION_MARKERS = frozenset(
 )
 # A number part: digits and what people write between them; anything else ends it.
 _RUN_CHARS = frozenset("0123456789+()[] -./")
-_SEVERAL = re.compile(r"[\n;,]")  # between numbers of one field (" ::: " is turned into a newline)
+_STORED_PLAIN = re.compile(r"\+?[0-9][0-9 \-./]*")  # one line, nothing to split or strip
+_SEVERAL = re.compile(r"[\n;]|,+")  # between numbers of one field (" ::: " is turned into a newline)
+_DIALLED_EXTENSION = re.compile(r"\d{1,8}#?")
+# RFC 3966: a local number is digits and visual separators; its phone-context a global number's
+# prefix ("+41-21") or a domain name. Checked character by character (no backtracking).
+_VISUAL = frozenset("0123456789-.() ")
+_DOMAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 _PARAMETER = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*=")  # "ext=12", "phone-context=+41-21" after a ';'
 _FLOAT = re.compile(r"([1-9]\d{6,})[.,]0{1,2}")  # 41215522000.0: a number cell written as a float
 _SCIENTIFIC = re.compile(r"([1-9])[.,](\d+)[eE]\+?(\d{1,2})")  # 4.1215522E+10
@@ -318,6 +325,10 @@ def extract_numbers(text: str, region: str = "CH") -> tuple[list[PhoneNumber], l
     separated by ``:::``, ``;``, ``,`` or line breaks. A part that holds no number, only a date, a
     short number with text around it, or an impossible number is reported, never matched.
     """
+    if text is None:
+        return [], []
+    if isinstance(text, int | float) and not isinstance(text, bool):  # a JSON number: 41215522000
+        text = str(text)
     if not isinstance(text, str):
         return [], [NO_NUMBER]
     if len(text) > MAX_STORED_CHARS:
@@ -326,17 +337,20 @@ def extract_numbers(text: str, region: str = "CH") -> tuple[list[PhoneNumber], l
     stripped = text.strip()
     if stripped.isascii() and _is_plain(stripped):
         try:
-            number = _parse_cached(stripped, region)
+            number = _written_national(stripped, region) or _parse_cached(stripped, region)
         except InvalidPhoneNumber:
             number = None
         if number is not None and not number.key.startswith("raw:") and (number.e164 or stripped.isdigit()):
             return [number], []
-    return _extract(_unmangle(_clean_characters(stripped)), region)
+    text, problem = _unmangle(_clean_characters(stripped))
+    if problem:
+        return [], [problem]
+    return _extract(text, region)
 
 
 def _is_plain(text: str) -> bool:
     """A value the lookup reading takes as it is: digits and separators, no date, no float."""
-    return bool(_PLAIN.match(text)) and not _DATE.match(text) and not _FLOAT.fullmatch(text)
+    return bool(_STORED_PLAIN.fullmatch(text)) and not _date_length(text) and not _FLOAT.fullmatch(text)
 
 
 class _CharacterMap(dict):
@@ -372,36 +386,43 @@ def _clean_characters(text: str) -> str:
     return text.translate(_CHARACTERS).replace(":::", "\n")
 
 
-def _unmangle(text: str) -> str:
+def _unmangle(text: str) -> tuple[str, str | None]:
     """Undo what spreadsheets do to a whole cell: ="…", a leading apostrophe, a float, E+10."""
     text = text.strip()
     if text.startswith('="') and text.endswith('"'):
         text = text[2:-1].strip()
     if text.startswith("'"):
-        return text[1:].strip()
+        return text[1:].strip(), None
     match = _FLOAT.fullmatch(text)
     if match:
-        return match.group(1)
+        return match.group(1), None
     match = _SCIENTIFIC.fullmatch(text)
     if match:
         first, fraction, exponent = match.group(1), match.group(2), int(match.group(3))
         written = (first + fraction).rstrip("0")
         if len(written) < _MIN_SCIENTIFIC_DIGITS or len(fraction) > exponent or exponent >= 15:
-            return "\x00scientific"  # checked by _extract; carries no digit
-        return first + fraction + "0" * (exponent - len(fraction))
-    return text
+            return "", DIGITS_LOST
+        return first + fraction + "0" * (exponent - len(fraction)), None
+    return text, None
 
 
 def _extract(text: str, region: str) -> tuple[list[PhoneNumber], list[str]]:
-    if text == "\x00scientific":
-        return [], [DIGITS_LOST]
     numbers: list[PhoneNumber] = []
     problems: list[str] = []
-    for part in _parts(text):
+    for part, after_pause in _parts(text):
+        digits = part.strip()
+        if numbers and not numbers[-1].is_short and _DIALLED_EXTENSION.fullmatch(digits):
+            # after a full number, a few digits alone are its extension, not an internal number of
+            # their own: "+41215522000,,12" (a dial string's pause), "021 552 20 00, 12"
+            if after_pause or len(digits) <= MAX_SHORT_DIGITS:
+                numbers[-1] = replace(numbers[-1], extension=digits.rstrip("#"))
+                continue
         found, problem, extension = _read_part(part, region)
-        if extension is not None and numbers and not numbers[-1].is_short:
-            # "021 552 20 00, intern 12": the extension of the number before it
-            numbers[-1] = replace(numbers[-1], extension=extension)
+        if extension is not None:
+            if numbers and not numbers[-1].is_short:  # "021 552 20 00, intern 12": its extension
+                numbers[-1] = replace(numbers[-1], extension=extension)
+            else:
+                problems.append(SHORT_WITH_TEXT)
             continue
         numbers.extend(found)
         if problem:
@@ -410,14 +431,26 @@ def _extract(text: str, region: str) -> tuple[list[PhoneNumber], list[str]]:
     return list(distinct.values()), problems
 
 
-def _parts(text: str) -> list[str]:
-    """Split a field into its numbers; ``;ext=…`` and ``;phone-context=…`` stay with their number."""
-    parts: list[str] = []
-    for piece in _SEVERAL.split(text):
+def _parts(text: str) -> list[tuple[str, bool]]:
+    """Split a field into its numbers; ``;ext=…`` and ``;phone-context=…`` stay with their number.
+
+    Each part comes with whether it follows commas written between two digits: the pause of a dial
+    string (``+41215522000,,12``), after which a few digits are the extension to dial."""
+    parts: list[tuple[str, bool]] = []
+    start, pause = 0, False
+    for match in [*_SEVERAL.finditer(text), None]:
+        piece = text[start : match.start() if match else len(text)]
         if parts and _PARAMETER.match(piece):
-            parts[-1] += ";" + piece
+            parts[-1] = (parts[-1][0] + ";" + piece, parts[-1][1])
         else:
-            parts.append(piece)
+            parts.append((piece, pause))
+        if match is not None:
+            start = match.end()
+            pause = (
+                match.group()[0] == ","
+                and text[match.start() - 1 : match.start()].isdigit()
+                and text[start : start + 1].isdigit()
+            )
     return parts
 
 
@@ -449,10 +482,19 @@ def _read_tel(body: str, region: str) -> tuple[list[PhoneNumber], str | None, st
         elif name == "phone-context":
             context = value.strip()
     number = number.strip()
-    if context and context.startswith("+") and not number.startswith("+"):
-        number = context + "-" + number  # a local number within a global prefix
-    # any other context (a domain name) names no country: the number is read in the region
-    return _read_text(number, region, extension, allow_label_short=True)
+    if context is not None and not number.startswith("+"):
+        if not _digits_and_separators(number):
+            return [], BAD_TEL_URI, None
+        if context.startswith("+") and _digits_and_separators(context[1:]):
+            number = context + "-" + number  # a local number within a global prefix
+        elif not (context and set(context) <= _DOMAIN and context[0].isalnum()):
+            return [], BAD_TEL_URI, None
+        # a domain name names no country: the number is read in the region
+    return _read_text(number, region, extension)
+
+
+def _digits_and_separators(text: str) -> bool:
+    return set(text) <= _VISUAL and any(char.isdigit() for char in text)
 
 
 def _runs(text: str) -> list[tuple[int, int]]:
@@ -489,9 +531,8 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _read_text(
-    text: str, region: str, extension: str | None, allow_label_short: bool = False
-) -> tuple[list[PhoneNumber], str | None, str | None]:
+def _read_text(text: str, region: str, extension: str | None) -> tuple[list[PhoneNumber], str | None, str | None]:
+    """Numbers in free text: labels before, annotations after, an extension word between."""
     runs = _runs(text)
     if not runs:
         return [], NO_NUMBER, None
@@ -506,9 +547,12 @@ def _read_text(
         if full and run.isdigit() and len(run) <= 8 and _is_extension_marker(gap):
             full[-1] = replace(full[-1], extension=run)
             continue
-        if _DATE.match(run) and _is_date(run):
+        date = _date_length(run)
+        if date:  # "2026-11-21", or "2026-11-21 021 552 20 00": the rest is read on its own
             problem = problem or A_DATE
-            continue
+            run = run[date:].lstrip(" -./")
+            if not run:
+                continue
         if sum(c.isdigit() for c in run) < MIN_DIGITS:
             continue  # "Tel. 2:", "3. OG": part of a label
         numbers, reason = _read_run(run, region)
@@ -527,7 +571,7 @@ def _read_text(
         number, start, end = short[0]
         before, after = text[:start].strip(), text[end:].strip()
         plain = text[start:end].isdigit()
-        if plain and not after and (not before or before.endswith(":") or allow_label_short and not before):
+        if plain and not after and (not before or before.endswith(":")):  # "201", "Intern: 201"
             return [replace(number, extension=extension) if extension else number], None, None
         if plain and not after and _is_extension_marker(before):
             return [], None, text[start:end]
@@ -541,15 +585,16 @@ def _is_extension_marker(gap: str) -> bool:
     return gap.strip(" (.:=").lower().rstrip(" .:=") in _EXTENSION_MARKERS
 
 
-def _is_date(run: str) -> bool:
+def _date_length(run: str) -> int:
+    """The length of the date ``run`` starts with (``2026-11-21``, ``21.11.2026``), or 0."""
     match = _DATE.match(run)
     if match is None:
-        return False
+        return 0
     if match.group(1):
         month, day = int(match.group(2)), int(match.group(3))
     else:
         day, month = int(match.group(4)), int(match.group(6))
-    return 1 <= month <= 12 and 1 <= day <= 31
+    return match.end() if 1 <= month <= 12 and 1 <= day <= 31 else 0
 
 
 def _read_run(run: str, region: str) -> tuple[list[PhoneNumber], str | None]:
@@ -568,7 +613,7 @@ def _read_run(run: str, region: str) -> tuple[list[PhoneNumber], str | None]:
 def _read_one(run: str, region: str) -> tuple[PhoneNumber | None, str | None]:
     run = _without_bracketed_trunk(run.strip())
     try:
-        number = _parse_cached(run, region)
+        number = _written_national(run, region) or _parse_cached(run, region)
     except InvalidPhoneNumber as exc:
         return None, str(exc)
     if number.key.startswith("raw:"):
@@ -576,6 +621,34 @@ def _read_one(run: str, region: str) -> tuple[PhoneNumber | None, str | None]:
     if number.is_short and not run.isdigit():
         return None, SHORT_WITH_TEXT  # "201 / 202", "20 12": not an internal number as written
     return number, None
+
+
+def _written_national(run: str, region: str) -> PhoneNumber | None:
+    """A stored ``(201) 555-0123`` (US) or ``131 2345 6789`` (CN) is the national number it is
+    written as, though its digits read with a '+' are a valid number too (+20 …, +1 312 …): the
+    connector's bare digits are international first (:func:`_best_parse`), a number written with
+    national grouping is national first. Bare digits and numbers with a prefix are left to it."""
+    if run.isdigit() or run.startswith("+") or run.lstrip("([ ").startswith("0"):
+        return None
+    return _national_reading(run, region)
+
+
+@lru_cache(maxsize=4096)
+def _national_reading(run: str, region: str) -> PhoneNumber | None:
+    try:
+        parsed = phonenumbers.parse(run, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.country_code != phonenumbers.country_code_for_region(region) or not phonenumbers.is_valid_number(parsed):
+        return None
+    # Only where the region writes its national numbers so, without a trunk prefix (US, CN mobiles):
+    # "33 1 42 68 53 00" in DE is a French number whose '+' was lost, a German one would start with 0.
+    written = re.sub(r"\D", "", phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL))
+    if written != re.sub(r"\D", "", run):
+        return None
+    nsn = phonenumbers.national_significant_number(parsed)
+    e164 = f"+{parsed.country_code}{nsn}"
+    return PhoneNumber(key=e164, e164=e164, nsn=nsn)
 
 
 def _without_bracketed_trunk(run: str) -> str:
