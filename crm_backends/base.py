@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from lookup_service.phone import PhoneNumber, parse_number
+from lookup_service.phone import PhoneNumber, extract_numbers
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +250,16 @@ class Backend(ABC):
         return self.options.get("rate_per_second") or self.default_rate_per_second
 
     def parse(self, raw: str) -> PhoneNumber | None:
-        """Normalize a number the source holds; ``None`` when it is not a phone number."""
-        try:
-            return parse_number(raw, self.spec.default_region)
-        except (ValueError, TypeError):
-            return None
+        """The (first) number in a value the source holds, read as stored text; ``None`` when it
+        holds no phone number."""
+        numbers = self.parse_all(raw)
+        return numbers[0] if numbers else None
+
+    def parse_all(self, raw: str) -> list[PhoneNumber]:
+        """Every number in a value the source holds (``… ::: …``, ``…; …``), read as stored text."""
+        if not isinstance(raw, str):
+            return []
+        return extract_numbers(raw, self.spec.default_region)[0]
 
     def matches(self, number: PhoneNumber, stored: Iterable[str]) -> bool | None:
         """Re-check a candidate from a loose source query with the project's normalization.
@@ -266,12 +271,12 @@ class Backend(ABC):
         for raw in stored:
             if not raw:
                 continue
-            parsed = self.parse(str(raw))
-            if parsed is None or parsed.key != number.key:
-                continue
-            if not parsed.extension or parsed.extension == number.extension:
-                return True
-            result = False
+            for parsed in self.parse_all(str(raw)):
+                if parsed.key != number.key:
+                    continue
+                if not parsed.extension or parsed.extension == number.extension:
+                    return True
+                result = False
         return result
 
     def filter_candidates(self, number: PhoneNumber, candidates: Iterable[Contact]) -> list[Contact]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from lookup_service.phone import PhoneNumber, parse_number
+from lookup_service.phone import PhoneNumber, extract_numbers
 
 from .base import CallRecord, Contact
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
@@ -92,16 +92,20 @@ class WriteReport:
     deleted: int = 0
 
 
-def normalize_phones(raw_numbers: Iterable[str], region: str) -> list[StoredPhone]:
-    """The distinct normalized keys of ``raw_numbers``; unusable ones are left out."""
+def normalize_phones(raw_numbers: Iterable[str], region: str, problems: list[str] | None = None) -> list[StoredPhone]:
+    """The distinct normalized keys of the numbers in ``raw_numbers``, read as stored text (labels,
+    ``tel:`` URIs, several numbers in one value: :func:`lookup_service.phone.extract_numbers`).
+
+    A value or part of one that holds no readable number is left out, and its reason (never the
+    number) appended to ``problems`` when given."""
     seen: dict[tuple[str, str], StoredPhone] = {}
     for raw in raw_numbers:
-        try:
-            parsed = parse_number(raw, region)
-        except ValueError:
-            continue
-        phone = StoredPhone(parsed.key, parsed.extension or "")
-        seen.setdefault((phone.key, phone.extension), phone)
+        numbers, reasons = extract_numbers(raw, region)
+        if problems is not None:
+            problems.extend(reasons)
+        for parsed in numbers:
+            phone = StoredPhone(parsed.key, parsed.extension or "")
+            seen.setdefault((phone.key, phone.extension), phone)
     return list(seen.values())
 
 
@@ -232,8 +236,8 @@ class ContactStore:
         return self.conn.execute("SELECT 1 FROM contacts WHERE id=?", (contact_id,)).fetchone() is not None
 
     # writing -----------------------------------------------------------------------------
-    def normalize_phones(self, raw_numbers: Iterable[str]) -> list[StoredPhone]:
-        return normalize_phones(raw_numbers, self.region)
+    def normalize_phones(self, raw_numbers: Iterable[str], problems: list[str] | None = None) -> list[StoredPhone]:
+        return normalize_phones(raw_numbers, self.region, problems)
 
     def upsert(self, contacts: Iterable[tuple[Contact, list[StoredPhone]]]) -> int:
         """Insert or replace contacts (matched by id) with their normalized phones, in one

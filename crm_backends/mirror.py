@@ -47,6 +47,7 @@ class SyncOutcome:
     incremental: bool = False
     error: str | None = None
     skipped: bool = False  # another process held the sync lock
+    unreadable_numbers: int = 0  # stored phone values (or parts of one) that hold no readable number
 
 
 class MirroredBackend(Backend):
@@ -192,6 +193,13 @@ class MirroredBackend(Backend):
             outcome.seconds,
             f", failed: {outcome.error}" if outcome.error else "",
         )
+        if outcome.unreadable_numbers:
+            log.warning(
+                "sync %s/%s: %d stored phone value(s) could not be read as a number and were left out",
+                self.spec.tenant,
+                self.name,
+                outcome.unreadable_numbers,
+            )
         return outcome
 
     def _sync_locked(self, full: bool, progress: ProgressCallback | None, started: float) -> SyncOutcome:
@@ -205,9 +213,11 @@ class MirroredBackend(Backend):
         new_cursor = cursor
         try:
             for batch in self.source.sync(cursor):
+                unreadable: list[str] = []
                 outcome.written += self.store.upsert(
-                    (contact, self.store.normalize_phones(contact.phones)) for contact in batch.contacts
+                    (contact, self.store.normalize_phones(contact.phones, unreadable)) for contact in batch.contacts
                 )
+                outcome.unreadable_numbers += len(unreadable)
                 outcome.deleted += self.store.delete(batch.deleted_ids)
                 seen.update(contact.id for contact in batch.contacts)
                 complete = complete or batch.complete

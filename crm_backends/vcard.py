@@ -8,7 +8,8 @@ What it understands:
 
 * line folding (CRLF or LF followed by a space or a tab), a byte order mark, many cards per file;
 * vCard 2.1: ``ENCODING=QUOTED-PRINTABLE`` (also the bare ``QUOTED-PRINTABLE`` parameter) with its
-  soft line breaks and ``CHARSET``, parameters without a name (``TEL;CELL;PREF:``);
+  soft line breaks and ``CHARSET``, parameters without a name (``TEL;CELL;PREF:``), Android's
+  custom labels (``TEL;X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,=42=C3=BC=72=6F):``);
 * vCard 3.0: ``TYPE=work,voice``, repeated ``TYPE`` parameters, grouped properties
   (``item1.TEL`` with Apple's ``item1.X-ABLabel``);
 * vCard 4.0: ``TEL;VALUE=uri:tel:+1-555-555-5555;ext=12``, quoted ``TYPE="work,voice"``;
@@ -37,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from lookup_service.phone import parse_number
+from lookup_service.phone import extract_numbers
 
 from .base import Contact
 
@@ -181,12 +182,28 @@ def _parse_property(line: str) -> _Property | None:
         parts = line[:colon].split(";")
     params: dict[str, list[str]] = {}
     for raw in parts[1:]:
+        if raw[:9].upper() == "X-CUSTOM(" and raw.endswith(")"):  # Android's own label for a number
+            params.setdefault("TYPE", []).append(_android_label(raw[9:-1]))
+            continue
         key, equals, value = raw.partition("=")
         if not equals:
             key, value = ("ENCODING" if raw.strip().upper() in _ENCODINGS else "TYPE"), raw
         values = [_param_value(v) for v in value.split(",")] if value else []
         params.setdefault(key.strip().upper(), []).extend(v for v in values if v)
     return _Property(group.upper(), name, params, line[colon + 1 :])
+
+
+def _android_label(inner: str) -> str:
+    """The label of ``X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,=42=C3=BC=72=6F)`` ("Büro")."""
+    *options, label = inner.split(",")
+    settings = dict(option.partition("=")[::2] for option in options)
+    if settings.get("ENCODING", "").upper() == "QUOTED-PRINTABLE":
+        raw = quopri.decodestring(label.encode("utf-8"))
+        try:
+            label = raw.decode(settings.get("CHARSET") or "utf-8")
+        except (LookupError, UnicodeDecodeError):
+            label = raw.decode("cp1252", errors="replace")
+    return label.strip()
 
 
 def _split_quoted(line: str) -> tuple[list[str], int]:
@@ -279,6 +296,9 @@ def _tel(prop: _Property) -> Tel | None:
         number, *uri_params = unquote(value[4:]).split(";")
         extension = next((p[4:] for p in uri_params if p.lower().startswith("ext=")), "")
         value = number + (f";ext={extension}" if extension else "")
+        context = next((p[14:] for p in uri_params if p.lower().startswith("phone-context=")), "")
+        if context and not number.lstrip().startswith("+"):  # a local number: its context is part of it
+            value += f";phone-context={context}"
     if not value:
         return None
     types = tuple(dict.fromkeys(t.lower() for t in prop.params.get("TYPE", []) if t))
@@ -290,11 +310,7 @@ def _is_preferred(prop: _Property) -> bool:
 
 
 def _usable(value: str, region: str) -> bool:
-    try:
-        parse_number(value, region)
-    except ValueError:
-        return False
-    return True
+    return bool(extract_numbers(value, region)[0])
 
 
 def _decoded(prop: _Property) -> str:

@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
 import click
@@ -16,7 +16,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
-from crm_backends.directory_import import file_size, import_file
+from crm_backends.directory_import import ImportFileError, file_size, import_file
 from crm_backends.mirror import MirroredBackend
 from lookup_service.phone import InvalidPhoneNumber, parse_number
 
@@ -64,17 +64,46 @@ def _directory_backend(tenant, name: str | None) -> DirectoryBackend:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--tenant", default=None, help="Tenant (when several are configured).")
 @click.option("--backend", default=None, help="Directory backend name (when a tenant has several).")
-def import_command(path: str, tenant: str | None, backend: str | None) -> None:
-    """Import contacts from a CSV or vCard file, or '-' for standard input (again: updates, never duplicates)."""
+@click.option("--sheet", default=None, help="Sheet of an .xlsx workbook (default: the first with a header row).")
+def import_command(path: str, tenant: str | None, backend: str | None, sheet: str | None) -> None:
+    """Import contacts from a CSV, tab-separated text, .xlsx or vCard file, or '-' for standard input
+    (again: updates, never duplicates)."""
     target = _directory_backend(_tenant(_service(), tenant), backend)
-    with _local_file(path) as path, click.progressbar(length=file_size(path), label="importing",
-                                                      file=sys.stderr) as bar:
-        report = import_file(target.store, path, progress=bar.update)
-    click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows")
-    for line, reason in report.problems[:50]:
+    shown = "standard input" if path == "-" else click.format_filename(path)
+    with ExitStack() as stack:
+        path = stack.enter_context(_local_file(path))
+        bar = None
+
+        def progress(count: int) -> None:  # the bar appears once reading has begun: an error stays one line
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(click.progressbar(length=file_size(path), label="importing", file=sys.stderr))
+            bar.update(count)
+
+        try:
+            report = import_file(target.store, path, progress=progress, sheet=sheet)
+        except ImportFileError as exc:
+            raise click.ClickException(f"cannot import {shown}: {exc}") from None
+    read = report.source + (f", encoding {report.encoding}" if report.encoding else "")
+    click.echo(f"imported {report.imported} contacts, skipped {report.skipped} rows "
+               f"(read {shown}: {read})")
+    if report.columns:
+        click.echo("columns:")
+        for line in report.columns:
+            click.echo(f"  {line}")
+    if report.problems:
+        click.echo("skipped rows:")
+        _echo_lines(report.problems)
+    if report.warnings:
+        click.echo(f"{len(report.warnings)} imported rows had a value that is not a phone number:")
+        _echo_lines(report.warnings)
+
+
+def _echo_lines(lines: list[tuple[int, str]], limit: int = 50) -> None:
+    for line, reason in lines[:limit]:
         click.echo(f"  line {line}: {reason}")
-    if report.skipped > 50:
-        click.echo(f"  ... and {report.skipped - 50} more")
+    if len(lines) > limit:
+        click.echo(f"  ... and {len(lines) - limit} more")
 
 
 @contextmanager

@@ -261,3 +261,44 @@ def test_derived_id_ignores_order_and_separators():
 )
 def test_decode_vcard_bytes(data: bytes, expected: str):
     assert decode_vcard_bytes(data) == expected
+
+
+def test_icloud_export():
+    entries = load("icloud-export.vcf")
+    assert [(e.line, e.contact.name, e.contact.company, e.tels, e.problem) for e in entries] == [
+        (1, "Marc Keller", "Keller Sanitär AG", [
+            Tel("079 345 67 89", ("cell", "voice", "pref")),
+            Tel("+41 44 552 30 00", ("work", "voice")),
+            Tel("+41 (0)44 552 30 09", ("zentrale",)),  # item2.TEL with its item2.X-ABLabel
+        ], None),
+        (21, "Garage Huber & Co.", "Garage Huber & Co.", [  # a company card: N empty, X-ABShowAs:COMPANY
+            Tel("+41 31 552 40 00", ("work", "voice", "pref")),  # TYPE=WORK,VOICE,pref
+            Tel("031 552 40 09", ("workfax",)),  # Apple's _$!<WorkFax>!$_
+        ], None),
+        (32, "Thi Lan Nguyen", "Nguyen Consulting, Beratung", [
+            Tel("+41 79 552 50 00", ("iphone", "cell", "voice")),
+            Tel("+41 61 552 50 01", ("pref", "büro basel")),
+        ], None),
+    ]
+    assert entries[0].contact.email == "marc.keller@keller-sanitaer.example"  # item1.EMAIL;type=pref
+    assert entries[0].contact.custom_data == {"title": "Serviceleiter"}
+    assert all(e.uid is None and e.contact.id.startswith("vcard-") for e in entries)  # iCloud writes no UID here
+
+
+def test_android_export_v21():
+    entries = load("android-export.vcf")
+    assert [(e.line, e.contact.name, e.contact.company, e.tels, e.problem) for e in entries] == [
+        (1, "Jürg Zürcher", "Bäckerei Zürcher", [
+            Tel("+41 79 222 33 44", ("cell", "pref")),
+            Tel("032 625 70 80", ("work",)),
+            Tel("032 625 70 81", ("büro",)),  # TEL;X-CUSTOM(CHARSET=UTF-8,ENCODING=QUOTED-PRINTABLE,=42=C3=BC=72=6F)
+        ], None),
+        # a quoted-printable name with a soft line break, a folded base64 PHOTO and a blank line after it
+        (12, "Françoise Schönenberger-Pfäffli (Garage Schönenberger)", "Garage Schönenberger", [
+            Tel("032 625 70 79", ("work", "fax")),
+            Tel("+41 32 625 70 90", ("home",)),
+        ], None),
+        (24, "Luca Bianchi", "Bianchi Trasporti SA", [
+            Tel("076 552 60 00", ("cell",)), Tel("091/552 60 01", ("voice",)),
+        ], None),
+    ]
