@@ -47,6 +47,11 @@ class ContactNotFound(BackendError):
     """A workflow named a contact id the backend does not know (the API answers 404)."""
 
 
+class DeliveryRefused(BackendError):
+    """The source refused a workflow's record for good (HTTP 400/422: a field it rejects): retrying
+    the same record cannot succeed, so the outbox keeps it as failed with this reason."""
+
+
 class BackendConfigError(BackendError):
     """The configuration of a backend is wrong. ``key`` names the offending setting."""
 
