@@ -42,6 +42,7 @@ from .base import (
     Contact,
     ContactNotFound,
     CredentialsRejected,
+    DeliveryRefused,
     RateLimited,
     SyncBatch,
     WorkflowResult,
@@ -929,6 +930,8 @@ class RestBackend(Backend):
                     what, f"answered 404: unknown contact {call.contact_id!r} (or a wrong request_url)"
                 )
             )
+        if response.status_code in (400, 422):
+            raise DeliveryRefused(self._fail(what, f"answered {response.status_code}: the record was refused"))
         self._check_status(response, what)
         try:
             answer = self._json(response, what)
