@@ -172,7 +172,14 @@ class Ledger:
         return None
 
     def claimable(self, item: Item, now: float) -> bool:
-        return item.state == PENDING and (not item.owner or item.lease_until < now or owner_dead(item.owner))
+        if item.state != PENDING:
+            return False
+        if not item.owner or item.lease_until < now:
+            return True
+        if owner_dead(item.owner):
+            log.info("outbox: the attempt on call %s by %s died; taking it over", item.key[:12], item.owner)
+            return True
+        return False
 
 
 # --- SQLite and PostgreSQL ----------------------------------------------------------------------
