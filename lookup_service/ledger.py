@@ -365,7 +365,13 @@ _PUT = """
 if redis.call('exists', KEYS[1]) == 0 then
   redis.call('hset', KEYS[1], 'tenant', ARGV[2], 'backend', ARGV[3], 'workflow', ARGV[4], 'payload', ARGV[5],
              'state', 'pending', 'attempts', 0, 'created_at', ARGV[6], 'next_at', ARGV[6])
-  redis.call('zadd', KEYS[2], ARGV[6], ARGV[1])
+  local legacy = redis.call('get', KEYS[3])
+  if legacy and legacy ~= 'running' then
+    redis.call('hset', KEYS[1], 'state', 'done', 'result', legacy, 'attempts', 1)
+    redis.call('expire', KEYS[1], ARGV[7])
+  else
+    redis.call('zadd', KEYS[2], ARGV[6], ARGV[1])
+  end
 end
 return redis.call('hgetall', KEYS[1])
 """
@@ -473,7 +479,9 @@ class RedisLedger(Ledger):
         )
 
     def put(self, key: str, tenant: str, backend: str, workflow: str, payload: str, now: float) -> Item:
-        flat = self._call("put", [self._item_key(key), self._due], [key, tenant, backend, workflow, payload, repr(now)])
+        # KEYS[3]: the result of the ledger before the outbox, which stays the answer
+        flat = self._call("put", [self._item_key(key), self._due, "lookup:workflow:" + key],
+                          [key, tenant, backend, workflow, payload, repr(now), self.RESULT_TTL_S])
         item = self._decode(key, flat)
         if item is None:
             raise OutboxUnavailable("the workflow store lost an item it had just written")

@@ -345,3 +345,78 @@ def test_a_claim_of_another_machine_waits_for_its_lease(ledger_url):
     if not ledger_url.startswith("redis"):  # (Redis: the claim key's TTL, which the clock cannot skip)
         assert ledger.claim("k", owner_id(), time.time() + LEASE_S + 1)
     ledger.close()
+
+
+def test_a_slow_crm_is_answered_with_the_key_and_the_running_attempt_is_not_doubled(erp, api):
+    crm, build = erp
+    app = build(LOOKUP_WORKFLOW_DEADLINE_MS=300)
+    original = crm.handle
+
+    def slow(request):
+        reply = original(request)
+        reply.delay = 0.4  # past the budget, within the backend's timeout (0.5 s)
+        return reply
+
+    api.route("POST", "/api/calls", slow)
+    client = app.test_client()
+    first = client.post("/CallFlow", json=call(9), headers=HEADERS).get_json()
+    assert first["url"] == "" and len(first["id"]) == 64
+    # the attempt goes on after the answer; a post meanwhile waits for it rather than starting another
+    second = client.post("/CallFlow", json=call(9), headers=HEADERS).get_json()
+    assert second["id"] in (first["id"], f"erp-{first['id'][:8]}")
+    ledger = app.extensions["lookup"].ledger
+    assert wait_until(lambda: ledger.get(first["id"]).state == DONE)
+    assert crm.requests == 1 and crm.recorded[first["id"]] == 1
+    assert client.post("/CallFlow", json=call(9), headers=HEADERS).get_json()["id"] == f"erp-{first['id'][:8]}"
+
+
+def test_the_old_redis_ledger_results_stay_answers(make_app, tmp_path, redis_url):
+    import redis
+
+    client_redis = redis.Redis.from_url(redis_url)
+    client_redis.flushall()
+    SCRIPTS["crm"] = Script()
+    path = tmp_path / "lookup.toml"
+    path.write_text(SCRIPTED)
+    app = make_app(LOOKUP_CONFIG=str(path), REDIS_URL=redis_url)
+    client = app.test_client()
+    key = client.post("/CallFlow", json=call(1, contact="crm:1"), headers=HEADERS).get_json()
+    assert key["id"] == "crm-call-1"
+    # a call the previous version recorded: its ledger key holds the result
+    other = call(2, contact="crm:1")
+    from lookup_service.workflows import _call_record
+
+    service = app.extensions["lookup"]
+    tenant = service.tenants[0]
+    record = _call_record(tenant, "CallFlow", tenant.slots[0], "1", {**other["inputs"], "direction": "incoming"},
+                          "UTC")
+    client_redis.set("lookup:workflow:" + record.key, json.dumps({"id": "old-7", "url": "https://crm/7"}))
+    assert client.post("/CallFlow", json=other, headers=HEADERS).get_json() == {"id": "old-7", "url": "https://crm/7"}
+    assert len(SCRIPTS["crm"].logged) == 1
+
+
+def test_two_services_on_one_postgresql_database_record_a_call_once(make_app, tmp_path, pg):
+    url = pg.create_database("shared")
+    SCRIPTS["crm"] = Script()
+    path = tmp_path / "lookup.toml"
+    path.write_text(SCRIPTED)
+    # separate state files and instance folders: only the database is shared, as between machines
+    apps = [make_app(LOOKUP_CONFIG=str(path), DATABASE_URL=url.replace("postgresql+psycopg://", "postgres://"),
+                     LOOKUP_STATE_DB=str(tmp_path / f"state-{i}.sqlite3"),
+                     LOOKUP_INSTANCE_DIR=str(tmp_path / f"instance-{i}")) for i in range(2)]
+    assert all(a.extensions["lookup"].ledger.kind == "postgresql" for a in apps)
+    results: list = []
+    barrier = threading.Barrier(6)
+
+    def post(app):
+        barrier.wait(10)
+        results.append(app.test_client().post("/CallFlow", json=call(4, contact="crm:1"), headers=HEADERS).get_json())
+
+    threads = [threading.Thread(target=post, args=(apps[i % 2],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 6 and len({r["id"] for r in results}) == 1
+    assert len(SCRIPTS["crm"].logged) == 1
+    assert not (tmp_path / "state-0.sqlite3").exists()
