@@ -76,7 +76,7 @@ def encode_call(call: CallRecord) -> str:
     for f in fields(call):
         value = getattr(call, f.name)
         data[f.name] = value.isoformat() if isinstance(value, datetime) else value
-    return json.dumps(data, ensure_ascii=False)
+    return json.dumps(data)  # ASCII: a lone surrogate cannot break the store
 
 
 def decode_call(payload: str) -> CallRecord:

@@ -420,3 +420,49 @@ def test_two_services_on_one_postgresql_database_record_a_call_once(make_app, tm
     assert len(results) == 6 and len({r["id"] for r in results}) == 1
     assert len(SCRIPTS["crm"].logged) == 1
     assert not (tmp_path / "state-0.sqlite3").exists()
+
+
+def test_an_open_breaker_spares_the_crm_and_retry_after_is_honoured(erp, api, tmp_path):
+    crm, build = erp
+    app = build(LOOKUP_BREAKER_FAILURES=2, LOOKUP_BREAKER_COOLDOWN=60)
+    client = app.test_client()
+    crm.state = "down"
+    answers = [client.post("/CallFlow", json=call(i), headers=HEADERS) for i in range(10)]
+    assert all(a.status_code == 200 and a.get_json()["url"] == "" for a in answers)
+    assert crm.requests == 2  # then the breaker is open: the calls wait without asking the CRM
+    ledger = app.extensions["lookup"].ledger
+    assert all(ledger.get(a.get_json()["id"]).next_at > time.time() + 50 for a in answers[2:])
+
+    # a 429 with Retry-After: no attempt before it
+    api.route("POST", "/api/calls", lambda r: Reply(429, {"error": "slow down"}, headers={"Retry-After": "30"}))
+    other = build(LOOKUP_STATE_DB=str(tmp_path / "other.sqlite3"))  # a fresh service: its breaker closed
+    key = other.test_client().post("/CallFlow", json=call(20), headers=HEADERS).get_json()["id"]
+    item = other.extensions["lookup"].ledger.get(key)
+    assert item.state == PENDING and "rate limited" in item.error and item.next_at >= time.time() + 29
+
+
+def test_the_old_sqlite_ledger_results_stay_answers(make_app, tmp_path, load_contacts):
+    import sqlite3
+
+    from tests.conftest import DEMO_CSV
+    from tests.test_workflows import call as directory_call
+
+    load_contacts(DEMO_CSV)
+    app = make_app(LOOKUP_STATE_DB=str(tmp_path / "probe.sqlite3"))
+    key = app.test_client().post("/CallFlow", json=directory_call(), headers={"X-Execution-Token":
+                                                                             "test-token-0123456789"}).get_json()
+    assert key["id"].startswith("call-")
+    conn = sqlite3.connect(tmp_path / "probe.sqlite3")
+    [(call_key,)] = conn.execute("SELECT key FROM workflow_outbox").fetchall()
+    conn.close()
+    old = sqlite3.connect(tmp_path / "old.sqlite3")
+    old.execute("CREATE TABLE workflow_runs (key TEXT PRIMARY KEY, state TEXT NOT NULL, result TEXT, "
+                "claimed_at REAL NOT NULL)")
+    old.execute("INSERT INTO workflow_runs VALUES (?, 'done', ?, 1)", (call_key, json.dumps({"id": "old-1",
+                                                                                            "url": ""})))
+    old.commit()
+    old.close()
+    upgraded = make_app(LOOKUP_STATE_DB=str(tmp_path / "old.sqlite3"))
+    again = upgraded.test_client().post("/CallFlow", json=directory_call(),
+                                        headers={"X-Execution-Token": "test-token-0123456789"}).get_json()
+    assert again == {"id": "old-1", "url": ""}
