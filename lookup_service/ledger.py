@@ -250,27 +250,37 @@ class SqlLedger(Ledger):
             raise OutboxUnavailable(f"the {self.kind} workflow store failed: {_reason(exc)}") from None
 
     def _migrate(self) -> None:
-        self._run("CREATE TABLE IF NOT EXISTS workflow_schema (version INTEGER NOT NULL)")
-        rows = self._run("SELECT version FROM workflow_schema")
-        version = max((r[0] for r in rows), default=0)
-        if version >= SCHEMA_VERSION:
-            return
-        for statement in _SCHEMA:
-            self._run(statement)
-        if self.kind == "sqlite":
-            self._adopt_old_ledger()
-        if version == 0 and not rows:
-            self._run("INSERT INTO workflow_schema (version) VALUES (:v)", v=SCHEMA_VERSION)
-        else:
-            self._run("UPDATE workflow_schema SET version=:v", v=SCHEMA_VERSION)
+        """Create or upgrade the schema to SCHEMA_VERSION, one process at a time."""
+        text = self._sa.text
+        try:
+            with self.engine.connect() as conn:
+                if self.kind == "postgresql":  # workers start together: one migrates, the others wait
+                    conn.execute(text("SELECT pg_advisory_lock(72310011)"))
+                try:
+                    conn.execute(text("CREATE TABLE IF NOT EXISTS workflow_schema (version INTEGER NOT NULL)"))
+                    rows = conn.execute(text("SELECT version FROM workflow_schema")).fetchall()
+                    version = max((r[0] for r in rows), default=0)
+                    if version < SCHEMA_VERSION:
+                        for statement in _SCHEMA:
+                            conn.execute(text(statement))
+                        if self.kind == "sqlite":
+                            self._adopt_old_ledger(conn)
+                        conn.execute(text("DELETE FROM workflow_schema"))
+                        conn.execute(text("INSERT INTO workflow_schema (version) VALUES (:v)"), {"v": SCHEMA_VERSION})
+                finally:
+                    if self.kind == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_unlock(72310011)"))
+        except self._sa.exc.SQLAlchemyError as exc:
+            raise OutboxUnavailable(f"the {self.kind} workflow store failed: {_reason(exc)}") from None
 
-    def _adopt_old_ledger(self) -> None:
+    def _adopt_old_ledger(self, conn) -> None:
         """Results of the ledger before the outbox (table ``workflow_runs``) stay answers."""
-        if not self._run("SELECT name FROM sqlite_master WHERE type='table' AND name='workflow_runs'"):
+        text = self._sa.text
+        if not conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='workflow_runs'")).all():
             return
-        self._run(f"""INSERT OR IGNORE INTO workflow_outbox ({_COLUMNS})
-                      SELECT key, '', '', '', '{{}}', 'done', result, 1, claimed_at, claimed_at, NULL, NULL, 0
-                      FROM workflow_runs WHERE state='done'""")
+        conn.execute(text(f"""INSERT OR IGNORE INTO workflow_outbox ({_COLUMNS})
+                              SELECT key, '', '', '', '{{}}', 'done', result, 1, claimed_at, claimed_at, NULL, NULL, 0
+                              FROM workflow_runs WHERE state='done'"""))
 
     def put(self, key: str, tenant: str, backend: str, workflow: str, payload: str, now: float) -> Item:
         self._run(f"""INSERT INTO workflow_outbox ({_COLUMNS})
