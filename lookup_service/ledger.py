@@ -219,7 +219,10 @@ class SqlLedger(Ledger):
         self.kind = "postgresql" if url.startswith("postgresql") else "sqlite"
         if self.kind == "sqlite":
             path = url.removeprefix("sqlite:///")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except OSError:  # reported by the first use, as the store being unavailable
+                pass
             engine = sqlalchemy.create_engine(url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT",
                                               poolclass=sqlalchemy.pool.NullPool)
 
@@ -232,7 +235,11 @@ class SqlLedger(Ledger):
                                               pool_size=4, max_overflow=8)
         self.engine = engine
         self._pid = os.getpid()
-        self._migrate()
+        self._migrated = False
+        try:
+            self._migrate()
+        except OutboxUnavailable as exc:  # the service starts; workflows answer 503 until the store works
+            log.error("%s; workflows cannot be accepted until it works", exc)
 
     @classmethod
     def sqlite(cls, path: str) -> SqlLedger:
@@ -242,6 +249,8 @@ class SqlLedger(Ledger):
         if self._pid != os.getpid():  # forked: never share the parent's connections
             self.engine.dispose(close=False)
             self._pid = os.getpid()
+        if not self._migrated:
+            self._migrate()
         try:
             with self.engine.connect() as conn:
                 result = conn.execute(self._sa.text(sql), params)
@@ -267,6 +276,7 @@ class SqlLedger(Ledger):
                             self._adopt_old_ledger(conn)
                         conn.execute(text("DELETE FROM workflow_schema"))
                         conn.execute(text("INSERT INTO workflow_schema (version) VALUES (:v)"), {"v": SCHEMA_VERSION})
+                    self._migrated = True
                 finally:
                     if self.kind == "postgresql":
                         conn.execute(text("SELECT pg_advisory_unlock(72310011)"))

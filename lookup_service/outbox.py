@@ -106,6 +106,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_health = 0.0
+        self._last_store_warning = -HEALTH_EVERY_S
 
     # --- the request path ---------------------------------------------------------------------
     def submit(self, tenant: Tenant, workflow: str, slot: BackendSlot, call: CallRecord) -> tuple[WorkflowResult, str]:
@@ -301,7 +302,9 @@ class Outbox:
                     for problem in self.outbox_health():
                         log.warning("outbox: %s", problem["reason"])
             except OutboxUnavailable as exc:
-                log.warning("outbox: %s", exc)
+                if time.monotonic() - self._last_store_warning >= HEALTH_EVERY_S:  # once a minute, not a flood
+                    self._last_store_warning = time.monotonic()
+                    log.warning("outbox: %s", exc)
             except Exception:  # the thread must survive whatever happens
                 log.exception("outbox: delivery loop failed")
             self._stop.wait(POLL_S * random.uniform(0.8, 1.2))

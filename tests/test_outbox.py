@@ -466,3 +466,22 @@ def test_the_old_sqlite_ledger_results_stay_answers(make_app, tmp_path, load_con
     again = upgraded.test_client().post("/CallFlow", json=directory_call(),
                                         headers={"X-Execution-Token": "test-token-0123456789"}).get_json()
     assert again == {"id": "old-1", "url": ""}
+
+
+def test_an_unwritable_sqlite_store_refuses_workflows_clearly_and_lookups_go_on(make_app, load_contacts, tmp_path):
+    from tests.conftest import DEMO_CSV
+    from tests.conftest import HEADERS as DIRECTORY_HEADERS
+    from tests.test_workflows import call as directory_call
+
+    load_contacts(DEMO_CSV)
+    (tmp_path / "a-file").write_text("not a directory")
+    app = make_app(LOOKUP_STATE_DB=str(tmp_path / "a-file" / "state.sqlite3"))
+    client = app.test_client()
+    response = client.post("/CallFlow", json=directory_call(), headers=DIRECTORY_HEADERS)
+    assert response.status_code == 503 and response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == "outbox_unavailable" and "sqlite" in body["message"]
+    assert "nothing was recorded" in body["message"]
+    assert client.get("/Lookup?PhoneNumber=41215522000", headers=DIRECTORY_HEADERS).status_code == 200
+    [problem] = app.extensions["lookup"].outbox_health()
+    assert "sqlite" in problem["reason"]
