@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def main() -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(15)
         api.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
