@@ -65,6 +65,11 @@ class Settings:
     breaker_cooldown_s: float = 30.0
     max_body_bytes: int = 64 * 1024
     phone_index: bool = True
+    database_url: str | None = None  # PostgreSQL for the shared state (postgres:// or postgresql://)
+    workflow_deadline_ms: int = 4000  # a workflow answers within this; later deliveries go on in the background
+    workflow_max_age: float = 7 * 86400.0  # how long the outbox keeps trying to deliver a call
+    workflow_retry_base: float = 2.0  # first pause of the outbox's exponential backoff, seconds
+    outbox_warn_age: float = 900.0  # a pending call older than this is a readiness problem
     extra: dict[str, Any] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
@@ -121,6 +126,13 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
     settings.instance_dir = str(env.get("LOOKUP_INSTANCE_DIR") or "instance")
     settings.state_db = str(env.get("LOOKUP_STATE_DB") or os.path.join(settings.instance_dir, "state.sqlite3"))
     settings.naive_timezone = str(env.get("LOOKUP_TIMEZONE") or "UTC")
+    settings.database_url = str(env.get("DATABASE_URL") or "").strip() or None
+    if settings.database_url and not settings.database_url.startswith(("postgres://", "postgresql://", "postgresql+")):
+        raise ConfigError("DATABASE_URL: expected a postgres:// or postgresql:// URL")
+    settings.workflow_deadline_ms = _int(env, "LOOKUP_WORKFLOW_DEADLINE_MS", 4000, where, minimum=100)
+    settings.workflow_max_age = _float(env, "LOOKUP_WORKFLOW_MAX_AGE", 7 * 86400.0, where)
+    settings.workflow_retry_base = _float(env, "LOOKUP_WORKFLOW_RETRY_BASE", 2.0, where)
+    settings.outbox_warn_age = _float(env, "LOOKUP_OUTBOX_WARN_AGE", 900.0, where)
     settings.log_level = str(env.get("LOG_LEVEL") or "INFO").upper()
     settings.log_format = str(env.get("LOG_FORMAT") or "text").strip().lower()
     if settings.log_format not in ("text", "json"):

@@ -56,7 +56,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     from lookup_service.cache import make_cache
     from lookup_service.cli import register_cli
     from lookup_service.engine import LookupEngine
-    from lookup_service.ledger import RedisLedger, SqliteLedger
+    from lookup_service.ledger import make_ledger
     from lookup_service.logs import RequestContext, configure_logging
     from lookup_service.metrics import Metrics
     from lookup_service.routes import register_routes
@@ -82,7 +82,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
         breaker_failures=settings.breaker_failures,
         breaker_cooldown=settings.breaker_cooldown_s,
     )
-    ledger = RedisLedger(cache.client) if settings.redis_url else SqliteLedger(settings.state_db)  # type: ignore[union-attr]
+    ledger = make_ledger(settings.state_db, settings.redis_url, settings.database_url)
     service = Service(settings, tenants, engine, ledger, metrics, TokenTable(tenants))
     if serving is None:  # whoever serves this app: check in the background at the first request
         service.pending_check = mode

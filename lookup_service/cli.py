@@ -1,11 +1,14 @@
-"""Command line: ``flask --app wsgi <command>``: directory import/stats, lookup, config check, sync."""
+"""Command line: ``flask --app wsgi <command>``: directory import/stats, lookup, config check, sync,
+outbox list/retry/drop."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import ImportFileError, file_size, import_file
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import InvalidPhoneNumber, parse_number
+from lookup_service.phone import InvalidPhoneNumber, mask, parse_number
 
 
 def register_cli(app: Flask) -> None:
@@ -26,6 +29,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(config_group)
     app.cli.add_command(lookup_command)
     app.cli.add_command(sync_command)
+    app.cli.add_command(outbox_group)
 
 
 def _service():
@@ -250,3 +254,90 @@ def sync_command(tenant: str | None, backend: str | None, full: bool) -> None:
         failed += 0 if outcome.ok else 1
     if failed:
         sys.exit(1)
+
+
+outbox_group = AppGroup("outbox", help="Workflow calls waiting for delivery, or refused for good.")
+_LONG_DIGITS = re.compile(r"\+?\d[\d ./-]{5,}\d")
+
+
+def _masked_text(text: str | None) -> str:
+    """A stored error message with any phone-number-like digit run masked."""
+    return _LONG_DIGITS.sub(lambda m: mask(m.group(0)), text or "")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _outbox_item(ledger, prefix: str):
+    """The pending or failed item whose key starts with ``prefix`` (the listing shows 16 characters)."""
+    prefix = prefix.strip().lower()
+    if len(prefix) < 8:
+        raise click.ClickException("give at least the first 8 characters of the id shown by `outbox list`")
+    found = [i for i in ledger.listing(("pending", "failed"), 100000) if i.key.startswith(prefix)]
+    if not found:
+        raise click.ClickException(f"no pending or failed call with id {prefix!r}")
+    if len(found) > 1:
+        raise click.ClickException(f"{len(found)} calls have ids starting with {prefix!r}; give more characters")
+    return found[0]
+
+
+@outbox_group.command("list")
+@click.option("--failed", is_flag=True, help="Only the calls refused for good (or given up).")
+@click.option("--limit", default=200, show_default=True, help="At most this many lines.")
+@with_appcontext
+def outbox_list(failed: bool, limit: int) -> None:
+    """List the calls waiting for delivery and those refused for good; numbers are masked."""
+    from lookup_service.outbox import decode_call
+
+    ledger = _service().ledger
+    items = ledger.listing(("failed",) if failed else ("pending", "failed"), limit)
+    now = time.time()
+    for item in items:
+        try:
+            call = decode_call(item.payload)
+            who = f"{call.direction} {mask(call.remote_number)}"
+        except (ValueError, TypeError):
+            who = "?"
+        when = "" if item.state != "pending" else f" next in {_age(item.next_at - now)}"
+        click.echo(f"{item.key[:16]}  {item.state:7}  {item.tenant}/{item.backend} {item.workflow}  {who}  "
+                   f"age {_age(now - item.created_at)}  attempts {item.attempts}{when}"
+                   + (f"  error: {_masked_text(item.error)}" if item.error else ""))
+    count, age = _service().outbox.backlog()
+    click.echo(f"{len(items)} listed; {count} waiting for delivery" + (f", the oldest for {_age(age)}" if age else ""))
+
+
+@outbox_group.command("retry")
+@click.argument("item_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Every call refused for good or given up.")
+@with_appcontext
+def outbox_retry(item_id: str | None, all_failed: bool) -> None:
+    """Deliver a failed call again (ID as shown by `outbox list`), or every failed one."""
+    ledger = _service().ledger
+    if bool(item_id) == all_failed:
+        raise click.ClickException("give either an ID or --all-failed")
+    if all_failed:
+        keys = [i.key for i in ledger.listing(("failed",), 100000)]
+    else:
+        item = _outbox_item(ledger, item_id or "")
+        if item.state != "failed":
+            raise click.ClickException(f"{item.key[:16]} is {item.state}, not failed: it is being delivered")
+        keys = [item.key]
+    retried = sum(1 for key in keys if ledger.retry(key, time.time()))
+    click.echo(f"{retried} call(s) queued for delivery again")
+
+
+@outbox_group.command("drop")
+@click.argument("item_id")
+@with_appcontext
+def outbox_drop(item_id: str) -> None:
+    """Give up a pending or failed call for good (it is not recorded in the CRM)."""
+    ledger = _service().ledger
+    item = _outbox_item(ledger, item_id)
+    if not ledger.drop(item.key):
+        raise click.ClickException(f"{item.key[:16]} was delivered or removed meanwhile")
+    click.echo(f"dropped {item.key[:16]} ({item.state}, {item.tenant}/{item.backend})")

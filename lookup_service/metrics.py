@@ -48,6 +48,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5), registry=r,
         )
         self._request_children: dict[str, Histogram] = {}
+        self.outbox_deliveries = Counter("lookup_outbox_deliveries_total", "Outbox delivery attempts by outcome "
+                                         "(delivered, retry, refused, expired)", ["tenant", "backend", "outcome"],
+                                         registry=r)
+        self.outbox_pending = Gauge("lookup_outbox_backlog", "Workflow calls waiting for delivery", registry=r,
+                                    multiprocess_mode="max")
+        self.outbox_oldest = Gauge("lookup_outbox_oldest_pending_age_seconds", "Age of the oldest call waiting for "
+                                   "delivery (0 when none waits)", registry=r, multiprocess_mode="max")
         self._lookup_children: dict[tuple[str, str], Counter] = {}
         self._miss_children: dict[str, Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
@@ -82,6 +89,13 @@ class Metrics:
 
     def workflow(self, tenant: str, workflow: str, outcome: str) -> None:
         self.workflows.labels(tenant, workflow, outcome).inc()
+
+    def outbox_delivery(self, tenant: str, backend: str, outcome: str) -> None:
+        self.outbox_deliveries.labels(tenant, backend, outcome).inc()
+
+    def outbox_backlog(self, count: int, oldest_age: float) -> None:
+        self.outbox_pending.set(count)
+        self.outbox_oldest.set(oldest_age)
 
     def mirror_status(self, tenant: str, backend: str, last_sync: dict | None, contacts: int,
                       state: dict | None = None) -> None:

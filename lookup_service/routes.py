@@ -112,11 +112,11 @@ def register_routes(app: Flask, service: Service) -> None:
         if not isinstance(inputs, dict):
             raise ApiError(400, "invalid_input", 'the body must be a JSON object {"inputs": {"contactCrmId": ...}}')
         try:
-            result, created = run_workflow(tenant, workflow, inputs, service.ledger, service.settings.naive_timezone)
+            result, outcome = run_workflow(tenant, workflow, inputs, service.outbox, service.settings.naive_timezone)
         except ApiError as exc:
             service.metrics.workflow(tenant.name, workflow, exc.code)
             raise
-        service.metrics.workflow(tenant.name, workflow, "created" if created else "duplicate")
+        service.metrics.workflow(tenant.name, workflow, outcome)
         return json_response({"id": result.id, "url": result.url or ""})
 
     _register_errors(app)

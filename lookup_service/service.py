@@ -6,14 +6,15 @@ import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config.settings import Settings
 from crm_backends.mirror import MirroredBackend
 from lookup_service.auth import TokenTable
 from lookup_service.engine import LookupEngine
-from lookup_service.ledger import RedisLedger, SqliteLedger
+from lookup_service.ledger import Ledger
 from lookup_service.metrics import Metrics
+from lookup_service.outbox import Outbox
 from lookup_service.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,20 @@ class Service:
     settings: Settings
     tenants: list[Tenant]
     engine: LookupEngine
-    ledger: SqliteLedger | RedisLedger
+    ledger: Ledger
     metrics: Metrics
     tokens: TokenTable
     # the start-up check still to run (in the background, warnings only): the app was loaded
     # where the check could not run first (another server); "off" once it has run or is not wanted
     pending_check: str = "off"
     started_pid: int = 0  # the process whose background work runs; another pid starts its own
+    outbox: Outbox = field(init=False)
 
     def __post_init__(self) -> None:
+        s = self.settings
+        self.outbox = Outbox(self.ledger, self.tenants, self.engine, self.metrics,
+                             deadline_s=s.workflow_deadline_ms / 1000, max_age_s=s.workflow_max_age,
+                             retry_base_s=s.workflow_retry_base, warn_age_s=s.outbox_warn_age)
         _services.add(self)
 
     def forget_connections(self) -> None:
@@ -75,7 +81,7 @@ class Service:
         process: ``create_app`` calls it when a server loads the app in the process that serves,
         and the app calls it at every request whose process has not (a pid comparison), so a
         process forked later (``gunicorn --preload``, any pre-forking server) starts its own at
-        its first request. Another part of the service that runs in the background starts here."""
+        its first request. The outbox's delivery starts here too."""
         pid = os.getpid()
         if self.started_pid == pid:
             return
@@ -86,6 +92,7 @@ class Service:
                 threading.Thread(target=self._late_check, name="startup-check", daemon=True).start()
             for _tenant, mirror in self.mirrors():
                 mirror.start()
+            self.outbox.ensure_started()
             self.started_pid = pid
 
     def _late_check(self) -> None:
@@ -124,17 +131,16 @@ class Service:
             except Exception as exc:
                 log.warning("readiness: redis unreachable: %s", type(exc).__name__)
                 not_ready.append({"tenant": "*", "backend": "redis", "reason": "redis unreachable"})
-        # the outbox (another part of the service) reports its own problems in the same shape
-        outbox_health = getattr(self, "outbox_health", None)
-        if callable(outbox_health):
-            try:
-                for problem in outbox_health() or []:
-                    not_ready.append(problem if isinstance(problem, dict)
-                                     else {"tenant": "*", "backend": "outbox", "reason": str(problem)})
-            except Exception as exc:
-                log.warning("readiness: outbox health failed: %s", type(exc).__name__)
-                not_ready.append({"tenant": "*", "backend": "outbox", "reason": "outbox health check failed"})
+        try:
+            not_ready.extend(self.outbox_health())
+        except Exception as exc:
+            log.warning("readiness: outbox health failed: %s", type(exc).__name__)
+            not_ready.append({"tenant": "*", "backend": "outbox", "reason": "outbox health check failed"})
         return not_ready, degraded
+
+    def outbox_health(self) -> list[dict[str, str]]:
+        """Readiness problems of workflow delivery (store unreachable, calls stuck); empty if none."""
+        return self.outbox.health()
 
     def refresh_metrics(self) -> None:
         for tenant, mirror in self.mirrors():
@@ -142,8 +148,11 @@ class Service:
                                        mirror.sync_state())
         for (tenant, backend), state in self.engine.breaker_states().items():
             self.metrics.breaker_state(tenant, backend, state)
+        self.outbox.refresh_metrics()
 
     def close(self) -> None:
+        self.outbox.stop()
         self.engine.close()
         for tenant in self.tenants:
             tenant.close()
+        self.ledger.close()

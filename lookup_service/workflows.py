@@ -12,17 +12,10 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from crm_backends.base import (
-    BackendUnavailable,
-    CallRecord,
-    ContactNotFound,
-    CredentialsRejected,
-    DeliveryRefused,
-    RateLimited,
-    WorkflowResult,
-)
+from crm_backends.base import CallRecord, ContactNotFound, DeliveryRefused, WorkflowResult
 from lookup_service.errors import ApiError
-from lookup_service.ledger import Ledger, WorkflowInProgress
+from lookup_service.ledger import OutboxUnavailable
+from lookup_service.outbox import Outbox
 from lookup_service.phone import mask
 from lookup_service.schemas import WorkflowInputs
 from lookup_service.tenants import BackendSlot, Tenant
@@ -40,10 +33,12 @@ def run_workflow(
     tenant: Tenant,
     workflow: str,
     inputs: Mapping[str, Any],
-    ledger: Ledger,
+    outbox: Outbox,
     naive_zone: str,
-) -> tuple[WorkflowResult, bool]:
-    """Run ``workflow`` for ``inputs``; returns (result, created_now). Raises :class:`ApiError`."""
+) -> tuple[WorkflowResult, str]:
+    """Run ``workflow`` for ``inputs``; returns (result, outcome): ``created``, ``duplicate`` or
+    ``queued`` (stored durably, delivered in the background; the id is then the call's key).
+    Raises :class:`ApiError`."""
     try:
         data = _INPUTS_SCHEMA.load(inputs)
     except ValidationError as exc:
@@ -52,35 +47,19 @@ def run_workflow(
         raise ApiError(400, "invalid_input", f"inputs.{field}: {text}") from None
     slot, native_id = route(tenant, workflow, data["contactCrmId"].strip())
     call = _call_record(tenant, workflow, slot, native_id, data, naive_zone)
-
-    def create() -> WorkflowResult:
-        return slot.backend.log_call(call)
-
     try:
-        result, created = ledger.run_once(call.key, create)
-    except WorkflowInProgress:
-        raise ApiError(409, "in_progress", "the same call is being recorded by another request; retry in a moment",
-                       {"Retry-After": "1"}) from None
+        result, outcome = outbox.submit(tenant, workflow, slot, call)
+    except OutboxUnavailable as exc:
+        log.error("workflow %s on %s/%s: cannot store the call: %s", workflow, tenant.name, slot.name, exc)
+        raise ApiError(503, "outbox_unavailable", "the service cannot store the call durably right now "
+                       f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
     except ContactNotFound as exc:
         raise ApiError(404, "unknown_contact", f"{exc}; use the id returned by /Lookup") from None
     except DeliveryRefused as exc:
-        log.warning("workflow %s on %s/%s refused: %s", workflow, tenant.name, slot.name, exc)
-        raise ApiError(422, "delivery_refused", f"{slot.name} refused the call record; nothing was recorded") from None
-    except RateLimited as exc:
-        retry = str(int(exc.retry_after or 1) or 1)
-        raise ApiError(503, "backend_busy", f"{slot.name} asks to slow down; retry in {retry}s; nothing was recorded",
-                       {"Retry-After": retry}) from None
-    except CredentialsRejected as exc:
-        log.error("workflow %s on %s/%s: credentials rejected: %s", workflow, tenant.name, slot.name, exc)
-        raise ApiError(503, "backend_credentials", f"{slot.name} rejected the service's credentials; "
-                       "nothing was recorded; the administrator must renew them") from None
-    except BackendUnavailable as exc:
-        log.warning("workflow %s on %s/%s failed: %s", workflow, tenant.name, slot.name, exc)
-        raise ApiError(503, "backend_unavailable", f"{slot.name} is unavailable; nothing was recorded; retry later",
-                       {"Retry-After": "5"}) from None
-    log.info("workflow %s on %s/%s: %s call with %s -> %s%s", workflow, tenant.name, slot.name, call.status,
-             mask(call.remote_number), result.id, "" if created else " (already recorded)")
-    return result, created
+        raise ApiError(422, "refused", f"{slot.name} refused the call record: {exc}") from None
+    log.info("workflow %s on %s/%s: %s call with %s -> %s (%s)", workflow, tenant.name, slot.name, call.status,
+             mask(call.remote_number), result.id if outcome != "queued" else "queued", outcome)
+    return result, outcome
 
 
 def route(tenant: Tenant, workflow: str, contact_id: str) -> tuple[BackendSlot, str]:

@@ -159,3 +159,45 @@ def test_a_call_moves_the_contact_up_by_recent_activity(make_app, load_contacts)
     assert names() == ["Anna", "Berta"]
     client.post("/CallFlow", json=call(contact="directory:b"), headers=HEADERS)
     assert names() == ["Berta", "Anna"]  # the workflow's change is visible at the next lookup
+
+
+def test_a_call_whose_first_attempt_died_is_recorded_at_once_not_409(make_app, load_contacts, directory_path, tmp_path):
+    """A worker killed during its attempt leaves a claim; the next post takes it over at once."""
+    import multiprocessing
+    import os
+    import signal
+
+    from crm_backends.directory_import import import_file
+    from lookup_service.ledger import SqlLedger
+    from tests.conftest import DEMO_CSV, write_csv
+    from tests.test_outbox import _hold_claim
+
+    load_contacts(DEMO_CSV)
+    # the call's key and stored form, as a first post would have written them (on a separate service)
+    probe_directory = tmp_path / "probe-directory.sqlite3"
+    store = ContactStore(str(probe_directory), "CH")
+    import_file(store, write_csv(tmp_path / "probe.csv", DEMO_CSV))
+    store.close()
+    probe = make_app(LOOKUP_STATE_DB=str(tmp_path / "probe.sqlite3"), LOOKUP_DIRECTORY=str(probe_directory))
+    probe.test_client().post("/CallFlow", json=call(), headers=HEADERS)
+    [item] = probe.extensions["lookup"].ledger.listing(("done",), 5)
+    state = tmp_path / "state.sqlite3"
+    ledger = SqlLedger.sqlite(str(state))
+    ledger.put(item.key, item.tenant, item.backend, item.workflow, item.payload, item.created_at)
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    worker = context.Process(target=_hold_claim, args=("sqlite:///" + str(state), item.key, ready, 60))
+    worker.start()
+    try:
+        assert ready.wait(30)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+        assert ledger.get(item.key).owner  # the dead worker's claim, its lease still running
+        response = make_app().test_client().post("/CallFlow", json=call(), headers=HEADERS)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join(10)
+    assert response.status_code == 200 and response.get_json()["id"].startswith("call-")
+    assert len(stored_calls(directory_path)) == 1
+    ledger.close()
