@@ -257,8 +257,6 @@ class Backend(ABC):
 
     def parse_all(self, raw: str) -> list[PhoneNumber]:
         """Every number in a value the source holds (``… ::: …``, ``…; …``), read as stored text."""
-        if not isinstance(raw, str):
-            return []
         return extract_numbers(raw, self.spec.default_region)[0]
 
     def matches(self, number: PhoneNumber, stored: Iterable[str]) -> bool | None:
