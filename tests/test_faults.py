@@ -493,5 +493,5 @@ def test_callflow_refused_for_good_is_a_json_422(case) -> None:
     response = run.app.test_client().post("/CallFlow", json={"inputs": inputs}, headers=HEADERS)
     assert response.status_code == 422, response.get_data(as_text=True)
     body = response.get_json()
-    assert body["error"] == "delivery_refused" and "crm" in body["message"]
+    assert body["error"] == "refused" and "crm" in body["message"]
     assert run.world.records() == 0
