@@ -259,3 +259,11 @@ def test_the_demo_runs_in_the_image(image, tmp_path):
             assert [contact["name"] for contact in json.loads(response.read())] == ["Alexa Holiday"]
     finally:
         service.stop()
+
+
+def test_the_readme_runs_the_image_it_builds():
+    readme = (ROOT / "README.md").read_text()
+    built = re.search(r"^docker build -t (\S+) \.$", readme, re.M).group(1)
+    run = re.search(r"^docker run -p (\d+):(\d+) -e LOOKUP_TOKENS=\S+ (\S+)$", readme, re.M)
+    assert run and run.group(3) == built
+    assert run.group(2) == _env()["PORT"] in _all("EXPOSE")
