@@ -119,7 +119,8 @@ _WORKFLOW_INPUT_NOTES = {
     "originatorName": "who started the call, when known",
     "destinationNumber": "the number that was dialled",
     "destinationName": "who answered, when known",
-    "direction": "`incoming` or `outgoing` (also `inbound`/`outbound`, `in`/`out`, any letter case)",
+    "direction": "`incoming` or `outgoing` (also `inbound`/`outbound`, `in`/`out`, any letter case); "
+                 "needed: without it the answer is 400 invalid_input",
     "startedTime": "when the call started ringing",
     "answeredTime": "when it was answered; empty if not answered",
     "endedTime": "when it ended",
