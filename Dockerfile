@@ -17,9 +17,11 @@ COPY requirements.txt ./
 RUN python -m pip install -r requirements.txt
 
 # The code belongs to root and is read-only for the service; only instance/ (the embedded
-# directory, mirrors, the SQLite ledger) is writable. Mount a volume there to keep it.
+# directory, mirrors, the SQLite ledger) is writable. Mount a volume there to keep it. The home
+# directory is writable too: gunicorn puts its control socket there (~/.gunicorn).
 COPY . .
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home lookup \
+RUN groupadd --system --gid 10001 lookup \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /home/lookup --create-home lookup \
     && mkdir -p /app/instance \
     && chown lookup:lookup /app/instance
 

@@ -195,8 +195,15 @@ def image():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     uid, gid = _uid()
     (app / "instance").mkdir()
+    # the user's home as the Dockerfile's useradd makes it: its own directory, or a root-owned one
+    created = re.search(r"useradd .*--home-dir (\S+) .*--create-home", " ".join(_all("RUN")))
+    home = root / "home"
+    home.mkdir()
+    env["HOME"] = str(home if created else app)
     if os.geteuid() == 0:  # the Dockerfile's chown; as another user the test runs as that user instead
         os.chown(app / "instance", uid, gid)
+        if created:
+            os.chown(home, uid, gid)
     yield app, env
     shutil.rmtree(root, ignore_errors=True)
 
@@ -239,6 +246,8 @@ def test_the_image_command_serves_the_readme_requests_as_a_non_root_user(image, 
             assert (app / "instance" / "directory.sqlite3").stat().st_uid == _uid()[0]
         healthy = subprocess.run(_healthcheck(), env=run_env, capture_output=True, timeout=30, **_as_image_user())
         assert healthy.returncode == 0, healthy.stderr
+        # e.g. gunicorn's control socket under a home directory the user cannot write
+        assert "[ERROR]" not in service.output() and "Permission denied" not in service.output(), service.output()
     finally:
         service.stop()
     down = subprocess.run(_healthcheck(), env=run_env, capture_output=True, timeout=30, **_as_image_user())
