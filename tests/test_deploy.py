@@ -174,8 +174,8 @@ def _uid() -> tuple[int, int]:
 def image():
     """The build context in a fresh directory with its dependencies installed by the Dockerfile's pip line."""
     python = _system_python()
-    if python is None:
-        pytest.skip("no system Python 3.11 to build a fresh environment with")
+    if python is None or subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True).returncode:
+        pytest.skip("no system Python 3.11 with venv (Debian: apt-get install python3.11-venv) for a fresh environment")
     root = Path(tempfile.mkdtemp(prefix="lookup-image-"))
     root.chmod(0o755)
     app = root / "app"
