@@ -27,7 +27,7 @@ _HTTP_CODES = {
     413: "body_too_large", 414: "uri_too_long", 415: "unsupported_media_type", 429: "too_many_requests",
     431: "headers_too_large",
 }
-_OWN_ENDPOINTS = {"Lookup": "GET, POST", "healthz": "GET", "readyz": "GET", "metrics": "GET"}
+_OWN_ENDPOINTS = {"Lookup": "GET, POST", "healthz": "GET", "readyz": "GET", "metrics": "GET", "openapi.json": "GET"}
 _HTTP_MESSAGES = {
     404: "no such endpoint; the lookup is GET or POST /Lookup",
     413: "the request body is larger than 64 KiB",
@@ -91,6 +91,12 @@ def register_routes(app: Flask, service: Service) -> None:
             raise ApiError(401, "unauthorized", f"missing or wrong metrics token ({header} or Authorization: Bearer)")
         service.refresh_metrics()
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    @bp.route("/openapi.json", methods=["GET"])
+    def openapi() -> Response:
+        from lookup_service.openapi import openapi_document  # apispec is loaded only when asked
+
+        return Response(openapi_document(app, service.settings), mimetype=JSON)
 
     @bp.route("/<workflow>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def workflow(workflow: str) -> Response:
