@@ -162,7 +162,9 @@ def test_concurrent_lookups_share_one_call_per_backend(toml_app, scripts):
     threads = [threading.Thread(target=ask) for _ in range(50)]
     for thread in threads:
         thread.start()
-    time.sleep(0.1)
+    stop_at = time.monotonic() + 5  # until both backends hold the one call the flight makes
+    while not (scripts["acme-crm"].calls and scripts["acme-erp"].calls) and time.monotonic() < stop_at:
+        time.sleep(0.01)
     release.set()
     for thread in threads:
         thread.join(10)

@@ -200,11 +200,14 @@ def test_a_forked_child_opens_its_own_sqlite_connections(mirrored):
     app, _source = mirrored
     service = app.extensions["lookup"]
     mirror = _mirror(app)
-    parent_connections = (service.ledger._conn(), mirror.store.conn)
+    ledger = service.ledger
+    ledger._run("SELECT 1")  # the parent's pool holds a connection now
+    parent_connection = mirror.store.conn
     pid = os.fork()
     if pid == 0:  # the child: as a gunicorn --preload worker
-        ok = service.ledger._conn() is not parent_connections[0] and mirror.store.conn is not parent_connections[1]
+        ledger._run("SELECT 1")
+        ok = ledger._pid == os.getpid() and mirror.store.conn is not parent_connection
         os._exit(0 if ok and mirror.last_sync() is None else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert (service.ledger._conn(), mirror.store.conn) == parent_connections  # the parent keeps its own
+    assert mirror.store.conn is parent_connection and ledger._pid == os.getpid()  # the parent keeps its own
