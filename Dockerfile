@@ -18,7 +18,7 @@ RUN python -m pip install -r requirements.txt
 
 # The code belongs to root and is read-only for the service; only instance/ (the embedded
 # directory, mirrors, the SQLite ledger) is writable. Mount a volume there to keep it. The home
-# directory is writable too: gunicorn puts its control socket there (~/.gunicorn).
+# directory is writable too, for whatever a library keeps there.
 COPY . .
 RUN groupadd --system --gid 10001 lookup \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/lookup --create-home lookup \
@@ -32,4 +32,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 
-CMD ["gunicorn", "--config", "config/gunicorn.conf.py", "wsgi:app"]
+CMD ["gunicorn", "wsgi:app"]

@@ -1,20 +1,4 @@
-"""gunicorn settings, from the environment as on a Heroku-style PaaS (see Procfile)."""
+"""For `gunicorn --config config/gunicorn.conf.py wsgi:app`: the same settings as `gunicorn wsgi:app`
+(config/gunicorn_settings.py)."""
 
-import os
-
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads let a worker keep answering while one request waits on a slow backend's deadline;
-# the balanced variant of gunicorn's gthread worker shares keep-alive connections evenly.
-worker_class = "config.balanced_worker.BalancedThreadWorker"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-keepalive = 5
-accesslog = "-" if os.environ.get("LOOKUP_ACCESS_LOG", "1") != "0" else None
-errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower()  # the same level as the application's
-# The path only (%(U)s), never the query string: it carries the phone number. The logger class
-# masks digit runs in the path too, and headers (the token) are never logged.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
-logger_class = "config.gunicorn_logging.MaskingLogger"
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+from config.gunicorn_settings import *  # noqa: F403

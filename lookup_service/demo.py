@@ -48,7 +48,7 @@ Try:
   curl -s -H {auth} -H 'Content-Type: application/json' -d {flow} {base}/CallFlow
   curl -s {base}/healthz
 """, flush=True)
-    command = ["gunicorn", "--config", "config/gunicorn.conf.py", "wsgi:app"]
+    command = ["gunicorn", "wsgi:app"]
     executable = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     os.execv(executable if os.path.exists(executable) else command[0], command)
 

@@ -123,8 +123,8 @@ def build_context() -> list[str]:
 
 def test_the_build_context_holds_the_service_and_nothing_local():
     files = build_context()
-    for needed in ("Procfile", "wsgi.py", "requirements.txt", "config/gunicorn.conf.py", "config/demo-contacts.csv",
-                   "lookup_service/routes.py", "crm_backends/contact_store.py"):
+    for needed in ("Procfile", "wsgi.py", "requirements.txt", "gunicorn.conf.py", "config/gunicorn_settings.py",
+                   "config/demo-contacts.csv", "lookup_service/routes.py", "crm_backends/contact_store.py"):
         assert needed in files
     for path in files:
         assert not path.startswith((".git/", ".venv/", "instance/", "tests/", "bench/")), path

@@ -17,6 +17,7 @@ import json
 import os
 import runpy
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -190,10 +191,26 @@ def test_a_strict_start_up_check_stops_gunicorn_with_the_reason(serve, tmp_path)
     assert "Worker failed to boot" in process_log
 
 
-def test_the_gunicorn_configuration_holds_only_gunicorn_settings():
-    settings = runpy.run_path(str(ROOT / "config" / "gunicorn.conf.py"))
+@pytest.mark.parametrize("path", ["gunicorn.conf.py", "config/gunicorn.conf.py"])
+def test_the_gunicorn_configuration_holds_only_gunicorn_settings(path):
+    settings = runpy.run_path(str(ROOT / path))
     hooks = [name for name, value in settings.items() if callable(value) and not name.startswith("__")]
     assert hooks == [], f"server hooks in the gunicorn configuration: {hooks}"
+    assert settings["worker_class"] == "config.balanced_worker.BalancedThreadWorker"
+
+
+def test_a_plain_gunicorn_start_runs_the_projects_worker(serve, tmp_path):
+    """`gunicorn wsgi:app` without --config reads ./gunicorn.conf.py: the worker that answers the
+    parser's errors in JSON and the masking logger are in place, as under the Procfile."""
+    _fill_source(tmp_path / "erp.sqlite3")
+    port, log_path = serve(COMMANDS["gunicorn"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /Lookup?phoneNumber=41215522000 HTTP/9.9\r\nHost: a\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"application/json" in answer and b'"error"' in answer, answer
+    assert b"<html" not in answer.lower()
+    assert "41215522000" not in log_path.read_text()
 
 
 def test_a_carddav_mirror_answers_the_first_lookup_live_or_synced(serve, tmp_path):
