@@ -12,9 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN python -m pip install -r requirements.txt
+# The dependencies first: this layer is rebuilt only when they change. constraints.txt pins the
+# whole tree (scripts/lock), so every build installs the same packages.
+COPY requirements.txt constraints.txt ./
+RUN python -m pip install -r requirements.txt -c constraints.txt
 
 # The code belongs to root and is read-only for the service; only instance/ (the embedded
 # directory, mirrors, the SQLite ledger) is writable. Mount a volume there to keep it. The home

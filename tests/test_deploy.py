@@ -79,8 +79,9 @@ def test_the_image_is_slim_python_3_11_and_runs_the_procfile_command_as_non_root
     assert user not in ("root", "0", "")
     assert _env().get("PORT") == "8000" and "8000" in _all("EXPOSE")
     instructions = dockerfile()
-    copy_requirements = instructions.index(("COPY", "requirements.txt ./"))
+    copy_requirements = instructions.index(("COPY", "requirements.txt constraints.txt ./"))
     install = next(i for i, (kw, args) in enumerate(instructions) if kw == "RUN" and "-r requirements.txt" in args)
+    assert "-c constraints.txt" in instructions[install][1]  # the whole tree pinned
     assert copy_requirements < install < instructions.index(("COPY", ". ."))  # dependencies cached in a layer
 
 
@@ -276,3 +277,21 @@ def test_the_readme_runs_the_image_it_builds():
     run = re.search(r"^docker run -p (\d+):(\d+) -e LOOKUP_TOKENS=\S+ (\S+)$", readme, re.M)
     assert run and run.group(3) == built
     assert run.group(2) == _env()["PORT"] in _all("EXPOSE")
+
+
+def test_the_lock_pins_every_declared_package_at_its_declared_version():
+    """constraints.txt (scripts/lock) holds the whole tree; a requirement added or bumped without
+    running scripts/lock again would install an unpinned tree."""
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if "==" in line:
+                name, version = line.split("==", 1)
+                found[re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-")] = version.strip()
+        return found
+
+    locked = pins(ROOT / "constraints.txt")
+    declared = {**pins(ROOT / "requirements.txt"), **pins(ROOT / "requirements-test.txt")}
+    assert declared and len(locked) > len(declared)
+    assert {name: version for name, version in declared.items() if locked.get(name) != version} == {}
