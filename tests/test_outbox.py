@@ -485,3 +485,48 @@ def test_an_unwritable_sqlite_store_refuses_workflows_clearly_and_lookups_go_on(
     assert client.get("/Lookup?PhoneNumber=41215522000", headers=DIRECTORY_HEADERS).status_code == 200
     [problem] = app.extensions["lookup"].outbox_health()
     assert "sqlite" in problem["reason"]
+
+
+def test_calls_survive_a_redis_restart_during_callflows(erp):
+    """Redis (with persistence, as a managed Redis has it) restarts while calls wait for a CRM that
+    is down and while one is being posted: no call is lost, none is recorded twice, and a post that
+    meets Redis down gets a clear JSON error, never an accepted-and-lost call."""
+    from tests.servers.redis import RedisServer
+
+    crm, build = erp
+    server = RedisServer(persistent=True)
+    server.start()
+    try:
+        app = build(REDIS_URL=server.url)
+        app.extensions["lookup"].start_background()
+        client = app.test_client()
+        crm.state = "down"
+        first = [client.post("/CallFlow", json=call(i), headers=HEADERS) for i in range(3)]
+        assert [r.status_code for r in first] == [200] * 3
+        keys = [r.get_json()["id"] for r in first]
+
+        crm.state = "hang"  # a post in flight while Redis goes away and comes back
+        in_flight: list = []
+        poster = threading.Thread(target=lambda: in_flight.append(client.post("/CallFlow", json=call(3),
+                                                                              headers=HEADERS)))
+        poster.start()
+        time.sleep(0.2)
+        server.stop()
+        while_down = client.post("/CallFlow", json=call(4), headers=HEADERS)
+        assert while_down.status_code in (200, 503), while_down.get_data(as_text=True)
+        if while_down.status_code == 503:  # not accepted: said so, in JSON, and the connector may post again
+            assert while_down.get_json()["error"] and while_down.get_json()["message"]
+        server.start()
+        poster.join(30)
+        assert in_flight and in_flight[0].status_code in (200, 503), in_flight
+        accepted = keys + [r.get_json()["id"] for r in (in_flight[0], while_down) if r.status_code == 200]
+
+        crm.state = "up"
+        assert wait_until(lambda: len(crm.recorded) >= len(accepted), 60), (crm.recorded, accepted)
+        time.sleep(1.0)  # a duplicate delivery would land now
+        assert all(count == 1 for count in crm.recorded.values()), crm.recorded
+        again = [client.post("/CallFlow", json=call(i), headers=HEADERS) for i in range(3)]
+        assert [r.status_code for r in again] == [200] * 3
+        assert all(crm.recorded[key] == 1 for key in crm.recorded)
+    finally:
+        server.remove()
