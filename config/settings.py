@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from lookup_core.redact import secret_values
+
 MAX_RESULTS_CAP = 5  # the connector's documented recommendation; a lower cap may be configured
 KNOWN_WORKFLOWS = ("CallFlow",)
 
@@ -84,21 +86,8 @@ class Settings:
                 values.append(password)
         for tenant in self.tenants:
             for backend in tenant.backends:
-                values.extend(_secret_values(backend.options))
+                values.extend(secret_values(backend.options))
         return [v for v in values if isinstance(v, str) and len(v) >= 4]
-
-
-_SECRET_NAME = re.compile(r"(password|secret|token|api[_-]?key|authorization|credential|cookie)", re.I)
-
-
-def _secret_values(options: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            found.extend(_secret_values(value))
-        elif isinstance(value, str) and _SECRET_NAME.search(key):
-            found.append(value)
-    return found
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -284,7 +273,8 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
 
 def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendConfig:
     import crm_backends  # noqa: F401 - fills BACKEND_TYPES
-    from crm_backends.base import BACKEND_TYPES, BackendConfigError, load_options
+    from crm_backends.base import BACKEND_TYPES, load_options
+    from lookup_core.errors import BackendConfigError
 
     name = table.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
