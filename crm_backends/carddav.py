@@ -40,7 +40,6 @@ from .base import (
     CredentialsRejected,
     RateLimited,
     SyncBatch,
-    register,
 )
 from .http import retry_after_seconds
 from .vcard import parse_vcards
@@ -149,12 +148,11 @@ class _ReportUnsupported(Exception):
     """The server does not implement sync-collection."""
 
 
-@register
 class CardDAVBackend(Backend):
     type_name: ClassVar[str] = "carddav"
     options_schema = CardDAVOptions
+    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False
     default_crm_name = "CardDAV"
     secret_keys = frozenset({"password"})
 

@@ -24,7 +24,6 @@ from .base import (
     Contact,
     ContactNotFound,
     WorkflowResult,
-    register,
 )
 from .contact_store import ContactStore, DirectoryStore
 
@@ -37,12 +36,11 @@ class DirectoryOptions(BackendOptions):
     pg_schema = fields.String(load_default=None, allow_none=True)  # default: directory_<tenant>_<backend>
 
 
-@register
 class DirectoryBackend(Backend):
     type_name: ClassVar[str] = "directory"
     options_schema = DirectoryOptions
     modes = frozenset({"live"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     inline = True
     default_crm_name = "Directory"
     secret_keys = Backend.secret_keys | {"database_url"}

@@ -51,7 +51,6 @@ from .base import (
     RateLimited,
     SyncBatch,
     WorkflowResult,
-    register,
 )
 from .http import retry_after_seconds as _retry_after
 
@@ -556,15 +555,19 @@ def _probe_number(region: str) -> PhoneNumber:
 
 
 # --- the backend ---------------------------------------------------------------------------------
-@register
 class RestBackend(Backend):
     """Any JSON API, described by URL templates and JMESPath expressions."""
 
     type_name: ClassVar[str] = "rest"
     options_schema = RestOptions
+    requires = ("jmespath", "requests")
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False  # True on instances that have a [call_log] request
+    workflows = frozenset({"CallFlow"})  # when a [call_log] request is configured: see workflows_for
     secret_keys = Backend.secret_keys | {"password"}
+
+    @classmethod
+    def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
+        return cls.workflows if options.get("call_log") else frozenset()
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
@@ -614,7 +617,6 @@ class RestBackend(Backend):
             self._find_url = (
                 self._compile(find["url"], "call_log.find_call.url") if find.get("url") else self._call_url
             )
-        self.can_log_calls = self._call is not None  # type: ignore[misc]
 
         paging = o["paging"]
         self.paging = paging

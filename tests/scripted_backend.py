@@ -15,8 +15,8 @@ from typing import ClassVar
 
 from marshmallow import fields
 
+from crm_backends import registry
 from crm_backends.base import (
-    BACKEND_TYPES,
     Backend,
     BackendOptions,
     BackendUnavailable,
@@ -24,7 +24,6 @@ from crm_backends.base import (
     Contact,
     RateLimited,
     WorkflowResult,
-    register,
 )
 from lookup_service.phone import PhoneNumber
 
@@ -52,7 +51,7 @@ class ScriptedBackend(Backend):
     type_name: ClassVar[str] = "scripted"
     options_schema = ScriptedOptions
     modes = frozenset({"live"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     default_crm_name = "Scripted"
 
     @property
@@ -80,7 +79,6 @@ class ScriptedBackend(Backend):
         return WorkflowResult(id=f"{self.name}-call-{len(self.script.logged)}", url=None)
 
 
-if "scripted" not in BACKEND_TYPES:
-    register(ScriptedBackend)
+registry.register("scripted", "tests.scripted_backend:ScriptedBackend")
 
 __all__ = ["SCRIPTS", "BackendUnavailable", "RateLimited", "Script", "ScriptedBackend"]

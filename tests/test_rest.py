@@ -17,7 +17,6 @@ import pytest
 
 from crm_backends.base import (
     BackendConfigError,
-    BackendSpec,
     BackendUnavailable,
     CallRecord,
     ContactNotFound,
@@ -25,11 +24,11 @@ from crm_backends.base import (
     DeliveryRefused,
     RateLimited,
     WorkflowResult,
-    load_options,
 )
 from crm_backends.mirror import MirroredBackend
 from crm_backends.rest import RestBackend
 from lookup_service.phone import parse_number
+from tests.conftest import backend_builder
 from tests.fakes.rest_api import FakeRestApi, Reply, Request
 
 NUMBER = parse_number("41215522000")
@@ -49,9 +48,9 @@ def _fresh(api):
 
 
 def build(options: dict[str, Any], tmp_path, **overrides: Any) -> RestBackend:
-    table = {"name": "erp", "type": "rest", **options, **overrides}
-    opts = load_options(RestBackend, table, "tenant 't', backend 'erp'")
-    return RestBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+    table = {"name": "erp", **options, **overrides}
+    table.pop("type", None)
+    return backend_builder(tmp_path)("rest", **table)
 
 
 def config_error(options: dict[str, Any], tmp_path) -> BackendConfigError:

@@ -36,7 +36,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from crm_backends.base import (
-    BACKEND_TYPES,
     Backend,
     BackendSpec,
     BackendUnavailable,
@@ -45,6 +44,7 @@ from crm_backends.base import (
     load_options,
 )
 from crm_backends.ldap import LdapBackend
+from crm_backends.registry import TYPES
 from crm_backends.sql import SqlBackend
 from lookup_service.phone import parse_number
 from lookup_service.service import Service
@@ -65,7 +65,7 @@ try:  # written in parallel; part of the table once it imports and registers its
     importlib.import_module("crm_backends.carddav")
 except Exception:  # noqa: BLE001 - absent or unfinished: its cases are skipped
     pass
-HAVE_CARDDAV = "carddav" in BACKEND_TYPES
+HAVE_CARDDAV = "carddav" in TYPES
 
 
 # --- the broken backend's [[tenant.backend]] table, per type -----------------------------------------
