@@ -56,9 +56,10 @@ class MirroredBackend(Backend):
     type_name: ClassVar[str] = "mirror"
     inline: ClassVar[bool] = True
 
-    def __init__(self, source: Backend, store_path: str | None = None):
+    def __init__(self, source: Backend, store_path: str | None = None, clock: Callable[[], float] = time.time):
         super().__init__(source.spec)
         self.source = source
+        self.clock = clock  # wall-clock seconds; the schedule's tests give their own
         spec = source.spec
         self.store_path = store_path or os.path.join(
             spec.instance_dir, f"mirror-{_safe(spec.tenant)}-{_safe(spec.name)}.sqlite3"
@@ -169,7 +170,7 @@ class MirroredBackend(Backend):
 
     def sync_now(self, full: bool = False, progress: ProgressCallback | None = None) -> SyncOutcome:
         """Run one sync, unless another process is already running one for this mirror."""
-        started = time.time()
+        started = self.clock()
         lock_file = open(self.store_path + ".lock", "w")  # noqa: SIM115 - held for the sync
         try:
             try:
@@ -253,7 +254,7 @@ class MirroredBackend(Backend):
         except Exception as exc:  # a bug or a driver error must not kill the sync thread
             log.exception("sync %s/%s crashed", self.spec.tenant, self.name)
             outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.seconds = round(time.time() - started, 3)
+        outcome.seconds = round(max(0.0, self.clock() - started), 3)
         return outcome
 
     def start(self) -> None:

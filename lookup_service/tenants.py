@@ -108,7 +108,9 @@ def _build_slot(position: int, spec: BackendSpec, settings: Settings) -> Backend
         backend = build(spec)
     except BackendConfigError as exc:
         message = str(exc)
-        if not message.startswith(settings.source):
+        if message.startswith(spec.where()):  # the backend named itself already
+            message = f"{settings.source}: {message}"
+        elif not message.startswith(settings.source):
             key = f", key {exc.key!r}" if exc.key else ""
             message = f"{settings.source}: {spec.where()}{key}: {message}"
         raise ConfigError(message) from None
