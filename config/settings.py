@@ -280,8 +280,8 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
 def _backend_spec(
     table: dict[str, Any], tenant: str, source: str, base: Settings, region: str, deadline_ms: int
 ) -> BackendSpec:
-    from crm_backends.base import BackendConfigError
     from crm_backends.registry import load_spec
+    from lookup_core.errors import BackendConfigError
 
     name = table.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):

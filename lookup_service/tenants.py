@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 from config.settings import ConfigError, Settings, TenantConfig
-from crm_backends.base import Backend, BackendConfigError, BackendSpec
+from crm_backends.base import Backend, BackendSpec
 from crm_backends.registry import backend_class, build
+from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
 

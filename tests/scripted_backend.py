@@ -16,16 +16,10 @@ from typing import ClassVar
 from marshmallow import fields
 
 from crm_backends import registry
-from crm_backends.base import (
-    Backend,
-    BackendOptions,
-    BackendUnavailable,
-    CallRecord,
-    Contact,
-    RateLimited,
-    WorkflowResult,
-)
-from lookup_service.phone import PhoneNumber
+from crm_backends.base import Backend, BackendOptions
+from lookup_core.errors import BackendUnavailable, RateLimited
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, WorkflowResult
 
 
 @dataclass

@@ -10,14 +10,10 @@ import uuid
 import ldap3
 import pytest
 
-from crm_backends.base import (
-    BackendConfigError,
-    BackendUnavailable,
-    CredentialsRejected,
-)
 from crm_backends.ldap import LdapBackend, parse_generalized_time
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected
+from lookup_core.phone import parse_number
 from tests.conftest import backend_builder
 from tests.servers import free_port
 from tests.servers.slapd import (

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from crm_backends.base import Backend, BackendSpec, BackendUnavailable, Contact, SyncBatch
+from crm_backends.base import Backend, BackendSpec
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import PhoneNumber, parse_number
+from lookup_core.errors import BackendUnavailable
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.types import Contact, SyncBatch
 
 
 class ScriptedSource(Backend):

@@ -15,8 +15,9 @@ import pytest
 
 from config.settings import ConfigError, load_settings
 from crm_backends import registry
-from crm_backends.base import Backend, BackendConfigError
+from crm_backends.base import Backend
 from crm_backends.mirror import MirroredBackend
+from lookup_core.errors import BackendConfigError
 from lookup_service.tenants import build_tenants
 from tests.conftest import ROOT
 

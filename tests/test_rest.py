@@ -15,19 +15,18 @@ from typing import Any
 
 import pytest
 
-from crm_backends.base import (
+from crm_backends.mirror import MirroredBackend
+from crm_backends.rest import RestBackend
+from lookup_core.errors import (
     BackendConfigError,
     BackendUnavailable,
-    CallRecord,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    WorkflowResult,
 )
-from crm_backends.mirror import MirroredBackend
-from crm_backends.rest import RestBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, WorkflowResult
 from tests.conftest import backend_builder
 from tests.fakes.rest_api import FakeRestApi, Reply, Request
 
