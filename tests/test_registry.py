@@ -187,3 +187,24 @@ def test_registering_a_type_twice_under_another_class_fails_loudly():
     registry.register("scripted", "tests.scripted_backend:ScriptedBackend")  # the same again: fine
     with pytest.raises(RuntimeError, match="already registered"):
         registry.register("scripted", "tests.somewhere:Else")
+
+
+def test_a_package_needed_only_by_some_options_is_named_when_the_backend_is_built(tmp_path):
+    """The directory needs psycopg only with a PostgreSQL URL: building it then is a config error."""
+    result = run_python(f"""
+        import sys
+        sys.modules["psycopg"] = None
+        from config.settings import ConfigError, load_settings
+        from lookup_service.tenants import build_tenants
+        settings = load_settings({{"LOOKUP_TOKENS": "test-token-0123456789",
+                                  "DATABASE_URL": "postgresql://lookup@127.0.0.1:1/contacts",
+                                  "LOOKUP_INSTANCE_DIR": {str(tmp_path)!r}}})
+        try:
+            build_tenants(settings)
+            print("built")
+        except ConfigError as exc:
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "needs the Python package 'psycopg'" in result.stdout
+    assert "tenant 'default', backend 'directory'" in result.stdout
