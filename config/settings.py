@@ -11,11 +11,14 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lookup_core.redact import secret_values
+
+if TYPE_CHECKING:
+    from crm_backends.base import BackendSpec
 
 MAX_RESULTS_CAP = 5  # the connector's documented recommendation; a lower cap may be configured
 KNOWN_WORKFLOWS = ("CallFlow",)
@@ -26,21 +29,10 @@ class ConfigError(Exception):
 
 
 @dataclass
-class BackendConfig:
-    name: str
-    type: str
-    mode: str
-    options: dict[str, Any]
-    crm_name: str | None
-    crm_logo: str | None
-    workflows: list[str] | None  # None: every workflow the backend can run
-
-
-@dataclass
 class TenantConfig:
     name: str
     tokens: list[str]
-    backends: list[BackendConfig]
+    backends: list[BackendSpec]  # validated by the registry (crm_backends.registry.load_spec)
     default_region: str = "CH"
     deadline_ms: int = 1500
     max_results: int = MAX_RESULTS_CAP
@@ -99,7 +91,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     path = env.get("LOOKUP_CONFIG")
     if path:
         return _load_file(str(path), base, env)
-    base.tenants = [_tenant_from_environment(env)]
+    base.tenants = [_tenant_from_environment(env, base)]
     _check_tokens(base, "the environment")
     return base
 
@@ -155,8 +147,10 @@ def _database_url(value: Any) -> str | None:
     return text
 
 
-def _tenant_from_environment(env: Mapping[str, Any]) -> TenantConfig:
+def _tenant_from_environment(env: Mapping[str, Any], base: Settings) -> TenantConfig:
     where = "environment"
+    region = _region(env.get("LOOKUP_DEFAULT_REGION") or "CH", "LOOKUP_DEFAULT_REGION")
+    deadline_ms = _int(env, "LOOKUP_DEADLINE_MS", 1500, where, minimum=50)
     tokens = [t.strip() for t in str(env.get("LOOKUP_TOKENS") or "").split(",") if t.strip()]
     options = {
         "name": "directory",
@@ -167,13 +161,13 @@ def _tenant_from_environment(env: Mapping[str, Any]) -> TenantConfig:
     for key, variable in (("crm_name", "LOOKUP_CRM_NAME"), ("crm_logo", "LOOKUP_CRM_LOGO")):
         if env.get(variable):
             options[key] = str(env[variable])
-    backend = _backend_config(options, "default", "the environment")
+    backend = _backend_spec(options, "default", "the environment", base, region, deadline_ms)
     return TenantConfig(
         name="default",
         tokens=tokens,
         backends=[backend],
-        default_region=_region(env.get("LOOKUP_DEFAULT_REGION") or "CH", "LOOKUP_DEFAULT_REGION"),
-        deadline_ms=_int(env, "LOOKUP_DEADLINE_MS", 1500, where, minimum=50),
+        default_region=region,
+        deadline_ms=deadline_ms,
         max_results=_max_results(_int(env, "LOOKUP_MAX_RESULTS", MAX_RESULTS_CAP, where), "LOOKUP_MAX_RESULTS"),
         cache_ttl=_float(env, "LOOKUP_CACHE_TTL", 300.0, where),
         negative_cache_ttl=_float(env, "LOOKUP_NEGATIVE_CACHE_TTL", 60.0, where),
@@ -221,7 +215,7 @@ def _load_file(path: str, base: Settings, env: Mapping[str, Any]) -> Settings:
         raise ConfigError(f"{path}: no [[tenant]] table; add at least one tenant with a token and a backend")
     names: set[str] = set()
     for index, table in enumerate(tenants_raw):
-        tenant = _tenant_from_table(table, index, defaults, path)
+        tenant = _tenant_from_table(table, index, defaults, path, base)
         if tenant.name in names:
             raise ConfigError(f"{path}: tenant {tenant.name!r} is defined twice")
         names.add(tenant.name)
@@ -230,7 +224,7 @@ def _load_file(path: str, base: Settings, env: Mapping[str, Any]) -> Settings:
     return base
 
 
-def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: str) -> TenantConfig:
+def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: str, base: Settings) -> TenantConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: tenant #{index + 1} must be a table")
     name = table.get("name")
@@ -244,6 +238,7 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
         raise ConfigError(f"{where}: key 'tokens' must be a non-empty list of strings")
     region = _region(table.get("default_region", defaults["default_region"]), f"{where}: key 'default_region'")
+    deadline_ms = _number(table, "deadline_ms", defaults["deadline_ms"], where, minimum=50, integer=True)
     backends_raw = table.get("backend")
     if not isinstance(backends_raw, list) or not backends_raw:
         raise ConfigError(f"{where}: no [[tenant.backend]] table; add at least one backend")
@@ -252,7 +247,7 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
     for b_index, b_table in enumerate(backends_raw):
         if not isinstance(b_table, dict):
             raise ConfigError(f"{where}: backend #{b_index + 1} must be a table")
-        backend = _backend_config(b_table, name, path)
+        backend = _backend_spec(b_table, name, path, base, region, deadline_ms)
         if backend.name in seen:
             raise ConfigError(f"{where}: backend {backend.name!r} is defined twice")
         seen.add(backend.name)
@@ -262,7 +257,7 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
         tokens=[t.strip() for t in tokens],
         backends=backends,
         default_region=region,
-        deadline_ms=_number(table, "deadline_ms", defaults["deadline_ms"], where, minimum=50, integer=True),
+        deadline_ms=deadline_ms,
         max_results=_max_results(
             _number(table, "max_results", defaults["max_results"], where, integer=True), f"{where}: key 'max_results'"
         ),
@@ -271,9 +266,10 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
     )
 
 
-def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendConfig:
-    import crm_backends  # noqa: F401 - fills BACKEND_TYPES
-    from crm_backends.base import BACKEND_TYPES, load_options
+def _backend_spec(
+    table: dict[str, Any], tenant: str, source: str, base: Settings, region: str, deadline_ms: int
+) -> BackendSpec:
+    from crm_backends.registry import load_spec
     from lookup_core.errors import BackendConfigError
 
     name = table.get("name")
@@ -282,34 +278,16 @@ def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendC
             f"{source}: tenant {tenant!r}: every backend needs a 'name' of letters, digits, '_', '.' or '-'"
         )
     where = f"{source}: tenant {tenant!r}, backend {name!r}"
-    kind = table.get("type")
-    cls = BACKEND_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ConfigError(f"{where}, key 'type': unknown backend type {kind!r}; known: {sorted(BACKEND_TYPES)}")
     try:
-        options = load_options(cls, table, where)
+        spec = load_spec(
+            table, tenant, where, KNOWN_WORKFLOWS, default_region=region, deadline_s=deadline_ms / 1000.0,
+            instance_dir=base.instance_dir, phone_index=base.phone_index,
+        )
     except BackendConfigError as exc:
         raise ConfigError(str(exc)) from None
-    mode = options.get("mode") or ("live" if "live" in cls.modes else "mirror")
-    if mode not in cls.modes:
-        raise ConfigError(
-            f"{where}, key 'mode': {mode!r} is not supported by type {kind!r}; use one of {sorted(cls.modes)}"
-        )
-    workflows = options.get("workflows")
-    for workflow in workflows or []:
-        if workflow not in KNOWN_WORKFLOWS:
-            raise ConfigError(
-                f"{where}, key 'workflows': unknown workflow {workflow!r}; known: {list(KNOWN_WORKFLOWS)}"
-            )
-    return BackendConfig(
-        name=name,
-        type=kind,
-        mode=mode,
-        options=options,
-        crm_name=options.get("crm_name"),
-        crm_logo=options.get("crm_logo"),
-        workflows=workflows,
-    )
+    if spec.type == "directory" and base.database_url and not spec.options.get("database_url"):
+        spec = replace(spec, options={**spec.options, "database_url": base.database_url})  # the PaaS's PostgreSQL
+    return spec
 
 
 def _check_tokens(settings: Settings, source: str) -> None:

@@ -1,16 +1,8 @@
-"""Contact sources. Each module registers one backend type; the list below is the registry's
-explicit inventory (no filesystem scanning), so an unknown ``type`` fails loudly at start-up."""
+"""Contact sources. The registry (:mod:`crm_backends.registry`) names every backend type and
+imports a backend's module only when a configuration uses it, so an optional client library is
+needed only by the tenants that configure its backend."""
 
-from . import (
-    carddav,  # noqa: F401
-    directory,  # noqa: F401
-    hubspot,  # noqa: F401
-    ldap,  # noqa: F401
-    odoo,  # noqa: F401
-    pipedrive,  # noqa: F401
-    rest,  # noqa: F401
-    sql,  # noqa: F401
-)
-from .base import BACKEND_TYPES, Backend, BackendSpec
+from .base import Backend, BackendSpec
+from .registry import build, known_types
 
-__all__ = ["BACKEND_TYPES", "Backend", "BackendSpec"]
+__all__ = ["Backend", "BackendSpec", "build", "known_types"]

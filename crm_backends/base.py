@@ -31,16 +31,18 @@ from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 # The errors and value types live in the core (lookup_core). Their names stay importable from here
 # while branches written against the old layout are merged; new code imports them from the core.
-__all__ = ["BACKEND_TYPES", "Backend", "BackendConfigError", "BackendError", "BackendOptions", "BackendSpec",
+__all__ = ["Backend", "BackendConfigError", "BackendError", "BackendOptions", "BackendSpec",
            "BackendUnavailable", "CallRecord", "Contact", "ContactNotFound", "CredentialsRejected",
-           "DeliveryRefused", "RateLimited", "SyncBatch", "WorkflowResult", "load_options", "register"]
+           "DeliveryRefused", "RateLimited", "SyncBatch", "WorkflowResult", "load_options"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
-    """Where a backend sits: its tenant and name (for messages) and its validated options."""
+    """One configured backend, as the configuration loader validated it (see
+    :func:`crm_backends.registry.load_spec`): its tenant and name (for messages), type, mode,
+    validated options, the workflows it runs, and the tenant-wide values it needs."""
 
     tenant: str
     name: str
@@ -49,6 +51,17 @@ class BackendSpec:
     deadline_s: float = 1.5
     instance_dir: str = "instance"
     phone_index: bool = False  # local stores answer from their memory-mapped snapshot
+    type: str = ""
+    mode: str = "live"
+    workflows: tuple[str, ...] = ()
+
+    @property
+    def crm_name(self) -> str | None:
+        return self.options.get("crm_name")
+
+    @property
+    def crm_logo(self) -> str | None:
+        return self.options.get("crm_logo")
 
     def where(self, key: str | None = None) -> str:
         text = f"tenant {self.tenant!r}, backend {self.name!r}"
@@ -64,8 +77,10 @@ class BackendOptions(Schema):
     crm_logo = fields.String(load_default=None, allow_none=True)
     workflows = fields.List(fields.String(), load_default=None, allow_none=True)
     mode = fields.String(load_default=None, allow_none=True)
+    # mirrors (the schedule is the mirror's, see crm_backends.mirror): an incremental sync every
+    # `sync_interval`, a full listing at least every `full_sync_interval` (0: every sync)
     sync_interval = fields.Float(load_default=900.0)
-    full_sync_interval = fields.Float(load_default=86400.0)
+    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
     # mirrors: older than this (default 3 x sync_interval) the copy is reported stale
     max_staleness = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1))
     timeout = fields.Float(load_default=None, allow_none=True)
@@ -73,18 +88,26 @@ class BackendOptions(Schema):
 
 
 class Backend(ABC):
-    """A contact source. Subclasses set the class attributes and implement :meth:`lookup`.
+    """A contact source. Subclasses declare what they are on the class and implement :meth:`lookup`;
+    the registry (:mod:`crm_backends.registry`) reads the declarations without building anything.
 
+    ``type_name``: the ``type`` of the configuration. ``options_schema``: its options.
     ``modes``: ``live`` (each lookup asks the source) and/or ``mirror`` (the source is listed into a
     local index, see :mod:`crm_backends.mirror`; the backend then implements :meth:`sync`).
-    ``can_log_calls``: the backend implements :meth:`log_call`, so ``CallFlow`` is offered.
+    ``workflows``: the workflows the type can run (``CallFlow``: it implements :meth:`log_call`);
+    :meth:`workflows_for` narrows them to what a given configuration enables.
+    ``search_by_name``, ``users``: it can search contacts by name, list the CRM's users.
+    ``requires``: the optional Python packages it needs (import names), checked before it is built.
     ``inline``: the lookup is local and fast (SQLite); the engine runs it in the request's thread.
     """
 
     type_name: ClassVar[str]
     options_schema: ClassVar[type[BackendOptions]] = BackendOptions
     modes: ClassVar[frozenset[str]] = frozenset({"live"})
-    can_log_calls: ClassVar[bool] = False
+    workflows: ClassVar[frozenset[str]] = frozenset()
+    search_by_name: ClassVar[bool] = False
+    users: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
     inline: ClassVar[bool] = False
     default_crm_name: ClassVar[str | None] = None
     default_crm_logo: ClassVar[str | None] = None
@@ -98,6 +121,16 @@ class Backend(ABC):
         self.spec = spec
         self.options = spec.options
         self.name = spec.name
+
+    @classmethod
+    def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
+        """The workflows a backend of this type configured with ``options`` can run; types whose
+        call logging needs its own settings (sql, rest) override it."""
+        return cls.workflows
+
+    @property
+    def can_log_calls(self) -> bool:
+        return "CallFlow" in self.workflows_for(self.options)
 
     @property
     def timeout_s(self) -> float:
@@ -177,17 +210,6 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Options for `config check`, secrets redacted."""
         return redact_options(self.options, self.secret_keys)
-
-
-BACKEND_TYPES: dict[str, type[Backend]] = {}
-
-
-def register(cls: type[Backend]) -> type[Backend]:
-    """Class decorator adding a backend type to the registry under ``cls.type_name``."""
-    if cls.type_name in BACKEND_TYPES:
-        raise RuntimeError(f"backend type {cls.type_name!r} registered twice")
-    BACKEND_TYPES[cls.type_name] = cls
-    return cls
 
 
 def load_options(cls: type[Backend], raw: dict[str, Any], where: str) -> dict[str, Any]:

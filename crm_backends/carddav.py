@@ -32,7 +32,7 @@ from lookup_core.errors import BackendConfigError, BackendUnavailable, Credentia
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import Contact, SyncBatch
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .http import retry_after_seconds
 from .vcard import parse_vcards
 
@@ -140,12 +140,11 @@ class _ReportUnsupported(Exception):
     """The server does not implement sync-collection."""
 
 
-@register
 class CardDAVBackend(Backend):
     type_name: ClassVar[str] = "carddav"
     options_schema = CardDAVOptions
+    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False
     default_crm_name = "CardDAV"
     secret_keys = frozenset({"password"})
 

@@ -16,7 +16,7 @@ from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNo
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .contact_store import ContactStore, DirectoryStore
 
 
@@ -28,12 +28,11 @@ class DirectoryOptions(BackendOptions):
     pg_schema = fields.String(load_default=None, allow_none=True)  # default: directory_<tenant>_<backend>
 
 
-@register
 class DirectoryBackend(Backend):
     type_name: ClassVar[str] = "directory"
     options_schema = DirectoryOptions
     modes = frozenset({"live"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     inline = True
     default_crm_name = "Directory"
     secret_keys = Backend.secret_keys | {"database_url"}

@@ -48,7 +48,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
-from marshmallow import ValidationError, fields, validates, validates_schema
+from marshmallow import ValidationError, fields, validates
 from requests.adapters import HTTPAdapter
 
 from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
@@ -57,7 +57,7 @@ from lookup_core.redact import mask
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,6 @@ class HubSpotOptions(BackendOptions):
     app_domain = fields.String(load_default=None, allow_none=True)
     resolve_company = fields.Boolean(load_default=True)
     custom_properties = fields.List(fields.String(), load_default=list)
-    full_sync_interval = fields.Float(load_default=86400.0)
     # look for an earlier attempt of the same call before creating one (see the module docstring)
     dedupe_calls = fields.Boolean(load_default=True)
     # a custom call property created with "hasUniqueValue": holds the call's key, read without lag
@@ -152,11 +151,6 @@ class HubSpotOptions(BackendOptions):
             if not _PROPERTY_NAME.match(name):
                 raise ValidationError(f"{name!r} is not a HubSpot internal property name")
 
-    @validates_schema
-    def _check_intervals(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("full_sync_interval", 1) < 0:
-            raise ValidationError("must be 0 or more seconds", "full_sync_interval")
-
 
 class _HttpError(BackendUnavailable):
     """A 4xx answer other than 401/403/429; ``status`` and ``body`` let callers look closer."""
@@ -167,12 +161,12 @@ class _HttpError(BackendUnavailable):
         self.body = body
 
 
-@register
 class HubSpotBackend(Backend):
     type_name: ClassVar[str] = "hubspot"
     options_schema = HubSpotOptions
+    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     default_crm_name = "HubSpot"
     default_crm_logo = DEFAULT_LOGO
     default_rate_per_second = SEARCH_RATE_PER_SECOND
@@ -590,25 +584,24 @@ class HubSpotBackend(Backend):
 
     # mirror ----------------------------------------------------------------------------------
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
-        """Full listing (list API) when there is no cursor or the last full listing is older than
-        ``full_sync_interval``; otherwise the contacts modified since the cursor (search API).
+        """Full listing (list API) without a cursor (the mirror's schedule decides when); otherwise
+        the contacts modified since the cursor (search API).
 
         Deletions: HubSpot's search never returns archived (deleted) or merged-away contacts, and
         the archived listing cannot be asked for "since", so deletions reach the mirror with the
         periodic full listing (the mirror drops what a complete listing did not show).
         """
-        since_ms, full_ms = _parse_cursor(cursor)
+        since_ms = _parse_cursor(cursor)
         now_ms = int(time.time() * 1000)
-        interval_ms = int(self.options["full_sync_interval"] * 1000)
-        if since_ms is None or full_ms is None or now_ms - full_ms >= interval_ms:
+        if since_ms is None:
             yield from self._full_listing(now_ms)
         else:
-            yield from self._incremental(since_ms, full_ms, now_ms)
+            yield from self._incremental(since_ms, now_ms)
 
     def _full_listing(self, started_ms: int) -> Iterator[SyncBatch]:
         portal = self.portal_id()
         after: str | None = None
-        cursor = _make_cursor(started_ms - SYNC_OVERLAP_MS, started_ms)
+        cursor = _make_cursor(started_ms - SYNC_OVERLAP_MS)
         while True:
             params = {"limit": str(LIST_PAGE), "properties": ",".join(self.properties), "archived": "false"}
             if after:
@@ -622,11 +615,11 @@ class HubSpotBackend(Backend):
             if after is None:
                 return
 
-    def _incremental(self, since_ms: int, full_ms: int, started_ms: int) -> Iterator[SyncBatch]:
+    def _incremental(self, since_ms: int, started_ms: int) -> Iterator[SyncBatch]:
         portal = self.portal_id()
         window, newest, after = since_ms, since_ms, None
         # everything modified from a little before this sync is asked for again next time
-        cursor = _make_cursor(max(since_ms, started_ms - SYNC_OVERLAP_MS), full_ms)
+        cursor = _make_cursor(max(since_ms, started_ms - SYNC_OVERLAP_MS))
         while True:
             body: dict[str, Any] = {
                 "filterGroups": [
@@ -893,16 +886,17 @@ def _required_scopes(body: Any) -> list[str]:
     return list(dict.fromkeys(scopes))
 
 
-def _make_cursor(since_ms: int, full_ms: int) -> str:
-    return f"{since_ms}:{full_ms}"
+def _make_cursor(since_ms: int) -> str:
+    return str(since_ms)
 
 
-def _parse_cursor(cursor: str | None) -> tuple[int | None, int | None]:
-    """``"<modified since, ms>:<last full listing, ms>"``; anything else means a full listing."""
+def _parse_cursor(cursor: str | None) -> int | None:
+    """``"<modified since, ms>"`` (a ``:<ms>`` suffix, once the last full listing, is ignored);
+    anything else means a full listing."""
     if not cursor:
-        return None, None
-    match = re.fullmatch(r"(\d{1,15}):(\d{1,15})", cursor.strip())
+        return None
+    match = re.fullmatch(r"(\d{1,15})(?::\d{1,15})?", cursor.strip())
     if not match:
         log.warning("HubSpot mirror cursor %r not understood: listing everything", mask(cursor))
-        return None, None
-    return int(match.group(1)), int(match.group(2))
+        return None
+    return int(match.group(1))

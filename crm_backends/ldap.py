@@ -11,8 +11,8 @@ re-checked with the project's normalization. Directories whose numbers carry oth
 
 Mirror mode pages through the directory (simple paged results control, RFC 2696); later syncs
 list only entries whose ``modifyTimestamp`` (``whenChanged`` on AD) is at or after the newest one
-seen. Deletions are invisible to such a query, so every ``full_sync_every``-th sync is a full
-listing, which removes the entries that disappeared.
+seen. Deletions are invisible to such a query, so the mirror asks for a full listing (no cursor)
+every ``full_sync_every``-th sync, which removes the entries that disappeared.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from lookup_core.errors import BackendConfigError, BackendUnavailable, Credentia
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import Contact, SyncBatch
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 
 log = logging.getLogger(__name__)
 
@@ -282,12 +282,11 @@ class _Entry:
         return None
 
 
-@register
 class LdapBackend(Backend):
     type_name: ClassVar[str] = "ldap"
     options_schema = LdapOptions
+    requires = ("ldap3",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False
     default_crm_name = "LDAP directory"
     secret_keys = frozenset({"password"})
 
@@ -599,8 +598,7 @@ class LdapBackend(Backend):
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         state = _decode_cursor(cursor)
         changed_since = state.get("changed") if state else None
-        since_full = int(state.get("since_full", 0)) if state else 0
-        full = not changed_since or since_full + 1 >= self.options["full_sync_every"]
+        full = not changed_since
         if full:
             presence = "(|" + "".join(f"({a}=*)" for a in self.attrs["phones"]) + ")"
             search_filter = self._and(presence)
@@ -644,7 +642,7 @@ class LdapBackend(Backend):
                 listed += len(entries)
                 batch = SyncBatch(contacts=contacts, deleted_ids=gone, complete=full)
                 if not cookie:
-                    batch.cursor = _encode_cursor(newest, 0 if full else since_full + 1)
+                    batch.cursor = _encode_cursor(newest)
                     yield batch
                     break
                 yield batch
@@ -716,10 +714,10 @@ def _rdn_value(dn: str) -> str | None:
         return None
 
 
-def _encode_cursor(changed: str | None, since_full: int) -> str | None:
+def _encode_cursor(changed: str | None) -> str | None:
     if not changed:
         return None  # nothing to resume from: the next sync is a full listing
-    return json.dumps({"changed": changed, "since_full": since_full}, separators=(",", ":"))
+    return json.dumps({"changed": changed}, separators=(",", ":"))
 
 
 def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:

@@ -58,21 +58,21 @@ class MirroredBackend(Backend):
     type_name: ClassVar[str] = "mirror"
     inline: ClassVar[bool] = True
 
-    def __init__(self, source: Backend, store_path: str | None = None):
+    def __init__(self, source: Backend, store_path: str | None = None, clock: Callable[[], float] = time.time):
         super().__init__(source.spec)
         self.source = source
-        self.can_log_calls = source.can_log_calls  # type: ignore[misc]
-        self.default_crm_name = source.default_crm_name  # type: ignore[misc]
-        self.default_crm_logo = source.default_crm_logo  # type: ignore[misc]
-        self.type_name = source.type_name  # type: ignore[misc]
-        self.secret_keys = source.secret_keys  # type: ignore[misc]
+        self.clock = clock  # wall-clock seconds; the schedule's tests give their own
         spec = source.spec
         self.store_path = store_path or os.path.join(
             spec.instance_dir, f"mirror-{_safe(spec.tenant)}-{_safe(spec.name)}.sqlite3"
         )
         self.store = ContactStore(self.store_path, spec.default_region, phone_index=spec.phone_index)
         self.interval = float(source.options.get("sync_interval") or 900.0)
-        self.full_interval = float(source.options.get("full_sync_interval") or 86400.0)
+        full_interval = source.options.get("full_sync_interval")
+        self.full_interval = float(86400.0 if full_interval is None else full_interval)
+        # sources whose incremental listing cannot see deletions at all (ldap) also list everything
+        # every `full_sync_every`-th sync
+        self.full_every: int | None = source.options.get("full_sync_every")
         self.max_staleness = float(source.options.get("max_staleness") or 3 * self.interval)
         needed = _LIVE_NEEDS.get(source.type_name)
         self.live_fallback = "live" in source.modes and (needed is None or bool(source.options.get(needed)))
@@ -87,6 +87,10 @@ class MirroredBackend(Backend):
         self._fallback_logged = False
 
     # Backend interface ----------------------------------------------------------------------
+    @property
+    def can_log_calls(self) -> bool:
+        return self.source.can_log_calls
+
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
         if self._synced or self._has_synced():
             return self.store.lookup(number, limit)
@@ -168,7 +172,7 @@ class MirroredBackend(Backend):
 
     def sync_now(self, full: bool = False, progress: ProgressCallback | None = None) -> SyncOutcome:
         """Run one sync, unless another process is already running one for this mirror."""
-        started = time.time()
+        started = self.clock()
         lock_file = open(self.store_path + ".lock", "w")  # noqa: SIM115 - held for the sync
         try:
             try:
@@ -204,10 +208,21 @@ class MirroredBackend(Backend):
             )
         return outcome
 
-    def _sync_locked(self, full: bool, progress: ProgressCallback | None, started: float) -> SyncOutcome:
-        # Incremental listings cannot always see deletions: list everything once a day anyway.
+    def full_sync_due(self, started: float) -> bool:
+        """Whether the next sync lists everything (the source is asked with no cursor): the first
+        sync, one without a cursor to go on, one ``full_sync_interval`` after the last complete
+        listing, and with ``full_sync_every`` every N-th sync. Incremental listings cannot always
+        see deletions; a complete listing removes whatever it did not show."""
+        if self.store.get_meta("cursor") is None:
+            return True
         last_full = float(self.store.get_meta("last_full_sync") or 0)
-        full = full or started - last_full >= self.full_interval
+        if started - last_full >= self.full_interval:
+            return True
+        since_full = int(self.store.get_meta("syncs_since_full") or 0)
+        return self.full_every is not None and since_full + 1 >= self.full_every
+
+    def _sync_locked(self, full: bool, progress: ProgressCallback | None, started: float) -> SyncOutcome:
+        full = full or self.full_sync_due(started)
         cursor = None if full else self.store.get_meta("cursor")
         outcome = SyncOutcome(ok=False, started_at=started, seconds=0.0, incremental=cursor is not None)
         seen: set[str] = set()
@@ -230,6 +245,10 @@ class MirroredBackend(Backend):
                 outcome.incremental = False
                 outcome.deleted += self.store.delete(self.store.contact_ids() - seen)
                 self.store.set_meta("last_full_sync", str(started))
+                self.store.set_meta("syncs_since_full", "0")
+            else:
+                since_full = int(self.store.get_meta("syncs_since_full") or 0)
+                self.store.set_meta("syncs_since_full", str(since_full + 1))
             self.store.set_meta("cursor", new_cursor)
             outcome.ok = True
         except BackendError as exc:
@@ -237,7 +256,7 @@ class MirroredBackend(Backend):
         except Exception as exc:  # a bug or a driver error must not kill the sync thread
             log.exception("sync %s/%s crashed", self.spec.tenant, self.name)
             outcome.error = f"{type(exc).__name__}: {exc}"
-        outcome.seconds = round(time.time() - started, 3)
+        outcome.seconds = round(max(0.0, self.clock() - started), 3)
         return outcome
 
     def start(self) -> None:

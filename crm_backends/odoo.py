@@ -46,7 +46,7 @@ from lookup_core.errors import (
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ class OdooOptions(BackendOptions):
     # lookups use `timeout` (inside the engine's deadline); call logging and syncing may wait longer
     write_timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
     sync_timeout = fields.Float(load_default=60.0, validate=validate.Range(min=0.1))
-    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
     sync_overlap = fields.Float(load_default=300.0, validate=validate.Range(min=0))
     verify_tls = fields.Boolean(load_default=True)
 
@@ -132,12 +131,12 @@ class _NoRight(CredentialsRejected):
     """The Odoo user may not do this (AccessError): a permission to grant, not a bad key."""
 
 
-@register
 class OdooBackend(Backend):
     type_name: ClassVar[str] = "odoo"
     options_schema = OdooOptions
+    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     default_crm_name = "Odoo"
     default_crm_logo = ODOO_LOGO
     secret_keys = frozenset({"api_key", "password"})
@@ -244,22 +243,16 @@ class OdooBackend(Backend):
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         schema = self._partner_schema()
         state = _load_cursor(cursor)
-        now = time.time()
-        full = (
-            not state.get("since")
-            or now - float(state.get("full_at") or 0) >= self.options["full_sync_interval"]
-        )
+        full = not state.get("since")
         if full:
             # partners with a number; `complete` lets the mirror drop everything else it holds
             domain = _any_set(schema.phone_fields)
             context: dict[str, Any] = {}
-            full_at = now
         else:
             since = _shift(state["since"], -self.options["sync_overlap"])
             # archived partners must come back too: they are deletions
             domain = [["write_date", ">=", since]]
             context = {"active_test": False}
-            full_at = float(state.get("full_at") or 0)
         newest = state.get("since")
         last_id = 0
         page_size = self.options["page_size"]
@@ -288,7 +281,7 @@ class OdooBackend(Backend):
             ids = [row["id"] for row in rows if isinstance(row.get("id"), int)]
             if ids:
                 last_id = max(ids)
-            batch.cursor = json.dumps({"since": newest, "full_at": full_at})
+            batch.cursor = json.dumps({"since": newest})
             yield batch
             if len(rows) < page_size or not ids:
                 return

@@ -53,7 +53,7 @@ from lookup_core.errors import (
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .http import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,6 @@ class PipedriveOptions(BackendOptions):
         validate=validate.Length(min=1),
     )
     search_limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
     sync_page_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=500))
     dedupe_calls = fields.Boolean(load_default=True)
 
@@ -142,12 +141,12 @@ class ApiForbidden(CredentialsRejected):
         self.status = status
 
 
-@register
 class PipedriveBackend(Backend):
     type_name: ClassVar[str] = "pipedrive"
     options_schema = PipedriveOptions
+    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     default_crm_name = "Pipedrive"
     default_crm_logo = "https://www.pipedrive.com/favicon.ico"
     # The search API allows 10 requests per 2 seconds on every plan.
@@ -262,9 +261,7 @@ class PipedriveBackend(Backend):
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         state = _load_cursor(cursor)
-        interval = float(self.options["full_sync_interval"])
-        full_due = bool(interval) and time.time() - state.get("full_at", 0.0) >= interval
-        if not state.get("persons_since") or full_due:
+        if not state.get("persons_since"):
             yield from self._full_sync()
         else:
             yield from self._incremental_sync(state)
@@ -366,7 +363,6 @@ class PipedriveBackend(Backend):
                     orgs_since = _later(orgs_since, org.get("update_time"))
         self._org_names = names
         state = {
-            "full_at": started,
             "orgs_since": _next_since(None, orgs_since, started),
             "persons_since": None,
         }

@@ -47,7 +47,7 @@ from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.redact import is_secret_name, mask_json_secrets, mask_numbers
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)
@@ -549,15 +549,19 @@ def _probe_number(region: str) -> PhoneNumber:
 
 
 # --- the backend ---------------------------------------------------------------------------------
-@register
 class RestBackend(Backend):
     """Any JSON API, described by URL templates and JMESPath expressions."""
 
     type_name: ClassVar[str] = "rest"
     options_schema = RestOptions
+    requires = ("jmespath", "requests")
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False  # True on instances that have a [call_log] request
+    workflows = frozenset({"CallFlow"})  # when a [call_log] request is configured: see workflows_for
     secret_keys = Backend.secret_keys | {"password"}
+
+    @classmethod
+    def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
+        return cls.workflows if options.get("call_log") else frozenset()
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
@@ -607,7 +611,6 @@ class RestBackend(Backend):
             self._find_url = (
                 self._compile(find["url"], "call_log.find_call.url") if find.get("url") else self._call_url
             )
-        self.can_log_calls = self._call is not None  # type: ignore[misc]
 
         paging = o["paging"]
         self.paging = paging

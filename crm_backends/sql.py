@@ -20,7 +20,6 @@ import re
 import socket
 import string
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ from lookup_core.errors import (
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec, register
+from .base import Backend, BackendOptions, BackendSpec
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,6 @@ class SqlOptions(BackendOptions):
     pool_size = fields.Integer(load_default=2, validate=validate.Range(min=1, max=50))
     sync_timeout = fields.Float(load_default=600.0, validate=validate.Range(min=1))
     since_overlap = fields.Float(load_default=60.0, validate=validate.Range(min=0))
-    full_sync_interval = fields.Float(load_default=86400.0, validate=validate.Range(min=0))
 
     @validates("url")
     def _check_url(self, value: str, **_: Any) -> None:
@@ -342,7 +340,7 @@ def _add(items: dict[str, _Item], other: _Item) -> None:
 
 
 # the mirror cursor --------------------------------------------------------------------------------
-def _dump_cursor(since: Any, full_at: float) -> str:
+def _dump_cursor(since: Any) -> str:
     """The largest ``updated_at`` seen, tagged with its type so it is bound back unchanged."""
     tagged: list[str] | None
     if since is None:
@@ -361,17 +359,18 @@ def _dump_cursor(since: Any, full_at: float) -> str:
         tagged = ["decimal", str(since)]
     else:
         tagged = ["str", str(since)]
-    return json.dumps({"since": tagged, "full_at": full_at})
+    return json.dumps({"since": tagged})
 
 
-def _load_cursor(cursor: str | None) -> tuple[Any, float] | None:
+def _load_cursor(cursor: str | None) -> Any:
+    """The ``updated_at`` value an incremental sync starts from; None: nothing to resume from.
+    (Cursors written before the mirror kept the schedule also hold a ``full_at``: ignored.)"""
     if not cursor:
         return None
     try:
         data = json.loads(cursor)
-        full_at = float(data["full_at"])
         if data["since"] is None:
-            return None, full_at
+            return None
         kind, raw = data["since"]
         parse = {
             "datetime": datetime.fromisoformat,
@@ -381,7 +380,7 @@ def _load_cursor(cursor: str | None) -> tuple[Any, float] | None:
             "decimal": Decimal,
             "str": str,
         }[kind]
-        return parse(raw), full_at
+        return parse(raw)
     except (ValueError, KeyError, TypeError, ArithmeticError):
         log.warning("unreadable mirror cursor %r: running a full sync", cursor[:80])
         return None
@@ -469,14 +468,18 @@ def _foreign_key_violation(exc: BaseException) -> bool:
 
 
 # the backend ------------------------------------------------------------------------------------
-@register
 class SqlBackend(Backend):
     type_name: ClassVar[str] = "sql"
     options_schema = SqlOptions
+    requires = ("sqlalchemy",)
     modes = frozenset({"live", "mirror"})
-    can_log_calls = False  # set per instance: True when call_log_query is configured
+    workflows = frozenset({"CallFlow"})  # when call_log_query is configured: see workflows_for
     default_crm_name = "Database"
     secret_keys = Backend.secret_keys | {"connect_args"}
+
+    @classmethod
+    def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
+        return cls.workflows if options.get("call_log_query") else frozenset()
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
@@ -494,7 +497,6 @@ class SqlBackend(Backend):
                 f"{spec.where('list_query')}: mode 'mirror' needs list_query, the full listing",
                 key="list_query",
             )
-        self.can_log_calls = bool(options.get("call_log_query"))  # type: ignore[misc]
         self.fields: dict[str, Any] = options["fields"]
         self.url = self._build_url()
         self._queries: dict[str, TextClause] = {}
@@ -709,26 +711,16 @@ class SqlBackend(Backend):
 
         The cursor is the largest ``fields.updated_at`` value seen (the database's own clock, so
         clocks of the two machines never need to agree); incremental syncs re-read from it minus
-        ``since_overlap``. A full listing runs at the first sync, when the last one is older than
-        ``full_sync_interval``, and always without ``since_query``; it also removes the contacts
-        deleted at the source.
+        ``since_overlap``. Without ``since_query`` every sync is a full listing; when the mirror
+        asks for one (no cursor) is its schedule.
         """
-        state = _load_cursor(cursor)
-        interval = self.options["full_sync_interval"]
-        incremental = (
-            "since_query" in self._queries
-            and state is not None
-            and state[0] is not None
-            and not (interval and time.time() - state[1] >= interval)
-        )
-        if incremental:
-            assert state is not None
-            yield from self._sync_changes(*state)
+        since = _load_cursor(cursor)
+        if "since_query" in self._queries and since is not None:
+            yield from self._sync_changes(since)
         else:
             yield from self._sync_full()
 
     def _sync_full(self) -> Iterator[SyncBatch]:
-        started = time.time()
         newest: Any = None
         try:
             with self.sync_engine.connect() as conn:
@@ -741,10 +733,10 @@ class SqlBackend(Backend):
                     yield SyncBatch(contacts=contacts)
         except sa_exc.SQLAlchemyError as exc:
             raise self._unavailable(exc, "list_query") from None
-        cursor = _dump_cursor(newest, started) if "since_query" in self._queries else None
+        cursor = _dump_cursor(newest) if "since_query" in self._queries else None
         yield SyncBatch(cursor=cursor, complete=True)
 
-    def _sync_changes(self, since: Any, full_at: float) -> Iterator[SyncBatch]:
+    def _sync_changes(self, since: Any) -> Iterator[SyncBatch]:
         bound = _minus_overlap(since, self.options["since_overlap"])
         newest = since
         key = "since_query"
@@ -771,7 +763,7 @@ class SqlBackend(Backend):
                     yield batch
         except sa_exc.SQLAlchemyError as exc:
             raise self._unavailable(exc, key) from None
-        yield SyncBatch(cursor=_dump_cursor(newest, full_at))
+        yield SyncBatch(cursor=_dump_cursor(newest))
 
     def _stream(self, conn: Connection, key: str, params: dict[str, Any]) -> Iterator[list[_Item]]:
         """Rows in batches of ``batch_size`` contacts, read with a server-side cursor where the

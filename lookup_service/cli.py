@@ -196,7 +196,7 @@ def check_command(path: str | None, no_connect: bool) -> None:
                    f"deadline {int(tenant.deadline_s * 1000)} ms, max {tenant.max_results} results")
         for slot in tenant.slots:
             backend = slot.backend
-            click.echo(f"  backend {slot.name}: type {backend.type_name}, mode {slot.mode}, crm {slot.crm_name!r}, "
+            click.echo(f"  backend {slot.name}: type {slot.spec.type}, mode {slot.mode}, crm {slot.crm_name!r}, "
                        f"workflows {slot.workflows}")
             details = backend.describe()
             for key in sorted(details):

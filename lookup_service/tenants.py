@@ -5,27 +5,35 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from config.settings import KNOWN_WORKFLOWS, BackendConfig, ConfigError, Settings, TenantConfig
-from crm_backends.base import BACKEND_TYPES, Backend, BackendSpec
-from crm_backends.mirror import MirroredBackend
+from config.settings import ConfigError, Settings, TenantConfig
+from crm_backends.base import Backend, BackendSpec
+from crm_backends.registry import backend_class, build
 from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_CAPABILITY = {"CallFlow": "can_log_calls"}
-
 
 @dataclass
 class BackendSlot:
-    """A backend in its tenant: position (for ranking), display data and workflows."""
+    """A backend in its tenant: its spec (name, mode, options as configured), its position (for
+    ranking) and the built backend. Display data is the spec's, else the type's default."""
 
     position: int
-    name: str
+    spec: BackendSpec
     backend: Backend
-    crm_name: str | None
-    crm_logo: str | None
-    workflows: list[str]
-    mode: str
+    name: str = field(init=False)
+    mode: str = field(init=False)
+    workflows: list[str] = field(init=False)
+    crm_name: str | None = field(init=False)
+    crm_logo: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        cls = backend_class(self.spec.type)
+        self.name = self.spec.name
+        self.mode = self.spec.mode
+        self.workflows = list(self.spec.workflows)
+        self.crm_name = self.spec.crm_name or cls.default_crm_name
+        self.crm_logo = self.spec.crm_logo or cls.default_crm_logo
 
     @property
     def inline(self) -> bool:
@@ -83,9 +91,7 @@ def build_tenants(settings: Settings) -> list[Tenant]:
 
 
 def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
-    slots = [
-        _build_slot(position, backend, config, settings) for position, backend in enumerate(config.backends)
-    ]
+    slots = [_build_slot(position, spec, settings) for position, spec in enumerate(config.backends)]
     return Tenant(
         name=config.name,
         tokens=config.tokens,
@@ -98,48 +104,15 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
     )
 
 
-def _build_slot(position: int, config: BackendConfig, tenant: TenantConfig, settings: Settings) -> BackendSlot:
-    where = f"{settings.source}: tenant {tenant.name!r}, backend {config.name!r}"
-    options = config.options
-    if config.type == "directory" and settings.database_url and not options.get("database_url"):
-        options = {**options, "database_url": settings.database_url}  # the PaaS's shared PostgreSQL
-    spec = BackendSpec(
-        tenant=tenant.name,
-        name=config.name,
-        options=options,
-        default_region=tenant.default_region,
-        deadline_s=tenant.deadline_ms / 1000.0,
-        instance_dir=settings.instance_dir,
-        phone_index=settings.phone_index,
-    )
-    cls = BACKEND_TYPES[config.type]
+def _build_slot(position: int, spec: BackendSpec, settings: Settings) -> BackendSlot:
     try:
-        backend: Backend = cls(spec)
-        if config.mode == "mirror":
-            backend = MirroredBackend(backend)
+        backend = build(spec)
     except BackendConfigError as exc:
         message = str(exc)
-        if not message.startswith(settings.source):
+        if message.startswith(spec.where()):  # the backend named itself already
+            message = f"{settings.source}: {message}"
+        elif not message.startswith(settings.source):
             key = f", key {exc.key!r}" if exc.key else ""
-            message = f"{where}{key}: {message}"
+            message = f"{settings.source}: {spec.where()}{key}: {message}"
         raise ConfigError(message) from None
-    possible = [w for w in KNOWN_WORKFLOWS if getattr(backend, WORKFLOW_CAPABILITY[w], False)]
-    if config.workflows is None:
-        workflows = possible
-    else:
-        for workflow in config.workflows:
-            if workflow not in possible:
-                raise ConfigError(
-                    f"{where}, key 'workflows': type {config.type!r} cannot run {workflow!r}"
-                    + (" (configure its call logging first)" if workflow == "CallFlow" else "")
-                )
-        workflows = list(config.workflows)
-    return BackendSlot(
-        position=position,
-        name=config.name,
-        backend=backend,
-        crm_name=config.crm_name or backend.default_crm_name,
-        crm_logo=config.crm_logo or backend.default_crm_logo,
-        workflows=workflows,
-        mode=config.mode,
-    )
+    return BackendSlot(position=position, spec=spec, backend=backend)

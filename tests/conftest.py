@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from crm_backends.base import Backend  # noqa: E402
 from crm_backends.contact_store import ContactStore  # noqa: E402
 from crm_backends.directory_import import import_file  # noqa: E402
 from lookup_service import create_app  # noqa: E402
@@ -54,6 +55,54 @@ def make_app(tmp_path) -> Callable[..., object]:
         service = app.extensions.get("lookup")
         if service is not None:
             service.close()
+
+
+BackendBuilder = Callable[..., Backend]
+
+
+def backend_builder(instance_dir, built: list[Backend] | None = None) -> BackendBuilder:
+    """``build(type, **options)``: a backend built the way the service builds one (the registry
+    validates the options with the type's schema, then ``build``), its files under ``instance_dir``.
+
+    ``name`` (default ``"b"``) and ``tenant`` (``"t"``) name it in messages; ``deadline_s`` and
+    ``default_region`` are the tenant's. The source itself is returned even with ``mode="mirror"``
+    (tests wrap it in their own :class:`MirroredBackend`) unless ``mirrored=True``.
+    """
+    from crm_backends import registry
+
+    def build(
+        type_name: str,
+        *,
+        name: str = "b",
+        tenant: str = "t",
+        mirrored: bool = False,
+        deadline_s: float = 1.5,
+        default_region: str = "CH",
+        **options,
+    ) -> Backend:
+        table = {"name": name, "type": type_name, **options}
+        spec = registry.load_spec(
+            table, tenant, f"tenant {tenant!r}, backend {name!r}", ("CallFlow",),
+            default_region=default_region, deadline_s=deadline_s, instance_dir=str(instance_dir),
+        )
+        backend = registry.build(spec) if mirrored else registry.build_source(spec)
+        if built is not None:
+            built.append(backend)
+        return backend
+
+    return build
+
+
+@pytest.fixture
+def build_backend(tmp_path) -> BackendBuilder:
+    """The one way tests build a backend (see :func:`backend_builder`); closed after the test."""
+    built: list[Backend] = []
+    yield backend_builder(tmp_path, built)
+    for backend in reversed(built):
+        try:
+            backend.close()
+        except Exception:  # a test may have closed it already; the others must still be closed
+            pass
 
 
 @pytest.fixture

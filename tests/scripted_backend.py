@@ -15,7 +15,8 @@ from typing import ClassVar
 
 from marshmallow import fields
 
-from crm_backends.base import BACKEND_TYPES, Backend, BackendOptions, register
+from crm_backends import registry
+from crm_backends.base import Backend, BackendOptions
 from lookup_core.errors import BackendUnavailable, RateLimited
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, WorkflowResult
@@ -44,7 +45,7 @@ class ScriptedBackend(Backend):
     type_name: ClassVar[str] = "scripted"
     options_schema = ScriptedOptions
     modes = frozenset({"live"})
-    can_log_calls = True
+    workflows = frozenset({"CallFlow"})
     default_crm_name = "Scripted"
 
     @property
@@ -72,7 +73,6 @@ class ScriptedBackend(Backend):
         return WorkflowResult(id=f"{self.name}-call-{len(self.script.logged)}", url=None)
 
 
-if "scripted" not in BACKEND_TYPES:
-    register(ScriptedBackend)
+registry.register("scripted", "tests.scripted_backend:ScriptedBackend")
 
 __all__ = ["SCRIPTS", "BackendUnavailable", "RateLimited", "Script", "ScriptedBackend"]

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from crm_backends import carddav
-from crm_backends.base import BackendSpec, load_options
+from crm_backends.base import load_options
 from crm_backends.carddav import CardDAVBackend, search_terms
 from crm_backends.mirror import MirroredBackend
 from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected, RateLimited
 from lookup_core.phone import parse_number
+from tests.conftest import backend_builder
 from tests.servers import free_port
 from tests.servers.radicale import RadicaleServer
 
@@ -59,9 +60,8 @@ def library_cards() -> dict[str, str]:
 
 
 def make_backend(url: str, tmp_path: Path, name: str = "nc", **extra) -> CardDAVBackend:
-    table = {"name": name, "type": "carddav", "url": url, "username": USER, "password": PASSWORD, **extra}
-    options = load_options(CardDAVBackend, table, f"tenant 't', backend {name!r}")
-    return CardDAVBackend(BackendSpec(tenant="t", name=name, options=options, instance_dir=str(tmp_path)))
+    defaults = {"url": url, "username": USER, "password": PASSWORD}
+    return backend_builder(tmp_path)("carddav", name=name, **{**defaults, **extra})
 
 
 def lookup(backend, digits: str, limit: int = 5) -> list[tuple[str, str | None, bool]]:

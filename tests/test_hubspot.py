@@ -61,17 +61,12 @@ def clean(fake):
 
 
 @pytest.fixture
-def make(fake, tmp_path):
+def make(fake, build_backend):
     made: list[HubSpotBackend] = []
 
     def build(deadline_s: float = 2.0, **options) -> HubSpotBackend:
-        table = {"name": "hs", "type": "hubspot", "access_token": TOKEN, "base_url": fake.url, **options}
-        opts = load_options(HubSpotBackend, table, "tenant 't', backend 'hs'")
-        backend = HubSpotBackend(
-            BackendSpec(
-                tenant="t", name="hs", options=opts, deadline_s=deadline_s, instance_dir=str(tmp_path)
-            )
-        )
+        table = {"access_token": TOKEN, "base_url": fake.url, **options}
+        backend = build_backend("hubspot", name="hs", deadline_s=deadline_s, **table)
         made.append(backend)
         return backend
 
@@ -709,7 +704,7 @@ def test_mirror_deletions_arrive_with_the_periodic_full_listing(fake, make):
     assert mirror.sync_now().incremental  # the search never shows archived contacts
     assert [c.id for c in mirror.lookup(NUMBER, 5)] == [anna]
 
-    mirror.source.options["full_sync_interval"] = 0
+    mirror.full_interval = 0  # the mirror's schedule: the next sync is a full listing
     outcome = mirror.sync_now()
     assert not outcome.incremental and outcome.deleted == 1
     assert mirror.lookup(NUMBER, 5) == []

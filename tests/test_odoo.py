@@ -17,6 +17,7 @@ from crm_backends.odoo import OdooBackend
 from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNotFound, CredentialsRejected, RateLimited
 from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord
+from tests.conftest import backend_builder
 from tests.fakes.odoo import ACCESS_DENIED, ACCESS_ERROR, OdooFake, wait_until
 
 NUMBER = parse_number("41215522000")
@@ -48,18 +49,8 @@ def odoo():
 
 
 def make_backend(fake: OdooFake, tmp_path, **options) -> OdooBackend:
-    table = {
-        "name": "erp",
-        "type": "odoo",
-        "url": fake.url,
-        "database": fake.database,
-        "username": fake.login,
-        "api_key": fake.api_key,
-        "timeout": 2.0,
-        **options,
-    }
-    opts = load_options(OdooBackend, table, "tenant 't', backend 'erp'")
-    return OdooBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+    defaults = {"database": fake.database, "username": fake.login, "api_key": fake.api_key, "timeout": 2.0}
+    return backend_builder(tmp_path)("odoo", name="erp", url=fake.url, **{**defaults, **options})
 
 
 def seed_formats(fake: OdooFake) -> dict[str, int]:
@@ -854,11 +845,11 @@ def test_mirror_full_then_incremental_then_periodic_full(odoo, tmp_path):
     assert mirror.lookup(parse_number("+41795550101"), 5) == []
     assert [c.id for c in mirror.lookup(parse_number("+41315550404"), 5)] == [str(erin)]
 
-    # a hard delete is only visible to a full listing, which runs every full_sync_interval
+    # a hard delete is only visible to a full listing, which the mirror asks for every full_sync_interval
     fake.delete_partner(carl)
     assert mirror.sync_now().deleted == 0
     assert mirror.lookup(parse_number("+41445550202"), 5) != []
-    backend.options["full_sync_interval"] = 0
+    mirror.full_interval = 0
     outcome = mirror.sync_now()
     assert outcome.ok and not outcome.incremental and outcome.deleted == 1
     assert mirror.lookup(parse_number("+41445550202"), 5) == []

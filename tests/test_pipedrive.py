@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from crm_backends.base import BackendSpec, load_options
+from crm_backends.base import load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.pipedrive import PipedriveBackend, _next_since
 from lookup_core.errors import (
@@ -43,30 +43,14 @@ def fake(server):
 
 
 @pytest.fixture
-def make(fake, tmp_path):
-    built: list[PipedriveBackend] = []
-
+def make(fake, build_backend):
     def build(**options) -> PipedriveBackend:
-        raw = {
-            "name": "crm",
-            "type": "pipedrive",
-            "company_domain": "acme",
-            "base_url": fake.base_url,
-            "timeout": 2.0,
-            **options,
-        }
+        raw = {"company_domain": "acme", "base_url": fake.base_url, "timeout": 2.0, **options}
         if "oauth_token" not in options:
             raw.setdefault("api_token", API_TOKEN)
-        opts = load_options(PipedriveBackend, raw, "tenant 't', backend 'crm'")
-        backend = PipedriveBackend(
-            BackendSpec(tenant="t", name="crm", options=opts, instance_dir=str(tmp_path))
-        )
-        built.append(backend)
-        return backend
+        return build_backend("pipedrive", name="crm", **raw)
 
-    yield build
-    for backend in built:
-        backend.close()
+    return build
 
 
 def searches(fake):
@@ -652,17 +636,10 @@ def test_mirror_full_then_incremental(fake, make):
     mirror.close()
 
 
-def test_sync_is_full_again_after_full_sync_interval(fake, make):
+def test_sync_is_full_without_a_cursor_and_incremental_with_one(fake, make):
     fake.add_person("Anna Muster", ["+41 21 552 20 00"])
-    backend = make(full_sync_interval=3600)
-    stale = json.dumps(
-        {
-            "persons_since": "2024-01-01T00:00:00Z",
-            "orgs_since": "2024-01-01T00:00:00Z",
-            "full_at": time.time() - 7200,
-        }
-    )
-    batches = list(backend.sync(stale))
+    backend = make()
+    batches = list(backend.sync(None))
     assert all(b.complete for b in batches) and sum(len(b.contacts) for b in batches) == 1
     assert "updated_since" not in fake.recorded("GET", "/api/v2/persons")[0].query
     fresh = json.loads(batches[-1].cursor)
@@ -670,6 +647,24 @@ def test_sync_is_full_again_after_full_sync_interval(fake, make):
     batches = list(backend.sync(json.dumps(fresh)))
     assert not any(b.complete for b in batches)
     assert fake.recorded("GET", "/api/v2/persons")[0].query["updated_since"] == fresh["persons_since"]
+    # a cursor written when the backend kept its own schedule (with "full_at") still resumes
+    fake.requests.clear()
+    old = json.dumps({**fresh, "full_at": time.time() - 7 * 86400})
+    assert not any(b.complete for b in backend.sync(old))
+    assert fake.recorded("GET", "/api/v2/persons")[0].query["updated_since"] == fresh["persons_since"]
+
+
+def test_mirror_lists_everything_again_after_full_sync_interval(fake, make):
+    fake.add_person("Anna Muster", ["+41 21 552 20 00"])
+    mirror = MirroredBackend(make(full_sync_interval=3600))
+    assert not mirror.sync_now().incremental
+    assert mirror.sync_now().incremental
+    mirror.store.set_meta("last_full_sync", str(time.time() - 7200))
+    fake.requests.clear()
+    outcome = mirror.sync_now()
+    assert outcome.ok and not outcome.incremental
+    assert "updated_since" not in fake.recorded("GET", "/api/v2/persons")[0].query
+    mirror.close()
 
 
 def test_sync_waits_through_a_short_429(fake, make):

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from crm_backends.base import BackendSpec, load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.rest import RestBackend
 from lookup_core.errors import (
@@ -28,6 +27,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord, WorkflowResult
+from tests.conftest import backend_builder
 from tests.fakes.rest_api import FakeRestApi, Reply, Request
 
 NUMBER = parse_number("41215522000")
@@ -47,9 +47,9 @@ def _fresh(api):
 
 
 def build(options: dict[str, Any], tmp_path, **overrides: Any) -> RestBackend:
-    table = {"name": "erp", "type": "rest", **options, **overrides}
-    opts = load_options(RestBackend, table, "tenant 't', backend 'erp'")
-    return RestBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+    table = {"name": "erp", **options, **overrides}
+    table.pop("type", None)
+    return backend_builder(tmp_path)("rest", **table)
 
 
 def config_error(options: dict[str, Any], tmp_path) -> BackendConfigError:

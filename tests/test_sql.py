@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from crm_backends.base import BackendSpec, load_options
+from crm_backends.base import load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.sql import SqlBackend
 from lookup_core.errors import (
@@ -29,6 +29,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord
+from tests.conftest import backend_builder
 from tests.servers import free_port
 from tests.servers.postgres import Postgres, postgres_server
 
@@ -129,11 +130,10 @@ FIELDS = {
 
 def make_backend(db: Db | str, tmp_path, **options: object) -> SqlBackend:
     url = db if isinstance(db, str) else db.url
-    raw = {"name": "erp", "type": "sql", "url": url, "fields": FIELDS, **options}
+    raw = {"url": url, "fields": FIELDS, **options}
     if "query" not in raw and raw.get("mode") != "mirror":
         raw["query"] = NORMALIZED_QUERY
-    opts = load_options(SqlBackend, raw, "tenant 't', backend 'erp'")
-    return SqlBackend(BackendSpec(tenant="t", name="erp", options=opts, instance_dir=str(tmp_path)))
+    return backend_builder(tmp_path)("sql", name="erp", **raw)
 
 
 def ids(contacts) -> list[str]:
@@ -344,10 +344,17 @@ def test_full_sync_interval_forces_a_full_listing(db, tmp_path):
     batches = list(backend.sync(None))
     cursor = batches[-1].cursor
     assert batches[-1].complete and '"since"' in cursor
-    assert not list(backend.sync(cursor))[-1].complete  # recent full listing: incremental
-    stale = cursor.replace(cursor.split('"full_at": ')[1].rstrip("}"), str(time.time() - 7200))
-    assert list(backend.sync(stale))[-1].complete
-    backend.close()
+    assert not list(backend.sync(cursor))[-1].complete  # with a cursor: incremental
+    # a cursor written when the backend kept its own schedule (with "full_at") still resumes
+    old = cursor[:-1] + f', "full_at": {time.time() - 7200}}}'
+    assert not list(backend.sync(old))[-1].complete
+    # when to list everything again is the mirror's decision
+    mirror = MirroredBackend(backend)
+    assert not mirror.sync_now().incremental
+    assert mirror.sync_now().incremental
+    mirror.store.set_meta("last_full_sync", str(time.time() - 7200))
+    assert not mirror.sync_now().incremental
+    mirror.close()
 
 
 # CallFlow -------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_backends.base import BACKEND_TYPES, Backend, BackendSpec, load_options
+from crm_backends.base import Backend, BackendSpec, load_options
 from crm_backends.ldap import LdapBackend
+from crm_backends.registry import TYPES
 from crm_backends.sql import SqlBackend
 from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
 from lookup_core.phone import parse_number
@@ -58,7 +59,7 @@ try:  # written in parallel; part of the table once it imports and registers its
     importlib.import_module("crm_backends.carddav")
 except Exception:  # noqa: BLE001 - absent or unfinished: its cases are skipped
     pass
-HAVE_CARDDAV = "carddav" in BACKEND_TYPES
+HAVE_CARDDAV = "carddav" in TYPES
 
 
 # --- the broken backend's [[tenant.backend]] table, per type -----------------------------------------
