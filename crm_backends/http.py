@@ -1,10 +1,215 @@
-"""Small helpers shared by the backends that speak HTTP."""
+"""The base of every backend that speaks HTTP, and the small helpers those backends share.
+
+:class:`HttpSource` owns, once for all of them: the session (connection pool, User-Agent, TLS
+verification, timeouts inside the engine's deadline), the mapping of transport failures and HTTP
+statuses to the backend errors with one message format (``tenant 't', backend 'b' (Vendor): ...``),
+``Retry-After`` and rate-limit headers, the once-per-credential alert, daily quotas and the redacted
+description for logs and ``config check``. A subclass keeps only its API: the requests it makes and
+the mapping of its records to contacts.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from lookup_service.phone import mask
+
+from .base import (
+    Backend,
+    BackendError,
+    BackendSpec,
+    BackendUnavailable,
+    ContactNotFound,
+    CredentialsRejected,
+    DeliveryRefused,
+    RateLimited,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "phone-lookup-service (peoplefone CONNECTOR)"
+_SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)
+_LONG_DIGITS = re.compile(r"\d{7,}")
+_SECRET_IN_JSON = re.compile(r'("[^"]*(?:key|token|secret|passw)[^"]*"\s*:\s*)"[^"]*"', re.I)
+
+
+class HttpStatusError(BackendUnavailable):
+    """An answer with a status the base does not map by itself (a 4xx other than 401/403/429);
+    ``status`` and ``body`` (decoded JSON or None) let the backend look closer."""
+
+    def __init__(self, message: str, status: int, body: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class HttpSource(Backend):
+    """A backend reached over HTTP. Subclasses set ``vendor`` (the name in messages) and call
+    :meth:`send`, then :meth:`check_status` (or :meth:`status_error`) on the answer."""
+
+    vendor: ClassVar[str] = "the API"
+    # The engine's worker threads share one session: pool as many connections as it has threads.
+    pool_size: ClassVar[int] = 16
+    # True: a 4xx the base does not map is an HttpStatusError carrying status and body, for a
+    # backend that looks closer at it; False: a plain BackendUnavailable.
+    status_errors: ClassVar[bool] = False
+
+    def __init__(self, spec: BackendSpec):
+        super().__init__(spec)
+        self.session = self.new_session(verify=self.options.get("verify_tls", True))
+        self.credentials = CredentialAlert(self)
+
+    # session ------------------------------------------------------------------------------------
+    def new_session(self, *, verify: bool | str = True) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        session.verify = verify
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    # messages ----------------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        """Who speaks in a message: ``tenant 't', backend 'b' (Vendor)``."""
+        return f"{self.spec.where()} ({self.vendor})"
+
+    def fail(self, text: str) -> str:
+        """The one message format of every error this backend raises: names tenant and backend."""
+        return f"{self.where}: {text}"
+
+    # transport ---------------------------------------------------------------------------------
+    def send(
+        self, method: str, url: str, *, what: str, timeout: float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """One request; every transport failure becomes :class:`BackendUnavailable`. ``what``
+        names the request in messages (no secrets: a path or a redacted URL)."""
+        timeout = timeout or self.timeout_s
+        try:
+            return self.session.request(method, url, timeout=timeout, **kwargs)
+        except requests.Timeout:
+            raise BackendUnavailable(self.fail(f"{what} did not answer within {timeout:.3g}s")) from None
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailable(self.fail(f"{what} failed, TLS error: {reason(exc)}")) from None
+        except requests.ConnectionError as exc:
+            raise BackendUnavailable(self.fail(f"{what} unreachable: {reason(exc)}")) from None
+        except (requests.RequestException, ValueError) as exc:  # ValueError: an unsendable URL/header
+            raise BackendUnavailable(self.fail(f"{what} failed: {type(exc).__name__}: {reason(exc)}")) from None
+
+    def status_error(
+        self, response: requests.Response, what: str, *, write: bool = False, body: Any = None, detail: str = ""
+    ) -> BackendError | None:
+        """The error an answer's status means, None for a 2xx. ``write``: the request created a
+        record, so 404/410 is the contact gone and 400/422 a refusal for good."""
+        status = response.status_code
+        if 200 <= status < 300:
+            self.credentials.accepted()
+            return None
+        said = f"{what} answered HTTP {status}" + (f": {detail}" if detail else "")
+        if status in (401, 403):
+            if status == 401:
+                self.credentials.rejected(said)
+            return CredentialsRejected(self.fail(f"{said} (check the credentials and the API user's rights)"))
+        if status == 429:
+            return RateLimited(self.fail(f"{said} (rate limited)"), retry_after(response.headers))
+        if status >= 500:
+            return BackendUnavailable(self.fail(said))
+        if write and status in (404, 410):
+            return ContactNotFound(self.fail(said))
+        if write and status in (400, 422):
+            return DeliveryRefused(self.fail(said))
+        if self.status_errors:
+            return HttpStatusError(self.fail(said), status, body)
+        return BackendUnavailable(self.fail(said))
+
+    def check_status(self, response: requests.Response, what: str, **kwargs: Any) -> None:
+        error = self.status_error(response, what, **kwargs)
+        if error is not None:
+            raise error
+
+    # config check ------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Options for logs and ``config check``: secret options, secret-looking headers, query
+        values and JSON fields, and credentials in URLs replaced by ``***``."""
+        return {key: value if value == "***" else redact(value) for key, value in super().describe().items()}
+
+
+class CredentialAlert:
+    """Says once, as an error, that a source refused its credentials; says when they work again."""
+
+    def __init__(self, owner: HttpSource):
+        self.owner = owner
+        self.rejected_now = False
+        self._lock = threading.Lock()
+
+    def rejected(self, detail: str) -> bool:
+        """Note a refusal; True (and an error logged) the first time since they last worked."""
+        with self._lock:
+            first, self.rejected_now = not self.rejected_now, True
+        log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "%s: credentials rejected: %s; check them in the configuration",
+            self.owner.where,
+            detail,
+        )
+        return first
+
+    def accepted(self) -> None:
+        if self.rejected_now:
+            with self._lock:
+                if not self.rejected_now:
+                    return
+                self.rejected_now = False
+            log.info("%s: accepts the credentials again", self.owner.where)
+
+
+class DailyQuota:
+    """A daily allowance of a source that ran out: requests it covers are refused until it resets."""
+
+    def __init__(self, owner: HttpSource, what: str):
+        self.owner = owner
+        self.what = what
+        self.until = 0.0  # wall clock
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        """Seconds until the allowance resets; 0 while it is not used up."""
+        return max(0.0, self.until - time.time())
+
+    def check(self) -> None:
+        left = self.left()
+        if left > 0:
+            raise RateLimited(self.owner.fail(f"{self.what} used up, resets in {left:.0f}s"), left)
+
+    def exhaust(self, until: float) -> float:
+        """The allowance is used up until ``until`` (wall clock); logged once. Seconds left."""
+        with self._lock:
+            first = self.until <= time.time()
+            self.until = max(self.until, until)
+        if first:
+            log.warning("%s: %s used up; no requests for %.0fs", self.owner.where, self.what, self.left())
+        return max(1.0, self.left())
+
+
+# helpers ---------------------------------------------------------------------------------------
+def next_midnight(zone: tzinfo = UTC, now: float | None = None) -> float:
+    """The next midnight in ``zone`` (a daily quota's reset), as a wall-clock timestamp."""
+    today = datetime.fromtimestamp(time.time() if now is None else now, zone).date()
+    return datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=zone).timestamp()
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -24,3 +229,103 @@ def retry_after_seconds(value: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - time.time())
+
+
+def header_number(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def retry_after(headers: Any) -> float | None:
+    """How long a rate-limited client waits: ``Retry-After``, else the seconds until the rate-limit
+    window resets (``X-RateLimit-Reset`` / ``RateLimit-Reset``, delta-seconds). None when unknown;
+    a 0 counts as unknown (some APIs send it meaning "no wait known")."""
+    return (
+        retry_after_seconds(headers.get("Retry-After"))
+        or header_number(headers.get("X-RateLimit-Reset"))
+        or header_number(headers.get("RateLimit-Reset"))
+        or None
+    )
+
+
+def reason(exc: BaseException) -> str:
+    """The operating system's reason behind a requests error (``Connection refused``), if any."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        error = todo.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        linked = [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
+        todo.extend(item for item in linked if isinstance(item, BaseException))
+    return scrub(redact_urls(str(exc)))[:200]
+
+
+def scrub(text: str) -> str:
+    """Mask anything that may be a phone number in a text bound for a log or an error message."""
+    return _LONG_DIGITS.sub(lambda m: mask(m.group()), text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with user info and secret-looking query values replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRETISH.search(k) else v) for k, v in pairs], safe="{}*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_urls(text: str) -> str:
+    return re.sub(r"https?://\S+", lambda m: redact_url(m.group()) or "", text)
+
+
+def redact(value: Any) -> Any:
+    """A value for a log: secret-looking keys of tables, and credentials in URLs, replaced."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRETISH.search(str(k)) and v else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        if re.match(r"https?://", value):
+            return redact_url(value)
+        return _SECRET_IN_JSON.sub(r'\1"***"', value)
+    return value
+
+
+def json_or_none(response: requests.Response) -> Any:
+    """The decoded JSON body; None for an empty or non-JSON one."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def text(value: Any) -> str | None:
+    """A string value stripped; None for anything else or blank (Odoo's ``False``, a JSON null)."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def scalar(value: Any) -> str | None:
+    """A string for a JSON scalar (an id may be a number); None for anything else or empty."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
