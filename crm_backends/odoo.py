@@ -32,13 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import requests
 from marshmallow import ValidationError, fields, validate, validates
 
 from lookup_service.phone import PhoneNumber
 
 from .base import (
-    Backend,
     BackendConfigError,
     BackendOptions,
     BackendSpec,
@@ -53,7 +51,7 @@ from .base import (
     WorkflowResult,
     register,
 )
-from .http import retry_after_seconds as _retry_after
+from .http import HttpSource, retry_after, text
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +137,13 @@ class _NoRight(CredentialsRejected):
 
 
 @register
-class OdooBackend(Backend):
+class OdooBackend(HttpSource):
     type_name: ClassVar[str] = "odoo"
     options_schema = OdooOptions
     modes = frozenset({"live", "mirror"})
     can_log_calls = True
     default_crm_name = "Odoo"
+    vendor = "Odoo"
     default_crm_logo = ODOO_LOGO
     secret_keys = frozenset({"api_key", "password"})
     # After Odoo refused the credentials, calls fail at once for this long instead of hitting the
@@ -155,18 +154,12 @@ class OdooBackend(Backend):
         super().__init__(spec)
         self.base_url = self.options["url"].rstrip("/")
         self.endpoint = self.base_url + "/jsonrpc"
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"User-Agent": "peoplefone-lookup-service (odoo backend)"})
         self._ids = itertools.count(1)
         self._local = threading.local()  # per-thread timeout override (call logging)
         # reentrant: _rpc may record a rejection while _ensure_uid holds it
         self._auth_lock = threading.RLock()
         self._uid: int | None = None
         self._rejected_until = 0.0
-        self._rejected = False
         configured = self.options.get("version")
         self._version: tuple[int, int] | None = _parse_version(configured) if configured else None
         self._schema: _PartnerSchema | None = None
@@ -299,9 +292,6 @@ class OdooBackend(Backend):
             if len(rows) < page_size or not ids:
                 return
 
-    def close(self) -> None:
-        self.session.close()
-
     # ------------------------------------------------------------------ lookups
     def _phone_domain(self, number: PhoneNumber, schema: _PartnerSchema) -> list[Any]:
         if number.is_short:
@@ -327,11 +317,11 @@ class OdooBackend(Backend):
             for name in schema.phone_fields
             if isinstance(value := row.get(name), str) and value.strip()
         ]
-        own_name = _text(row.get("name"))
+        own_name = text(row.get("name"))
         parent = _many2one(row.get("parent_id"))
         commercial = _many2one(row.get("commercial_partner_id"))
         is_company = row.get("is_company") is True
-        company = _text(row.get("commercial_company_name")) or (parent[1] if parent else None)
+        company = text(row.get("commercial_company_name")) or (parent[1] if parent else None)
         if company is None and is_company:
             company = own_name
         company_id = None
@@ -348,7 +338,7 @@ class OdooBackend(Backend):
             contact_uri=self._form_url(partner_id),
             company_uri=self._form_url(company_id) if company_id else None,
             phones=phones,
-            email=_text(row.get("email")),
+            email=text(row.get("email")),
             last_activity=_odoo_datetime(row.get("write_date")),
         )
 
@@ -530,7 +520,7 @@ class OdooBackend(Backend):
             wait = self._rejected_until - time.monotonic()
             if wait > 0:
                 raise CredentialsRejected(
-                    f"Odoo rejected the credentials of {self.options['username']!r}; next try in {wait:.0f}s"
+                    self.fail(f"rejected the credentials of {self.options['username']!r}; next try in {wait:.0f}s")
                 )
             uid = self._rpc(
                 "common",
@@ -539,27 +529,17 @@ class OdooBackend(Backend):
             )
             if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
                 raise self._rejection("authenticate returned no user id (wrong username or api_key)")
-            if self._rejected:
-                log.info("odoo %s/%s: credentials accepted again", self.spec.tenant, self.name)
-            self._uid, self._rejected, self._rejected_until = uid, False, 0.0
+            self.credentials.accepted()
+            self._uid, self._rejected_until = uid, 0.0
             return uid
 
     def _rejection(self, reason: str) -> CredentialsRejected:
-        """Remember that Odoo refused us; log it once (no stack trace), not on every request."""
-        first = not self._rejected
+        """Remember that Odoo refused us; the alert logs it once (no stack trace), not on every request."""
         self._uid = None
-        self._rejected = True
         self._rejected_until = time.monotonic() + self.rejected_retry_s
-        level = logging.ERROR if first else logging.DEBUG
-        log.log(
-            level,
-            "odoo %s/%s: credentials of %r rejected: %s; check username and api_key",
-            self.spec.tenant,
-            self.name,
-            self.options["username"],
-            reason,
-        )
-        return CredentialsRejected(f"Odoo rejected the credentials of {self.options['username']!r}: {reason}")
+        said = f"rejected the credentials of {self.options['username']!r}: {reason}"
+        self.credentials.rejected(said + " (check username and api_key)")
+        return CredentialsRejected(self.fail(said))
 
     def _execute(
         self,
@@ -609,32 +589,27 @@ class OdooBackend(Backend):
         }
         what = f"{service}.{method}" if service == "common" else f"{args[3]}.{args[4]}"
         timeout = timeout or getattr(self._local, "timeout", None) or self.timeout_s
-        verify = self.options["verify_tls"]
-        try:
-            response = self.session.post(self.endpoint, json=body, timeout=timeout, verify=verify)
-        except requests.Timeout:
-            raise BackendUnavailable(f"Odoo did not answer {what} within {timeout:.1f}s") from None
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"cannot reach Odoo at {self.base_url}: {type(exc).__name__}") from None
+        response = self.send("POST", self.endpoint, what=what, json=body, timeout=timeout)
         status = response.status_code
-        if status == 429 or (status == 503 and response.headers.get("Retry-After")):
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(f"Odoo answered {status} to {what}", retry_after)
+        if status == 503 and response.headers.get("Retry-After"):
+            raise RateLimited(self.fail(f"{what} answered HTTP 503 (busy)"), retry_after(response.headers))
         if status in (401, 403):
             with self._auth_lock:
                 raise self._rejection(f"HTTP {status} on {what}")
         if status != 200:
-            raise BackendUnavailable(f"Odoo answered HTTP {status} to {what}")
+            raise self.status_error(response, what) or BackendUnavailable(self.fail(f"{what} answered HTTP {status}"))
         try:
             payload = response.json()
         except ValueError:
-            raise BackendUnavailable(f"Odoo's answer to {what} is not JSON") from None
+            raise BackendUnavailable(self.fail(f"the answer to {what} is not JSON")) from None
         if not isinstance(payload, dict):
-            raise BackendUnavailable(f"Odoo's answer to {what} is not a JSON-RPC response")
+            raise BackendUnavailable(self.fail(f"the answer to {what} is not a JSON-RPC response"))
         if payload.get("error") is not None:
-            raise _error(payload["error"], what)
+            error = _error(payload["error"], what)
+            error.args = (self.fail(str(error)),)
+            raise error
         if "result" not in payload:
-            raise BackendUnavailable(f"Odoo's answer to {what} has neither result nor error")
+            raise BackendUnavailable(self.fail(f"the answer to {what} has neither result nor error"))
         return payload["result"]
 
 
@@ -684,13 +659,7 @@ def _record_id(value: Any) -> int | None:
 
 def _many2one(value: Any) -> tuple[int, str | None] | None:
     if isinstance(value, list | tuple) and len(value) == 2 and _record_id(value[0]):
-        return int(value[0]), _text(value[1])
-    return None
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+        return int(value[0]), text(value[1])
     return None
 
 
