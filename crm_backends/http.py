@@ -35,8 +35,6 @@ from .base import (
     RateLimited,
 )
 
-log = logging.getLogger(__name__)
-
 USER_AGENT = "phone-lookup-service (peoplefone CONNECTOR)"
 _SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)
 _LONG_DIGITS = re.compile(r"\d{7,}")
@@ -66,6 +64,8 @@ class HttpSource(Backend):
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
+        # what the base logs is said in the name of the backend's own module
+        self.log = logging.getLogger(type(self).__module__)
         self.session = self.new_session(verify=self.options.get("verify_tls", True))
         self.credentials = CredentialAlert(self)
 
@@ -160,7 +160,7 @@ class CredentialAlert:
         """Note a refusal; True (and an error logged) the first time since they last worked."""
         with self._lock:
             first, self.rejected_now = not self.rejected_now, True
-        log.log(
+        self.owner.log.log(
             logging.ERROR if first else logging.DEBUG,
             "%s: credentials rejected: %s; check them in the configuration",
             self.owner.where,
@@ -174,7 +174,7 @@ class CredentialAlert:
                 if not self.rejected_now:
                     return
                 self.rejected_now = False
-            log.info("%s: accepts the credentials again", self.owner.where)
+            self.owner.log.info("%s: accepts the credentials again", self.owner.where)
 
 
 class DailyQuota:
@@ -201,7 +201,7 @@ class DailyQuota:
             first = self.until <= time.time()
             self.until = max(self.until, until)
         if first:
-            log.warning("%s: %s used up; no requests for %.0fs", self.owner.where, self.what, self.left())
+            self.owner.log.warning("%s: %s used up; no requests for %.0fs", self.owner.where, self.what, self.left())
         return max(1.0, self.left())
 
 

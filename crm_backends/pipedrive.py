@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -45,7 +45,6 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from lookup_service.phone import PhoneNumber
 
 from .base import (
-    Backend,
     BackendConfigError,
     BackendOptions,
     BackendSpec,
@@ -60,7 +59,7 @@ from .base import (
     WorkflowResult,
     register,
 )
-from .http import retry_after_seconds
+from .http import DailyQuota, HttpSource, HttpStatusError, header_number, next_midnight, retry_after, text
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +131,7 @@ class PipedriveOptions(BackendOptions):
             raise ValidationError("an http(s) URL such as https://acme.pipedrive.com", field_name="base_url")
 
 
-class ApiError(BackendUnavailable):
-    """Pipedrive answered a 4xx that is not about credentials or rate limits."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
+ApiError = HttpStatusError  # Pipedrive answered a 4xx that is not about credentials or rate limits
 
 
 class ApiForbidden(CredentialsRejected):
@@ -149,12 +143,13 @@ class ApiForbidden(CredentialsRejected):
 
 
 @register
-class PipedriveBackend(Backend):
+class PipedriveBackend(HttpSource):
     type_name: ClassVar[str] = "pipedrive"
     options_schema = PipedriveOptions
     modes = frozenset({"live", "mirror"})
     can_log_calls = True
     default_crm_name = "Pipedrive"
+    vendor = "Pipedrive"
     default_crm_logo = "https://www.pipedrive.com/favicon.ico"
     # The search API allows 10 requests per 2 seconds on every plan.
     default_rate_per_second = 5.0
@@ -166,26 +161,20 @@ class PipedriveBackend(Backend):
         self.company_domain = opts["company_domain"].lower()
         self.app_url = f"https://{self.company_domain}.pipedrive.com"
         self.base_url = (opts.get("base_url") or self.app_url).rstrip("/")
-        self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
-        self.session.headers["User-Agent"] = "peoplefone-lookup-service"
         api_token = (opts.get("api_token") or "").strip()
         if api_token:
             self.session.headers["x-api-token"] = api_token
         else:
             self.session.headers["Authorization"] = "Bearer " + (opts.get("oauth_token") or "").strip()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self._pool: ThreadPoolExecutor | None = None
         self._state_lock = threading.Lock()
         self._burst_until = 0.0  # time.monotonic()
-        self._daily_until = 0.0  # time.time(): the whole daily token budget is used up
-        self._writes_until = 0.0  # time.time(): the daily POST/PUT allowance is used up
+        self._daily = DailyQuota(self, "daily API token budget")
+        self._writes = DailyQuota(self, "daily POST/PUT allowance (no calls are logged until midnight UTC)")
         self._daily_waited_until = 0.0  # the midnight the last full-day block waited for
         self._ok_since_daily_block = False
         self._auth_blocked_until = 0.0  # time.monotonic()
-        self._auth_rejected = False
         self.call_log_as = opts["call_log_as"]
         self._calls: OrderedDict[str, WorkflowResult] = OrderedDict()
         self._call_locks: dict[str, threading.Lock] = {}
@@ -204,7 +193,7 @@ class PipedriveBackend(Backend):
     def check(self) -> None:
         data = self._request("GET", ME_PATH).get("data")
         if not isinstance(data, dict):
-            raise BackendUnavailable(f"{self.spec.where()}: unexpected answer from {ME_PATH}")
+            raise BackendUnavailable(self.fail(f"unexpected answer from {ME_PATH}"))
         domain = data.get("company_domain")
         if isinstance(domain, str) and domain and domain.lower() != self.company_domain:
             raise BackendConfigError(
@@ -278,7 +267,7 @@ class PipedriveBackend(Backend):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self.session.close()
+        super().close()
 
     # live lookup ----------------------------------------------------------------------------
     def _search_terms(self, number: PhoneNumber) -> list[str]:
@@ -321,7 +310,7 @@ class PipedriveBackend(Backend):
         data = body.get("data")
         items = data.get("items") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise BackendUnavailable(f"{self.spec.where()}: unexpected search answer (no data.items)")
+            raise BackendUnavailable(self.fail("unexpected search answer (no data.items)"))
         contacts = []
         for entry in items:
             item = entry.get("item") if isinstance(entry, dict) else None
@@ -368,7 +357,7 @@ class PipedriveBackend(Backend):
             for org in page:
                 org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is not None:
-                    names[org_id] = _text(org.get("name"))
+                    names[org_id] = text(org.get("name"))
                     orgs_since = _later(orgs_since, org.get("update_time"))
         self._org_names = names
         state = {
@@ -393,7 +382,7 @@ class PipedriveBackend(Backend):
                 org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is None:
                     continue
-                name = None if org.get("is_deleted") is True else _text(org.get("name"))
+                name = None if org.get("is_deleted") is True else text(org.get("name"))
                 if org_id not in self._org_names or self._org_names[org_id] != name:
                     changed_orgs.append(org_id)
                 self._org_names[org_id] = name
@@ -448,7 +437,7 @@ class PipedriveBackend(Backend):
                 for org in page:
                     org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
                     if org_id is not None:
-                        self._org_names[org_id] = _text(org.get("name"))
+                        self._org_names[org_id] = text(org.get("name"))
             for org_id in chunk:
                 self._org_names.setdefault(org_id, None)  # not visible or deleted: no company
 
@@ -572,7 +561,7 @@ class PipedriveBackend(Backend):
             raise
         created = data.get("id") if isinstance(data, dict) else None
         if not created:
-            raise BackendUnavailable(f"{self.spec.where()}: the {what} answer has no id")
+            raise BackendUnavailable(self.fail(f"the {what} answer has no id"))
         return str(created)
 
     def _note(self, call: CallRecord, start: datetime, end: datetime) -> str:
@@ -642,16 +631,9 @@ class PipedriveBackend(Backend):
         attempts = SYNC_RETRIES_ON_429 if wait else 0
         while True:
             self._gate(method, wait)
-            try:
-                response = self.session.request(
-                    method, self.base_url + path, params=params, json=body, timeout=timeout
-                )
-            except requests.Timeout:
-                message = f"Pipedrive did not answer within {timeout:.1f}s"
-                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
-            except requests.RequestException as exc:
-                message = f"cannot reach Pipedrive: {type(exc).__name__}"
-                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
+            response = self.send(
+                method, self.base_url + path, what=f"{method} {path}", params=params, json=body, timeout=timeout
+            )
             self._observe(response)
             if response.status_code == 429:
                 retry_after = self._on_429(response)
@@ -659,7 +641,7 @@ class PipedriveBackend(Backend):
                     attempts -= 1
                     time.sleep(retry_after)
                     continue
-                raise RateLimited(f"{self.spec.where()}: Pipedrive rate limit (HTTP 429)", retry_after)
+                raise RateLimited(self.fail(f"{method} {path} answered HTTP 429 (rate limited)"), retry_after)
             return self._decode(response, method, path)
 
     def _decode(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
@@ -668,89 +650,69 @@ class PipedriveBackend(Backend):
             payload = response.json()
         except ValueError:
             payload = None
-        where = self.spec.where()
+        what = f"{method} {path}"
         if status == 401:
-            self._on_401()
-            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401)")
-        if self._auth_rejected:
-            with self._state_lock:
-                if self._auth_rejected:
-                    self._auth_rejected = False
-                    log.info("%s: Pipedrive accepts the credentials again", where)
+            self._auth_blocked_until = time.monotonic() + AUTH_RETRY_S
+            self.check_status(response, what, detail=f"requests are suspended and retried every {AUTH_RETRY_S:.0f}s")
+        self.credentials.accepted()
         if status >= 500:
-            raise BackendUnavailable(f"{where}: Pipedrive answered HTTP {status} to {method} {path}")
+            self.check_status(response, what)
         if not isinstance(payload, dict):
             if status == 403:
                 # Pipedrive's abuse protection answers an HTML page to clients that ignored 429s.
-                raise RateLimited(f"{where}: Pipedrive blocked the requests (HTTP 403, not JSON)", 60.0)
-            raise BackendUnavailable(f"{where}: HTTP {status} to {method} {path} without JSON")
+                raise RateLimited(self.fail(f"{what} answered HTTP 403, not JSON: requests blocked"), 60.0)
+            raise BackendUnavailable(self.fail(f"{what} answered HTTP {status} without JSON"))
         if status >= 400 or payload.get("success") is False:
             message = str(payload.get("error") or payload.get("error_info") or "error")[:200]
-            text = f"{where}: Pipedrive answered HTTP {status} to {method} {path}: {message}"
+            said = self.fail(f"{what} answered HTTP {status}: {message}")
             if status in (402, 403):
-                raise ApiForbidden(text, status)
-            raise ApiError(text, status)
+                raise ApiForbidden(said, status)
+            raise ApiError(said, status, payload)
         return payload
 
     def _gate(self, method: str, may_wait: bool) -> None:
         """Refuse (or, for the sync, delay) a request Pipedrive would reject anyway."""
-        where = self.spec.where()
         if time.monotonic() < self._auth_blocked_until:
-            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401), retry later")
-        now = time.time()
-        if now < self._daily_until:
-            left = self._daily_until - now
-            raise RateLimited(f"{where}: Pipedrive daily API budget used up, resets in {left:.0f}s", left)
-        if method != "GET" and now < self._writes_until:
-            left = self._writes_until - now
-            raise RateLimited(f"{where}: Pipedrive daily POST allowance used up, resets in {left:.0f}s", left)
+            raise CredentialsRejected(self.fail("rejected the credentials (HTTP 401), retry later"))
+        self._daily.check()
+        if method != "GET":
+            self._writes.check()
         wait = self._burst_until - time.monotonic()
         if wait > 0:
             if may_wait and wait <= MAX_SYNC_WAIT_S:
                 time.sleep(wait)
             else:
-                raise RateLimited(f"{where}: Pipedrive burst rate limit reached", wait)
+                raise RateLimited(self.fail("burst rate limit reached"), wait)
 
     def _observe(self, response: requests.Response) -> None:
         headers = response.headers
         if response.status_code < 400:
             self._ok_since_daily_block = True
-        remaining = _number(headers.get("x-ratelimit-remaining"))
+        remaining = header_number(headers.get("x-ratelimit-remaining"))
         if remaining is not None and remaining <= 0:
-            reset = _number(headers.get("x-ratelimit-reset")) or 2.0
+            reset = header_number(headers.get("x-ratelimit-reset")) or 2.0
             with self._state_lock:
                 self._burst_until = max(self._burst_until, time.monotonic() + reset)
-        if _number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
+        if header_number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
             self._block_daily()
-        if _number(headers.get("x-daily-requests-left")) == 0:
-            with self._state_lock:
-                if self._writes_until <= time.time():
-                    self._writes_until = _next_utc_midnight(time.time())
-                    log.warning(
-                        "%s: Pipedrive's daily POST/PUT allowance is used up; "
-                        "no calls are logged until midnight UTC",
-                        self.spec.where(),
-                    )
+        if header_number(headers.get("x-daily-requests-left")) == 0:
+            self._writes.exhaust(next_midnight(UTC))
 
     def _on_429(self, response: requests.Response) -> float:
-        if _number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
+        if header_number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
             return self._block_daily()
-        retry_after = (
-            _retry_after(response.headers.get("Retry-After"))
-            or _number(response.headers.get("x-ratelimit-reset"))
-            or 2.0
-        )
+        wait = retry_after(response.headers) or 2.0
         with self._state_lock:
-            self._burst_until = max(self._burst_until, time.monotonic() + retry_after)
-        log.debug("%s: Pipedrive burst limit, retry in %.1fs", self.spec.where(), retry_after)
-        return retry_after
+            self._burst_until = max(self._burst_until, time.monotonic() + wait)
+        log.debug("%s: burst limit, retry in %.1fs", self.where, wait)
+        return wait
 
     def _block_daily(self) -> float:
         now = time.time()
         with self._state_lock:
-            if self._daily_until > now:
-                return self._daily_until - now
-            until = _next_utc_midnight(now)
+            if self._daily.left() > 0:
+                return self._daily.left()
+            until = next_midnight(UTC, now)
             still_exhausted = (
                 self._daily_waited_until
                 and not self._ok_since_daily_block
@@ -763,26 +725,7 @@ class PipedriveBackend(Backend):
             else:
                 self._daily_waited_until = until
             self._ok_since_daily_block = False
-            self._daily_until = until
-        log.warning(
-            "%s: Pipedrive's daily API token budget is used up; no requests for %.0fs",
-            self.spec.where(),
-            until - now,
-        )
-        return until - now
-
-    def _on_401(self) -> None:
-        with self._state_lock:
-            self._auth_blocked_until = time.monotonic() + AUTH_RETRY_S
-            first = not self._auth_rejected
-            self._auth_rejected = True
-        if first:
-            log.error(
-                "%s: Pipedrive rejected the credentials (HTTP 401): check the token; "
-                "requests are suspended and retried every %.0fs",
-                self.spec.where(),
-                AUTH_RETRY_S,
-            )
+        return self._daily.exhaust(until)
 
 
 # helpers ------------------------------------------------------------------------------------
@@ -797,10 +740,6 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 def _values(items: Any) -> list[str]:
     return [value for value, _ in _values_with_primary(items)]
 
@@ -812,23 +751,6 @@ def _values_with_primary(items: Any) -> list[tuple[str, bool]]:
         if isinstance(item, dict) and isinstance(item.get("value"), str | int) and str(item["value"]).strip():
             found.append((str(item["value"]).strip(), item.get("primary") is True))
     return found
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _retry_after(text: str | None) -> float | None:
-    """Retry-After in seconds; None also for 0, which Pipedrive uses for "no wait known"."""
-    return retry_after_seconds(text) or None
-
-
-def _next_utc_midnight(now: float) -> float:
-    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (today + timedelta(days=1)).timestamp()
 
 
 def _parse_time(value: Any) -> datetime | None:
