@@ -412,7 +412,7 @@ class HubSpotBackend(HttpSource):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         contact_id = str(call.contact_id or "").strip()
         if not contact_id.isdigit():
-            raise ContactNotFound(f"{contact_id!r} is not a HubSpot contact id")
+            raise ContactNotFound(self.fail(f"{contact_id!r} is not a contact id"))
         with self._calls_lock:
             done = self._recent_calls.get(call.key) if call.key else None
         if done is not None:
@@ -460,7 +460,7 @@ class HubSpotBackend(HttpSource):
             if found is not None:
                 return found
         if exc.status in (400, 404) and not self._contact_exists(contact_id):
-            raise ContactNotFound(f"no HubSpot contact with id {contact_id}") from None
+            raise ContactNotFound(self.fail(f"no contact with id {contact_id}")) from None
         if exc.status in (400, 404, 422):
             raise DeliveryRefused(str(exc)) from None
         return None

@@ -202,7 +202,7 @@ class OdooBackend(HttpSource):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         partner_id = _record_id(call.contact_id)
         if partner_id is None:
-            raise ContactNotFound(f"{call.contact_id!r} is not an Odoo partner id")
+            raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a partner id"))
         with self._timeout(self.options["write_timeout"]):
             return self._log_call(partner_id, call)
 
@@ -227,7 +227,7 @@ class OdooBackend(HttpSource):
                 raise
             exists = []
         if not exists:
-            raise ContactNotFound(f"Odoo has no partner with id {partner_id}")
+            raise ContactNotFound(self.fail(f"no partner with id {partner_id}"))
         user_id = _record_id(call.user_id)
         try:
             if self.options["call_log_as"] == "activity":
@@ -236,7 +236,7 @@ class OdooBackend(HttpSource):
                 result = self._log_note(partner_id, call, marker, user_id)
         except _OdooError as exc:
             if exc.name in _REFUSED_ERRORS:
-                raise DeliveryRefused(f"Odoo refused the call record: {exc}") from None
+                raise DeliveryRefused(self.fail(f"refused the call record: {exc.name}: {exc.odoo_message}")) from None
             raise
         return WorkflowResult(id=str(result), url=url)
 
@@ -364,7 +364,7 @@ class OdooBackend(HttpSource):
             kwargs["author_id"] = author
         message_id = _record_id(_single(self._execute("res.partner", "message_post", [[partner_id]], kwargs)))
         if message_id is None:
-            raise BackendUnavailable("Odoo's message_post did not return a message id")
+            raise BackendUnavailable(self.fail("message_post did not return a message id"))
         return message_id
 
     def _log_activity(
@@ -401,7 +401,7 @@ class OdooBackend(HttpSource):
             values["user_id"] = user_id
         activity_id = _record_id(_single(self._execute("mail.activity", "create", [values])))
         if activity_id is None:
-            raise BackendUnavailable("Odoo did not return the id of the new activity")
+            raise BackendUnavailable(self.fail("did not return the id of the new activity"))
         return self._activity_done(activity_id)
 
     def _activity_done(self, activity_id: int) -> int:
@@ -444,7 +444,7 @@ class OdooBackend(HttpSource):
                     break
         if type_id is None:
             raise BackendUnavailable(
-                'Odoo has no activity type for calls; set activity_type_id or use call_log_as = "note"'
+                self.fail('no activity type for calls; set activity_type_id or use call_log_as = "note"')
             )
         self._activity_type = type_id
         return type_id
@@ -454,7 +454,7 @@ class OdooBackend(HttpSource):
             ids = self._execute("ir.model", "search", [[["model", "=", "res.partner"]]], {"limit": 1})
             model_id = _record_id(ids[0]) if isinstance(ids, list) and ids else None
             if model_id is None:
-                raise BackendUnavailable("Odoo did not return the ir.model id of res.partner")
+                raise BackendUnavailable(self.fail("did not return the ir.model id of res.partner"))
             self._partner_model_id = model_id
         return self._partner_model_id
 
@@ -478,7 +478,7 @@ class OdooBackend(HttpSource):
             info = self._rpc("common", "version", [])
             parsed = _parse_version(str(info.get("server_version", ""))) if isinstance(info, dict) else None
             if parsed is None:
-                raise BackendUnavailable("Odoo's common.version answer has no server_version")
+                raise BackendUnavailable(self.fail("the common.version answer has no server_version"))
             self._version = parsed
         return self._version
 
@@ -486,7 +486,7 @@ class OdooBackend(HttpSource):
         if self._schema is None:
             described = self._execute("res.partner", "fields_get", [], {"attributes": ["type"]})
             if not isinstance(described, dict) or "phone" not in described:
-                raise BackendUnavailable("Odoo's res.partner.fields_get answer lists no phone field")
+                raise BackendUnavailable(self.fail("the res.partner.fields_get answer lists no phone field"))
             phone_fields = tuple(name for name in ("phone", "mobile") if name in described)
             wanted = (
                 "name",
@@ -606,7 +606,8 @@ class OdooBackend(HttpSource):
             raise BackendUnavailable(self.fail(f"the answer to {what} is not a JSON-RPC response"))
         if payload.get("error") is not None:
             error = _error(payload["error"], what)
-            error.args = (self.fail(str(error)),)
+            if not isinstance(error, _AuthRefused):  # _execute words that one: re-authenticate, or _rejection
+                error.args = (self.fail(str(error)),)
             raise error
         if "result" not in payload:
             raise BackendUnavailable(self.fail(f"the answer to {what} has neither result nor error"))

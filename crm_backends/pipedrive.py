@@ -220,7 +220,7 @@ class PipedriveBackend(HttpSource):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         person_id = _positive_int(call.contact_id)
         if person_id is None:
-            raise ContactNotFound(f"{call.contact_id!r} is not a Pipedrive person id")
+            raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a person id"))
         with self._call_lock(call.key):
             done = self._calls.get(call.key) if call.key else None
             if done is not None:
@@ -466,11 +466,11 @@ class PipedriveBackend(HttpSource):
             body = self._request("GET", f"{PERSONS_PATH}/{person_id}")
         except ApiError as exc:
             if exc.status in (404, 410):
-                raise ContactNotFound(f"no Pipedrive person with id {person_id}") from None
+                raise ContactNotFound(self.fail(f"no person with id {person_id}")) from None
             raise
         person = body.get("data")
         if not isinstance(person, dict) or person.get("is_deleted") is True:
-            raise ContactNotFound(f"no Pipedrive person with id {person_id}")
+            raise ContactNotFound(self.fail(f"no person with id {person_id}"))
         return person
 
     def _add_call_log(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
