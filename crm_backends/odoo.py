@@ -51,7 +51,7 @@ from .base import (
     WorkflowResult,
     register,
 )
-from .http import HttpSource, retry_after, text
+from .http import HttpSource, positive_int, retry_after, text
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class OdooBackend(HttpSource):
         return kept[:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
-        partner_id = _record_id(call.contact_id)
+        partner_id = positive_int(call.contact_id)
         if partner_id is None:
             raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a partner id"))
         with self._timeout(self.options["write_timeout"]):
@@ -217,7 +217,7 @@ class OdooBackend(HttpSource):
                 {"fields": ["id"], "limit": 1},
             )
             existing = _rows(found)
-            if existing and _record_id(existing[0].get("id")):
+            if existing and positive_int(existing[0].get("id")):
                 log.info("odoo %s: call already logged on partner %s", self.name, partner_id)
                 return WorkflowResult(id=str(existing[0]["id"]), url=url)
         try:
@@ -228,7 +228,7 @@ class OdooBackend(HttpSource):
             exists = []
         if not exists:
             raise ContactNotFound(self.fail(f"no partner with id {partner_id}"))
-        user_id = _record_id(call.user_id)
+        user_id = positive_int(call.user_id)
         try:
             if self.options["call_log_as"] == "activity":
                 result = self._log_activity(partner_id, call, marker, user_id)
@@ -309,7 +309,7 @@ class OdooBackend(HttpSource):
         return ["|"] * (len(leaves) - 1) + leaves
 
     def _contact(self, row: dict[str, Any], schema: _PartnerSchema) -> Contact | None:
-        partner_id = _record_id(row.get("id"))
+        partner_id = positive_int(row.get("id"))
         if partner_id is None:
             return None
         phones = [
@@ -362,7 +362,7 @@ class OdooBackend(HttpSource):
         author = self._user_partner(user_id) if user_id else None
         if author:
             kwargs["author_id"] = author
-        message_id = _record_id(_single(self._execute("res.partner", "message_post", [[partner_id]], kwargs)))
+        message_id = positive_int(_single(self._execute("res.partner", "message_post", [[partner_id]], kwargs)))
         if message_id is None:
             raise BackendUnavailable(self.fail("message_post did not return a message id"))
         return message_id
@@ -386,7 +386,7 @@ class OdooBackend(HttpSource):
                     {"fields": ["id"], "limit": 1},
                 )
             )
-            if pending and _record_id(pending[0].get("id")):
+            if pending and positive_int(pending[0].get("id")):
                 return self._activity_done(pending[0]["id"])
         when = call.started or call.ended or call.declined or datetime.now(UTC)
         values: dict[str, Any] = {
@@ -399,14 +399,14 @@ class OdooBackend(HttpSource):
         }
         if user_id and self._user_partner(user_id):
             values["user_id"] = user_id
-        activity_id = _record_id(_single(self._execute("mail.activity", "create", [values])))
+        activity_id = positive_int(_single(self._execute("mail.activity", "create", [values])))
         if activity_id is None:
             raise BackendUnavailable(self.fail("did not return the id of the new activity"))
         return self._activity_done(activity_id)
 
     def _activity_done(self, activity_id: int) -> int:
         """Mark the activity done; Odoo answers with the id of the message it posted."""
-        message_id = _record_id(self._execute("mail.activity", "action_feedback", [[activity_id]], {}))
+        message_id = positive_int(self._execute("mail.activity", "action_feedback", [[activity_id]], {}))
         return message_id or activity_id
 
     def _call_activity_type(self) -> int:
@@ -422,7 +422,7 @@ class OdooBackend(HttpSource):
                     {"fields": ["res_id"], "limit": 1},
                 )
             )
-            type_id = _record_id(rows[0].get("res_id")) if rows else None
+            type_id = positive_int(rows[0].get("res_id")) if rows else None
         except (_NoRight, _OdooError) as exc:
             log.info(
                 "odoo %s: cannot read the Call activity's external id (%s); searching by category",
@@ -439,7 +439,7 @@ class OdooBackend(HttpSource):
                         {"fields": ["id", "name"], "limit": 1, "order": "sequence, id"},
                     )
                 )
-                if rows and _record_id(rows[0].get("id")):
+                if rows and positive_int(rows[0].get("id")):
                     type_id = rows[0]["id"]
                     break
         if type_id is None:
@@ -452,7 +452,7 @@ class OdooBackend(HttpSource):
     def _partner_model(self) -> int:
         if self._partner_model_id is None:
             ids = self._execute("ir.model", "search", [[["model", "=", "res.partner"]]], {"limit": 1})
-            model_id = _record_id(ids[0]) if isinstance(ids, list) and ids else None
+            model_id = positive_int(ids[0]) if isinstance(ids, list) and ids else None
             if model_id is None:
                 raise BackendUnavailable(self.fail("did not return the ir.model id of res.partner"))
             self._partner_model_id = model_id
@@ -647,19 +647,8 @@ def _single(value: Any) -> Any:
     return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
-def _record_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
-
-
 def _many2one(value: Any) -> tuple[int, str | None] | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and _record_id(value[0]):
+    if isinstance(value, list | tuple) and len(value) == 2 and positive_int(value[0]):
         return int(value[0]), text(value[1])
     return None
 

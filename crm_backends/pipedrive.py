@@ -59,7 +59,16 @@ from .base import (
     WorkflowResult,
     register,
 )
-from .http import DailyQuota, HttpSource, HttpStatusError, header_number, next_midnight, retry_after, text
+from .http import (
+    DailyQuota,
+    HttpSource,
+    HttpStatusError,
+    header_number,
+    next_midnight,
+    positive_int,
+    retry_after,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +227,7 @@ class PipedriveBackend(HttpSource):
         return found[:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
-        person_id = _positive_int(call.contact_id)
+        person_id = positive_int(call.contact_id)
         if person_id is None:
             raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a person id"))
         with self._call_lock(call.key):
@@ -226,7 +235,7 @@ class PipedriveBackend(HttpSource):
             if done is not None:
                 return done
             person = self._get_person(person_id)
-            org_id = _positive_int(person.get("org_id"))
+            org_id = positive_int(person.get("org_id"))
             if call.key and self.options["dedupe_calls"]:
                 found = self._find_logged(call, person_id)
                 if found is not None:
@@ -320,12 +329,12 @@ class PipedriveBackend(HttpSource):
         return contacts
 
     def _contact_from_search(self, item: dict[str, Any]) -> Contact | None:
-        person_id = _positive_int(item.get("id"))
+        person_id = positive_int(item.get("id"))
         phones = [str(p) for p in item.get("phones") or [] if isinstance(p, str | int) and str(p).strip()]
         if person_id is None or not phones:
             return None
         org = item.get("organization") if isinstance(item.get("organization"), dict) else {}
-        org_id = _positive_int(org.get("id"))
+        org_id = positive_int(org.get("id"))
         emails = [e for e in item.get("emails") or [] if isinstance(e, str) and e]
         return self._contact(person_id, item.get("name"), org_id, org.get("name"), phones, emails[:1])
 
@@ -355,7 +364,7 @@ class PipedriveBackend(HttpSource):
         orgs_since = None
         for page in self._pages(ORGANIZATIONS_PATH, {"sort_by": "id", "sort_direction": "asc"}):
             for org in page:
-                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is not None:
                     names[org_id] = text(org.get("name"))
                     orgs_since = _later(orgs_since, org.get("update_time"))
@@ -379,7 +388,7 @@ class PipedriveBackend(HttpSource):
         params = {"updated_since": previous_orgs, "sort_by": "update_time", "sort_direction": "asc"}
         for page in self._pages(ORGANIZATIONS_PATH, params):
             for org in page:
-                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is None:
                     continue
                 name = None if org.get("is_deleted") is True else text(org.get("name"))
@@ -407,12 +416,12 @@ class PipedriveBackend(HttpSource):
     def _convert_persons(
         self, page: list[Any], since: str | None
     ) -> tuple[list[Contact], list[str], str | None]:
-        persons = [p for p in page if isinstance(p, dict) and _positive_int(p.get("id")) is not None]
-        self._resolve_org_names({_positive_int(p.get("org_id")) for p in persons} - {None})
+        persons = [p for p in page if isinstance(p, dict) and positive_int(p.get("id")) is not None]
+        self._resolve_org_names({positive_int(p.get("org_id")) for p in persons} - {None})
         contacts: list[Contact] = []
         deleted: list[str] = []
         for person in persons:
-            person_id = _positive_int(person["id"])
+            person_id = positive_int(person["id"])
             since = _later(since, person.get("update_time"))
             if person.get("is_deleted") is True:
                 deleted.append(str(person_id))
@@ -422,7 +431,7 @@ class PipedriveBackend(HttpSource):
                 deleted.append(str(person_id))
                 continue
             emails = sorted(_values_with_primary(person.get("emails")), key=lambda e: not e[1])
-            org_id = _positive_int(person.get("org_id"))
+            org_id = positive_int(person.get("org_id"))
             org_name = self._org_names.get(org_id) if org_id else None
             contacts.append(
                 self._contact(person_id, person.get("name"), org_id, org_name, phones, [e[0] for e in emails])
@@ -435,7 +444,7 @@ class PipedriveBackend(HttpSource):
             chunk = missing[start : start + IDS_PER_REQUEST]
             for page in self._pages(ORGANIZATIONS_PATH, {"ids": ",".join(map(str, chunk))}):
                 for org in page:
-                    org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                    org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                     if org_id is not None:
                         self._org_names[org_id] = text(org.get("name"))
             for org_id in chunk:
@@ -589,7 +598,7 @@ class PipedriveBackend(HttpSource):
 
     def _user_id(self, call: CallRecord) -> int | None:
         if call.user_id:
-            user_id = _positive_int(call.user_id)
+            user_id = positive_int(call.user_id)
             if user_id is not None:
                 return user_id
             log.warning(
@@ -729,17 +738,6 @@ class PipedriveBackend(HttpSource):
 
 
 # helpers ------------------------------------------------------------------------------------
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
-
-
 def _values(items: Any) -> list[str]:
     return [value for value, _ in _values_with_primary(items)]
 
