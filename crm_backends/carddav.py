@@ -28,17 +28,14 @@ import phonenumbers
 import requests
 from marshmallow import ValidationError, fields, validates, validates_schema
 
-from lookup_service.phone import PhoneNumber
-
-from .base import (
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    Contact,
-    SyncBatch,
-    register,
 )
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import Contact, SyncBatch
+
+from .base import BackendOptions, BackendSpec, register
 from .http import HttpSource
 from .vcard import parse_vcards
 

@@ -22,18 +22,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from lookup_service.phone import mask
-
-from .base import (
-    Backend,
+from lookup_core.errors import (
     BackendError,
-    BackendSpec,
     BackendUnavailable,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
 )
+from lookup_core.phone import mask
+
+from .base import Backend, BackendSpec
 
 USER_AGENT = "phone-lookup-service (peoplefone CONNECTOR)"
 _SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)

@@ -49,23 +49,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import ValidationError, fields, validates, validates_schema
 
-from lookup_service.phone import PhoneNumber, mask, parse_number
-
-from .attempts import AttemptLog
-from .base import (
-    BackendOptions,
-    BackendSpec,
+from lookup_core.errors import (
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .attempts import AttemptLog
+from .base import BackendOptions, BackendSpec, register
 from .http import (
     DailyQuota,
     HttpSource,

@@ -34,23 +34,18 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from lookup_service.phone import PhoneNumber
-
-from .base import (
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .base import BackendOptions, BackendSpec, register
 from .http import HttpSource, positive_int, retry_after, text
 
 log = logging.getLogger(__name__)

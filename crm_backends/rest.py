@@ -34,21 +34,16 @@ import requests
 from jmespath.exceptions import JMESPathError
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from lookup_service.phone import PhoneNumber, parse_number
-
-from .base import (
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     DeliveryRefused,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .base import BackendOptions, BackendSpec, register
 from .http import HttpSource, redact_url, scalar, scrub
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
 from crm_backends.mirror import MirrorNotReady
+from crm_backends.resilience import CircuitBreaker, RateLimiter
+from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import Contact
 from lookup_service.cache import MemoryCache, RedisCache
 from lookup_service.metrics import Metrics
-from lookup_service.phone import PhoneNumber
-from lookup_service.resilience import CircuitBreaker, RateLimiter
 from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat
 from lookup_service.tenants import BackendSlot, Tenant
 

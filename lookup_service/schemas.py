@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load
 
-from crm_backends.base import Contact
+from lookup_core.types import Contact
 
 CAMEL_KEYS = ("name", "company", "contactUri", "companyUri", "id", "crmName", "crmLogo", "crmActions", "customData")
 PASCAL_KEYS = tuple(key[0].upper() + key[1:] for key in CAMEL_KEYS)
