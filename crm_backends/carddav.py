@@ -150,7 +150,6 @@ class CardDAVBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     can_log_calls = False
     default_crm_name = "CardDAV"
-    vendor = "CardDAV"
     secret_keys = frozenset({"password"})
 
     def __init__(self, spec: BackendSpec):

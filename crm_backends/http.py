@@ -54,7 +54,8 @@ class HttpSource(Backend):
     """A backend reached over HTTP. Subclasses set ``vendor`` (the name in messages) and call
     :meth:`send`, then :meth:`check_status` (or :meth:`status_error`) on the answer."""
 
-    vendor: ClassVar[str] = "the API"
+    # The source's name in messages; by default the CRM name the backend declares, else its type.
+    vendor: ClassVar[str | None] = None
     # The engine's worker threads share one session: pool as many connections as it has threads.
     pool_size: ClassVar[int] = 16
     # True: a 4xx the base does not map is an HttpStatusError carrying status and body, for a
@@ -67,6 +68,8 @@ class HttpSource(Backend):
         self.log = logging.getLogger(type(self).__module__)
         self.session = self.new_session(verify=self.options.get("verify_tls", True))
         self.credentials = CredentialAlert(self)
+        self._window_until = 0.0  # time.monotonic(): the source's rate-limit window is used up
+        self._window_lock = threading.Lock()
 
     # session ------------------------------------------------------------------------------------
     def new_session(self, *, verify: bool | str = True) -> requests.Session:
@@ -85,7 +88,7 @@ class HttpSource(Backend):
     @property
     def where(self) -> str:
         """Who speaks in a message: ``tenant 't', backend 'b' (Vendor)``."""
-        return f"{self.spec.where()} ({self.vendor})"
+        return f"{self.spec.where()} ({self.vendor or self.default_crm_name or self.type_name})"
 
     def fail(self, text: str) -> str:
         """The one message format of every error this backend raises: names tenant and backend."""
@@ -139,6 +142,28 @@ class HttpSource(Backend):
         error = self.status_error(response, what, **kwargs)
         if error is not None:
             raise error
+
+    # rate-limit windows -------------------------------------------------------------------------
+    def note_rate_headers(self, response: requests.Response) -> None:
+        """Hold requests back while an answer says the rate-limit window is used up
+        (``X-RateLimit-Remaining: 0``), until it resets (``X-RateLimit-Reset``, seconds)."""
+        remaining = header_number(response.headers.get("X-RateLimit-Remaining"))
+        if remaining is not None and remaining <= 0:
+            self.hold_off(header_number(response.headers.get("X-RateLimit-Reset")) or 2.0)
+
+    def hold_off(self, seconds: float) -> None:
+        """No request for ``seconds`` (after a 429, or a window used up)."""
+        with self._window_lock:
+            self._window_until = max(self._window_until, time.monotonic() + seconds)
+
+    def wait_for_window(self, may_wait_s: float = 0.0) -> None:
+        """Before a request: sleep through a held-off window shorter than ``may_wait_s`` (a sync
+        may wait, a lookup may not), else raise :class:`RateLimited` without asking the source."""
+        wait = self._window_until - time.monotonic()
+        if wait > 0:
+            if wait > may_wait_s:
+                raise RateLimited(self.fail("rate limit window used up"), wait)
+            time.sleep(wait)
 
     # config check ------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -176,7 +176,6 @@ class HubSpotBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     can_log_calls = True
     default_crm_name = "HubSpot"
-    vendor = "HubSpot"
     status_errors = True
     default_crm_logo = DEFAULT_LOGO
     default_rate_per_second = SEARCH_RATE_PER_SECOND

@@ -138,7 +138,6 @@ class OdooBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     can_log_calls = True
     default_crm_name = "Odoo"
-    vendor = "Odoo"
     default_crm_logo = ODOO_LOGO
     secret_keys = frozenset({"api_key", "password"})
     # After Odoo refused the credentials, calls fail at once for this long instead of hitting the

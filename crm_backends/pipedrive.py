@@ -153,7 +153,6 @@ class PipedriveBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     can_log_calls = True
     default_crm_name = "Pipedrive"
-    vendor = "Pipedrive"
     default_crm_logo = "https://www.pipedrive.com/favicon.ico"
     # The search API allows 10 requests per 2 seconds on every plan.
     default_rate_per_second = 5.0
@@ -173,7 +172,6 @@ class PipedriveBackend(HttpSource):
             self.session.headers["Authorization"] = "Bearer " + (opts.get("oauth_token") or "").strip()
         self._pool: ThreadPoolExecutor | None = None
         self._state_lock = threading.Lock()
-        self._burst_until = 0.0  # time.monotonic()
         self._daily = DailyQuota(self, "daily API token budget")
         self._writes = DailyQuota(self, "daily POST/PUT allowance (no calls are logged until midnight UTC)")
         self._daily_waited_until = 0.0  # the midnight the last full-day block waited for
@@ -681,22 +679,13 @@ class PipedriveBackend(HttpSource):
         self._daily.check()
         if method != "GET":
             self._writes.check()
-        wait = self._burst_until - time.monotonic()
-        if wait > 0:
-            if may_wait and wait <= MAX_SYNC_WAIT_S:
-                time.sleep(wait)
-            else:
-                raise RateLimited(self.fail("burst rate limit reached"), wait)
+        self.wait_for_window(MAX_SYNC_WAIT_S if may_wait else 0.0)
 
     def _observe(self, response: requests.Response) -> None:
         headers = response.headers
         if response.status_code < 400:
             self._ok_since_daily_block = True
-        remaining = header_number(headers.get("x-ratelimit-remaining"))
-        if remaining is not None and remaining <= 0:
-            reset = header_number(headers.get("x-ratelimit-reset")) or 2.0
-            with self._state_lock:
-                self._burst_until = max(self._burst_until, time.monotonic() + reset)
+        self.note_rate_headers(response)
         if header_number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
             self._block_daily()
         if header_number(headers.get("x-daily-requests-left")) == 0:
@@ -706,8 +695,7 @@ class PipedriveBackend(HttpSource):
         if header_number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
             return self._block_daily()
         wait = retry_after(response.headers) or 2.0
-        with self._state_lock:
-            self._burst_until = max(self._burst_until, time.monotonic() + wait)
+        self.hold_off(wait)
         log.debug("%s: burst limit, retry in %.1fs", self.where, wait)
         return wait
 

@@ -484,7 +484,6 @@ def _probe_number(region: str) -> PhoneNumber:
 class RestBackend(HttpSource):
     """Any JSON API, described by URL templates and JMESPath expressions."""
 
-    vendor = "REST API"
     pool_size = 32
 
     type_name: ClassVar[str] = "rest"
