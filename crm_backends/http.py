@@ -94,6 +94,13 @@ class HttpSource(Backend):
         """The one message format of every error this backend raises: names tenant and backend."""
         return f"{self.where}: {text}"
 
+    def budget(self, deadline: float) -> float:
+        """The timeout of a request that must be answered by ``deadline`` (``time.monotonic()``)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.01:
+            raise BackendUnavailable(self.fail("no time left before the deadline"))
+        return min(self.timeout_s, remaining)
+
     # transport ---------------------------------------------------------------------------------
     def send(
         self, method: str, url: str, *, what: str, timeout: float | None = None, **kwargs: Any

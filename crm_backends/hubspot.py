@@ -276,7 +276,7 @@ class HubSpotBackend(HttpSource):
             "limit": min(SEARCH_PAGE, max(limit * 4, 20)),
         }
         _, data = self._request(
-            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self._budget(deadline), search=True
+            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self.budget(deadline), search=True
         )
         records = self._results(data)
         portal = self.portal_id(budget_s=deadline - time.monotonic())
@@ -317,12 +317,6 @@ class HubSpotBackend(HttpSource):
             groups.append({"filters": [{"propertyName": prop, "operator": "IN", "values": forms}]})
         return groups
 
-    def _budget(self, deadline: float) -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.01:
-            raise BackendUnavailable(self.fail("no time left before the deadline"))
-        return min(self.timeout_s, remaining)
-
     def _contact(self, record: dict[str, Any], portal: str | None) -> Contact | None:
         contact_id = str(record.get("id") or "").strip()
         props = record.get("properties")
@@ -359,7 +353,7 @@ class HubSpotBackend(HttpSource):
         property stays when a contact has no associated company."""
 
         def timeout() -> float:
-            return SYNC_TIMEOUT_S if deadline is None else self._budget(deadline)
+            return SYNC_TIMEOUT_S if deadline is None else self.budget(deadline)
 
         _, data = self._request(
             "POST",
