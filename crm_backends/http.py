@@ -30,14 +30,11 @@ from lookup_core.errors import (
     DeliveryRefused,
     RateLimited,
 )
-from lookup_core.phone import mask
+from lookup_core.redact import REDACTED, is_secret_name, mask_json_secrets, mask_numbers
 
 from .base import Backend, BackendSpec
 
 USER_AGENT = "phone-lookup-service (peoplefone CONNECTOR)"
-_SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)
-_LONG_DIGITS = re.compile(r"\d{7,}")
-_SECRET_IN_JSON = re.compile(r'("[^"]*(?:key|token|secret|passw)[^"]*"\s*:\s*)"[^"]*"', re.I)
 
 
 class HttpStatusError(BackendUnavailable):
@@ -176,7 +173,7 @@ class HttpSource(Backend):
     def describe(self) -> dict[str, Any]:
         """Options for logs and ``config check``: secret options, secret-looking headers, query
         values and JSON fields, and credentials in URLs replaced by ``***``."""
-        return {key: value if value == "***" else redact(value) for key, value in super().describe().items()}
+        return {key: value if value == REDACTED else redact(value) for key, value in super().describe().items()}
 
 
 class CredentialAlert:
@@ -299,7 +296,7 @@ def reason(exc: BaseException) -> str:
 
 def scrub(text: str) -> str:
     """Mask anything that may be a phone number in a text bound for a log or an error message."""
-    return _LONG_DIGITS.sub(lambda m: mask(m.group()), text)
+    return mask_numbers(text)
 
 
 def redact_url(url: str | None) -> str | None:
@@ -309,11 +306,11 @@ def redact_url(url: str | None) -> str | None:
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
+        netloc = f"{REDACTED}@" + netloc.rsplit("@", 1)[1]
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRETISH.search(k) else v) for k, v in pairs], safe="{}*")
+        query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="{}*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -324,13 +321,13 @@ def redact_urls(text: str) -> str:
 def redact(value: Any) -> Any:
     """A value for a log: secret-looking keys of tables, and credentials in URLs, replaced."""
     if isinstance(value, dict):
-        return {k: "***" if _SECRETISH.search(str(k)) and v else redact(v) for k, v in value.items()}
+        return {k: REDACTED if is_secret_name(str(k)) and v else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str):
         if re.match(r"https?://", value):
             return redact_url(value)
-        return _SECRET_IN_JSON.sub(r'\1"***"', value)
+        return mask_json_secrets(value)
     return value
 
 

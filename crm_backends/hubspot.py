@@ -56,7 +56,8 @@ from lookup_core.errors import (
     DeliveryRefused,
     RateLimited,
 )
-from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.redact import mask
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
