@@ -14,9 +14,10 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -35,6 +36,9 @@ from lookup_core.redact import REDACTED, is_secret_name, mask_json_secrets, mask
 from .base import Backend, BackendSpec
 
 USER_AGENT = "phone-lookup-service (peoplefone CONNECTOR)"
+
+
+T = TypeVar("T")
 
 
 class HttpStatusError(BackendUnavailable):
@@ -168,6 +172,22 @@ class HttpSource(Backend):
             if wait > may_wait_s:
                 raise RateLimited(self.fail("rate limit window used up"), wait)
             time.sleep(wait)
+
+    def with_retries(
+        self, action: Callable[[], T], attempts: int, max_wait_s: float, quota: DailyQuota | None = None
+    ) -> T:
+        """``action()``, tried again after a :class:`RateLimited` once its wait is over (mirror syncs
+        only: a lookup never waits). Gives up after ``attempts``, on a wait longer than
+        ``max_wait_s``, or while ``quota`` is used up."""
+        for attempt in range(attempts):
+            try:
+                return action()
+            except RateLimited as exc:
+                wait = exc.retry_after if exc.retry_after is not None else 1.0
+                if attempt == attempts - 1 or wait > max_wait_s or (quota is not None and quota.left() > 0):
+                    raise
+                time.sleep(wait)
+        raise AssertionError("attempts must be 1 or more")
 
     # config check ------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -684,16 +684,8 @@ class HubSpotBackend(HttpSource):
             )
         )
 
-    def _with_retries(self, action, attempts: int = 5):  # type: ignore[no-untyped-def]
-        for attempt in range(attempts):
-            try:
-                return action()
-            except RateLimited as exc:
-                wait = exc.retry_after if exc.retry_after is not None else 1.0
-                if attempt == attempts - 1 or wait > 30 or self._daily.left() > 0:
-                    raise
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+    def _with_retries(self, action: Callable[[], Any]) -> Any:
+        return self.with_retries(action, attempts=5, max_wait_s=30.0, quota=self._daily)
 
     # HTTP ------------------------------------------------------------------------------------
     def _request(

@@ -630,21 +630,21 @@ class PipedriveBackend(HttpSource):
         ``wait`` (mirror sync only): sleep through short burst limits instead of failing at once.
         """
         timeout = max(self.timeout_s, 15.0) if wait else self.timeout_s
-        attempts = SYNC_RETRIES_ON_429 if wait else 0
-        while True:
+
+        def once() -> dict[str, Any]:
             self._gate(method, wait)
             response = self.send(
                 method, self.base_url + path, what=f"{method} {path}", params=params, json=body, timeout=timeout
             )
             self._observe(response)
             if response.status_code == 429:
-                retry_after = self._on_429(response)
-                if attempts > 0 and retry_after <= MAX_SYNC_WAIT_S:
-                    attempts -= 1
-                    time.sleep(retry_after)
-                    continue
-                raise RateLimited(self.fail(f"{method} {path} answered HTTP 429 (rate limited)"), retry_after)
+                wait_s = self._on_429(response)
+                raise RateLimited(self.fail(f"{method} {path} answered HTTP 429 (rate limited)"), wait_s)
             return self._decode(response, method, path)
+
+        if not wait:
+            return once()
+        return self.with_retries(once, attempts=SYNC_RETRIES_ON_429 + 1, max_wait_s=MAX_SYNC_WAIT_S)
 
     def _decode(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
         status = response.status_code

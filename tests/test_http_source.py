@@ -163,3 +163,36 @@ def test_retry_after_headers():
     assert retry_after({"Retry-After": "0"}) is None  # "no wait known"
     assert retry_after({}) is None
     assert 0 < retry_after({"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
+
+
+def test_with_retries_waits_out_short_limits_only(api, tmp_path):
+    backend = tiny(api, tmp_path)
+    tries: list[float] = []
+
+    def limited_once() -> str:
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            raise RateLimited("slow down", 0.05)
+        return "done"
+
+    assert backend.with_retries(limited_once, attempts=3, max_wait_s=1.0) == "done"
+    assert len(tries) == 2 and tries[1] - tries[0] >= 0.05
+
+    def always_limited() -> str:
+        tries.append(time.monotonic())
+        raise RateLimited("slow down", 0.01)
+
+    tries.clear()
+    with pytest.raises(RateLimited):
+        backend.with_retries(always_limited, attempts=3, max_wait_s=1.0)
+    assert len(tries) == 3
+    tries.clear()
+    with pytest.raises(RateLimited):
+        backend.with_retries(always_limited, attempts=3, max_wait_s=0.001)  # longer than it may wait
+    assert len(tries) == 1
+    quota = DailyQuota(backend, "daily allowance")
+    quota.exhaust(time.time() + 60)
+    tries.clear()
+    with pytest.raises(RateLimited):
+        backend.with_retries(always_limited, attempts=3, max_wait_s=1.0, quota=quota)
+    assert len(tries) == 1
