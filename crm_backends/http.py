@@ -52,8 +52,9 @@ class HttpStatusError(BackendUnavailable):
 
 
 class HttpSource(Backend):
-    """A backend reached over HTTP. Subclasses set ``vendor`` (the name in messages) and call
-    :meth:`send`, then :meth:`check_status` (or :meth:`status_error`) on the answer."""
+    """A backend reached over HTTP. Subclasses add their headers to ``self.session``, call
+    :meth:`send`, then :meth:`check_status` (or :meth:`status_error`) on the answer, and raise
+    their own errors with :meth:`fail`'s message."""
 
     # The source's name in messages; by default the CRM name the backend declares, else its type.
     vendor: ClassVar[str | None] = None
@@ -129,7 +130,8 @@ class HttpSource(Backend):
         if 200 <= status < 300:
             self.credentials.accepted()
             return None
-        said = f"{what} answered HTTP {status}" + (f": {detail}" if detail else "")
+        # the source's own words may quote what it was sent: no number or secret goes further
+        said = f"{what} answered HTTP {status}" + (f": {scrub(detail)[:200]}" if detail else "")
         if status in (401, 403):
             if status == 401:
                 self.credentials.rejected(said)

@@ -16,7 +16,7 @@ from marshmallow import fields
 
 from crm_backends.base import BackendOptions, BackendSpec, load_options
 from crm_backends.http import DailyQuota, HttpSource, next_midnight, redact, retry_after, text
-from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.types import Contact
 from tests.fakes.rest_api import FakeRestApi, Reply
@@ -196,3 +196,17 @@ def test_with_retries_waits_out_short_limits_only(api, tmp_path):
     with pytest.raises(RateLimited):
         backend.with_retries(always_limited, attempts=3, max_wait_s=1.0, quota=quota)
     assert len(tries) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, ContactNotFound), (410, ContactNotFound), (400, DeliveryRefused), (422, DeliveryRefused)],
+)
+def test_a_refused_write_is_for_good(api, tmp_path, status, error):
+    api.route("POST", "/calls", lambda r: Reply(status, {"message": "no contact +41 21 552 20 00"}))
+    backend = tiny(api, tmp_path)
+    response = backend.send("POST", api.url + "/calls", what="POST /calls", json={})
+    with pytest.raises(error) as raised:
+        backend.check_status(response, "POST /calls", write=True, detail=response.json()["message"])
+    assert f"POST /calls answered HTTP {status}: no contact" in str(raised.value)
+    assert "552 20 00" not in str(raised.value)  # a number the source quotes is masked
