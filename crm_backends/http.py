@@ -391,3 +391,23 @@ def positive_int(value: Any) -> int | None:
         number = int(value.strip())
         return number if number > 0 else None
     return None
+
+
+def read_time(value: Any) -> datetime | None:
+    """A timezone-aware datetime from ISO 8601 text (``Z`` or an offset; UTC when it has none) or
+    Unix seconds or milliseconds; None for anything else."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None

@@ -68,6 +68,7 @@ from .http import (
     HttpStatusError,
     json_or_none,
     next_midnight,
+    read_time,
     retry_after_seconds,
     scalar,
 )
@@ -330,9 +331,9 @@ class HubSpotBackend(HttpSource):
         email_address = scalar(props.get("email"))
         name = " ".join(part for part in (first, last) if part) or email_address
         moments = [
-            _parse_time(props.get(p)) for p in ("notes_last_updated", "hs_last_sales_activity_timestamp")
+            read_time(props.get(p)) for p in ("notes_last_updated", "hs_last_sales_activity_timestamp")
         ]
-        activity = max((m for m in moments if m), default=None) or _parse_time(props.get("lastmodifieddate"))
+        activity = max((m for m in moments if m), default=None) or read_time(props.get("lastmodifieddate"))
         custom = {
             prop: scalar(props.get(prop))
             for prop in self.options.get("custom_properties", [])
@@ -635,7 +636,7 @@ class HubSpotBackend(HttpSource):
             _, data = self._sync_request("POST", "/crm/v3/objects/contacts/search", json=body, search=True)
             records = self._results(data)
             for record in records:
-                moment = _parse_time((record.get("properties") or {}).get("lastmodifieddate"))
+                moment = read_time((record.get("properties") or {}).get("lastmodifieddate"))
                 if moment:
                     newest = max(newest, int(moment.timestamp() * 1000))
             contacts = self._sync_contacts(records, portal)
@@ -767,20 +768,6 @@ def _is_primary(target: dict[str, Any]) -> bool:
         if kind.get("typeId") == PRIMARY_COMPANY_TYPE_ID and kind.get("category") == "HUBSPOT_DEFINED":
             return True
     return False
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """HubSpot datetimes: ISO 8601 (``2024-05-01T10:00:00.000Z``) or epoch milliseconds."""
-    text = scalar(value)
-    if text is None:
-        return None
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, UTC)
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _call_moment(call: CallRecord) -> datetime:

@@ -61,6 +61,7 @@ from .http import (
     header_number,
     next_midnight,
     positive_int,
+    read_time,
     retry_after,
     text,
 )
@@ -734,22 +735,12 @@ def _values_with_primary(items: Any) -> list[tuple[str, bool]]:
     return found
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _later(current: str | None, candidate: Any) -> str | None:
     """The later of two RFC 3339 times, as Pipedrive wrote it (the cursor of the next sync)."""
-    new = _parse_time(candidate)
+    new = read_time(candidate)
     if new is None:
         return current
-    old = _parse_time(current)
+    old = read_time(current)
     return new.strftime("%Y-%m-%dT%H:%M:%SZ") if old is None or new > old else current
 
 
@@ -758,10 +749,10 @@ def _next_since(previous: str | None, seen: str | None, started: float) -> str:
     minutes before this sync started (a record changed while the listing ran, or a clock a little
     ahead of Pipedrive's, is listed again rather than missed), and never earlier than before."""
     bound = datetime.fromtimestamp(started - SYNC_OVERLAP_S, UTC).replace(microsecond=0)
-    latest = _parse_time(seen)
+    latest = read_time(seen)
     if latest is not None and latest < bound:
         bound = latest
-    earlier = _parse_time(previous)
+    earlier = read_time(previous)
     if earlier is not None and earlier > bound:
         return previous  # type: ignore[return-value]
     return bound.strftime("%Y-%m-%dT%H:%M:%SZ")

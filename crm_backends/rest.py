@@ -44,7 +44,7 @@ from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec, register
-from .http import HttpSource, redact_url, scalar, scrub
+from .http import HttpSource, read_time, redact_url, scalar, scrub
 
 log = logging.getLogger(__name__)
 
@@ -444,25 +444,6 @@ def _display(value: Any) -> str | None:
     return scalar(value)
 
 
-def _moment(value: Any) -> datetime | None:
-    """A timezone-aware datetime from ISO 8601 text or Unix seconds/milliseconds."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return None
-
-
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         keys = ", ".join(list(value)[:8]) or "none"
@@ -637,7 +618,7 @@ class RestBackend(HttpSource):
             company_uri=_text(self._value(get("company_uri"), record)),
             custom_data=custom,
             phones=_phones(self._value(get("phones"), record)),
-            last_activity=_moment(self._value(get("last_activity"), record)),
+            last_activity=read_time(self._value(get("last_activity"), record)),
             email=_text(self._value(get("email"), record)),
         )
 
@@ -756,7 +737,7 @@ class RestBackend(HttpSource):
         since_param = o.get("since_param")
         started = datetime.now(UTC)
         new_cursor = _iso(started) if since_param else None
-        since = _moment(cursor) if (cursor and since_param) else None
+        since = read_time(cursor) if (cursor and since_param) else None
 
         params: dict[str, Any] = {}
         if since is not None:
