@@ -188,7 +188,7 @@ class OdooBackend(HttpSource):
                 "order": "write_date desc, id desc",
             },
         )
-        candidates = [c for c in (self._contact(row, schema) for row in _rows(rows)) if c is not None]
+        candidates = [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None]
         kept = self.filter_candidates(number, candidates)
         kept.sort(key=lambda contact: not contact.exact)  # stable: keeps the recency order
         return kept[:limit]
@@ -210,12 +210,12 @@ class OdooBackend(HttpSource):
                 [[["model", "=", "res.partner"], ["res_id", "=", partner_id], ["body", "ilike", marker]]],
                 {"fields": ["id"], "limit": 1},
             )
-            existing = _rows(found)
+            existing = self._rows(found)
             if existing and positive_int(existing[0].get("id")):
                 log.info("odoo %s: call already logged on partner %s", self.name, partner_id)
                 return WorkflowResult(id=str(existing[0]["id"]), url=url)
         try:
-            exists = _rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
+            exists = self._rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
         except _OdooError as exc:
             if exc.name != "odoo.exceptions.MissingError":
                 raise
@@ -265,7 +265,7 @@ class OdooBackend(HttpSource):
                 kwargs["context"] = context
             page = [domain + [["id", ">", last_id]]]
             timeout = self.options["sync_timeout"]
-            rows = _rows(self._execute("res.partner", "search_read", page, kwargs, timeout=timeout))
+            rows = self._rows(self._execute("res.partner", "search_read", page, kwargs, timeout=timeout))
             batch = SyncBatch(complete=full)
             for row in rows:
                 contact = self._contact(row, schema)
@@ -366,7 +366,7 @@ class OdooBackend(HttpSource):
     ) -> int:
         if marker:
             # an activity created by an attempt whose action_feedback failed: finish that one
-            pending = _rows(
+            pending = self._rows(
                 self._execute(
                     "mail.activity",
                     "search_read",
@@ -408,7 +408,7 @@ class OdooBackend(HttpSource):
             return self._activity_type
         type_id = None
         try:
-            rows = _rows(
+            rows = self._rows(
                 self._execute(
                     "ir.model.data",
                     "search_read",
@@ -425,7 +425,7 @@ class OdooBackend(HttpSource):
             )
         if type_id is None:
             for domain in ([["category", "=", "phonecall"]], [["name", "ilike", "call"]]):
-                rows = _rows(
+                rows = self._rows(
                     self._execute(
                         "mail.activity.type",
                         "search_read",
@@ -455,7 +455,7 @@ class OdooBackend(HttpSource):
     def _user_partner(self, user_id: int) -> int | None:
         """The partner of the Odoo user named by ``userCrmId``: the note's author."""
         if user_id not in self._user_partners:
-            rows = _rows(self._execute("res.users", "read", [[user_id]], {"fields": ["partner_id"]}))
+            rows = self._rows(self._execute("res.users", "read", [[user_id]], {"fields": ["partner_id"]}))
             partner = _many2one(rows[0].get("partner_id")) if rows else None
             if partner is None:
                 log.warning(
@@ -505,6 +505,11 @@ class OdooBackend(HttpSource):
                 "phone_mobile_search" if self._schema.searchable else "no phone_validation: pattern search",
             )
         return self._schema
+
+    def _rows(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise BackendUnavailable(self.fail("answered with something other than a list of records"))
+        return [row for row in value if isinstance(row, dict)]
 
     # ------------------------------------------------------------------ authentication
     def _ensure_uid(self) -> int:
@@ -629,12 +634,6 @@ def _parse_version(text: str) -> tuple[int, int] | None:
     if not match:
         return None
     return int(match.group(1)), int(match.group(2) or 0)
-
-
-def _rows(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise BackendUnavailable("Odoo answered with something other than a list of records")
-    return [row for row in value if isinstance(row, dict)]
 
 
 def _single(value: Any) -> Any:
