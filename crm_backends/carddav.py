@@ -28,12 +28,15 @@ import phonenumbers
 import requests
 from marshmallow import ValidationError, fields, validates, validates_schema
 
-from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.errors import (
+    BackendConfigError,
+    BackendUnavailable,
+)
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import Contact, SyncBatch
 
-from .base import Backend, BackendOptions, BackendSpec
-from .http import retry_after_seconds
+from .base import BackendOptions, BackendSpec
+from .http import HttpSource
 from .vcard import parse_vcards
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,7 @@ class _ReportUnsupported(Exception):
     """The server does not implement sync-collection."""
 
 
-class CardDAVBackend(Backend):
+class CardDAVBackend(HttpSource):
     type_name: ClassVar[str] = "carddav"
     options_schema = CardDAVOptions
     requires = ("requests",)
@@ -155,11 +158,8 @@ class CardDAVBackend(Backend):
         self.collection_path = unquote(urlsplit(self.url).path)
         self.sync_timeout = float(self.options.get("sync_timeout") or 60.0)
         self.template = self.options.get("contact_uri_template") or None
-        self.session = requests.Session()
         if self.options.get("username"):
             self.session.auth = (self.options["username"], self.options.get("password") or "")
-        self.session.verify = bool(self.options.get("verify_tls", True))
-        self.session.headers["User-Agent"] = "phone-lookup-service (CardDAV)"
         self._sync_supported: bool | None = None
 
     # Backend interface ------------------------------------------------------------------------
@@ -220,9 +220,6 @@ class CardDAVBackend(Backend):
             yield self._multiget(changed[start : start + MULTIGET_BATCH])
         yield SyncBatch(deleted_ids=[d for d in deleted if d], cursor=token, complete=full)
 
-    def close(self) -> None:
-        self.session.close()
-
     # syncing -----------------------------------------------------------------------------------
     def _changes(self, cursor: str | None) -> tuple[list[_Member], str | None, bool]:
         """The members to fetch or delete, the next cursor, and whether it is a full listing."""
@@ -266,7 +263,7 @@ class CardDAVBackend(Backend):
             if not truncated or not new_token or new_token == token:
                 return members, new_token
             token = new_token
-        raise BackendUnavailable(f"carddav {self.name}: the server kept truncating sync-collection")
+        raise BackendUnavailable(self.fail("the server kept truncating sync-collection"))
 
     def _multiget(self, hrefs: list[str]) -> SyncBatch:
         body = _MULTIGET.format(hrefs="".join(f"<D:href>{escape(href)}</D:href>" for href in hrefs))
@@ -311,32 +308,24 @@ class CardDAVBackend(Backend):
         headers = {"Content-Type": "application/xml; charset=utf-8"}
         if depth is not None:
             headers["Depth"] = depth
-        try:
-            return self.session.request(
-                method, url, data=body.encode("utf-8"), headers=headers, timeout=timeout
-            )
-        except requests.Timeout:
-            raise BackendUnavailable(f"carddav {self.name}: no answer within {timeout:g}s") from None
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"carddav {self.name}: {type(exc).__name__}: {_short(exc)}") from None
+        return self.send(method, url, what=method, data=body.encode("utf-8"), headers=headers, timeout=timeout)
 
     def _multistatus(self, response: requests.Response, what: str) -> ET.Element:
         status = response.status_code
-        if status == 401:
-            raise CredentialsRejected(
-                f"carddav {self.name}: the server refused the username or password (401)"
-            )
-        if status == 403:
-            raise CredentialsRejected(f"carddav {self.name}: access to the address book is forbidden (403)")
         if status == 404:
-            raise BackendUnavailable(f"carddav {self.name}: no address book at the configured url (404)")
-        if status == 429:
-            raise RateLimited(f"carddav {self.name}: rate limited (429)", _retry_after(response))
+            raise BackendUnavailable(self.fail(f"{what}: no address book at the configured url (HTTP 404)"))
         if status != 207:
-            raise BackendUnavailable(f"carddav {self.name}: {what} answered HTTP {status} instead of 207")
-        root = _parse_xml(response.content, what)
+            raise self.status_error(response, what) or BackendUnavailable(
+                self.fail(f"{what} answered HTTP {status} instead of 207")
+            )
+        self.credentials.accepted()
+        try:
+            # ElementTree never fetches external entities; expat caps entity expansion (billion laughs).
+            root = ET.fromstring(response.content)
+        except ET.ParseError as exc:
+            raise BackendUnavailable(self.fail(f"the {what} answer is not XML ({exc})")) from None
         if root.tag != f"{DAV}multistatus":
-            raise BackendUnavailable(f"carddav {self.name}: the {what} answer is not a DAV multistatus")
+            raise BackendUnavailable(self.fail(f"the {what} answer is not a DAV multistatus"))
         return root
 
 
@@ -405,23 +394,6 @@ def _members(root: ET.Element) -> Iterable[_Member]:
         yield member
 
 
-def _parse_xml(content: bytes, what: str) -> ET.Element:
-    # ElementTree never fetches external entities; expat caps entity expansion (billion laughs).
-    try:
-        return ET.fromstring(content)
-    except ET.ParseError as exc:
-        raise BackendUnavailable(f"carddav: the {what} answer is not XML ({exc})") from None
-
-
 def _status(line: str) -> int:
     match = re.search(r"\s(\d{3})(?:\s|$)", " " + line.strip())
     return int(match.group(1)) if match else 0
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    return retry_after_seconds(response.headers.get("Retry-After"))
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) <= 200 else text[:200] + "..."

@@ -41,24 +41,37 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
 from marshmallow import ValidationError, fields, validates
-from requests.adapters import HTTPAdapter
 
-from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
+from lookup_core.errors import (
+    BackendUnavailable,
+    ContactNotFound,
+    CredentialsRejected,
+    DeliveryRefused,
+    RateLimited,
+)
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.redact import mask
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
-from .base import Backend, BackendOptions, BackendSpec
-from .http import retry_after_seconds as _retry_after
+from .base import BackendOptions, BackendSpec
+from .http import (
+    DailyQuota,
+    HttpSource,
+    HttpStatusError,
+    json_or_none,
+    next_midnight,
+    read_time,
+    retry_after_seconds,
+    scalar,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,22 +165,14 @@ class HubSpotOptions(BackendOptions):
                 raise ValidationError(f"{name!r} is not a HubSpot internal property name")
 
 
-class _HttpError(BackendUnavailable):
-    """A 4xx answer other than 401/403/429; ``status`` and ``body`` let callers look closer."""
-
-    def __init__(self, message: str, status: int, body: Any):
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class HubSpotBackend(Backend):
+class HubSpotBackend(HttpSource):
     type_name: ClassVar[str] = "hubspot"
     options_schema = HubSpotOptions
     requires = ("requests",)
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})
     default_crm_name = "HubSpot"
+    status_errors = True
     default_crm_logo = DEFAULT_LOGO
     default_rate_per_second = SEARCH_RATE_PER_SECOND
     secret_keys = frozenset({"access_token"})
@@ -175,23 +180,15 @@ class HubSpotBackend(Backend):
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
         self.base_url = self.options["base_url"].rstrip("/")
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0))
-        self.session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0))
         self.session.headers.update(
-            {
-                "Authorization": f"Bearer {self.options['access_token'].strip()}",
-                "Accept": "application/json",
-                "User-Agent": "phone-lookup-service (peoplefone CONNECTOR)",
-            }
+            {"Authorization": f"Bearer {self.options['access_token'].strip()}", "Accept": "application/json"}
         )
         self._portal_id: str | None = self.options.get("portal_id")
         self._app_domain: str | None = self.options.get("app_domain")
         self._zone: ZoneInfo | timezone = UTC
         self._account_lock = threading.Lock()
         self._account_tried_at = 0.0
-        self._daily_blocked_until = 0.0  # wall clock
-        self._auth_logged = False
+        self._daily = DailyQuota(self, "daily API limit (resets at midnight in the account's time zone)")
         self._recent_calls: OrderedDict[str, WorkflowResult] = OrderedDict()
         # creates whose answer never arrived, shared with the other processes of this machine
         self._uncertain = AttemptLog(os.path.join(spec.instance_dir, "hubspot-call-attempts.sqlite3"))
@@ -223,14 +220,14 @@ class HubSpotBackend(Backend):
                 raise
             except BackendUnavailable as exc:
                 log.warning(
-                    "%s: cannot read the HubSpot account id yet (%s); links left out", self._where(), exc
+                    "%s: cannot read the HubSpot account id yet (%s); links left out", self.where, exc
                 )
         return self._portal_id
 
     def _load_account(self, timeout: float) -> None:
         _, data = self._request("GET", "/account-info/v3/details", timeout=timeout)
         if not isinstance(data, dict) or not str(data.get("portalId", "")).isdigit():
-            raise BackendUnavailable("HubSpot account-info answered without a portalId")
+            raise BackendUnavailable(self.fail("account-info answered without a portalId"))
         self._portal_id = self._portal_id or str(data["portalId"])
         ui_domain = data.get("uiDomain")
         if not self.options.get("app_domain") and isinstance(ui_domain, str) and _HOST.match(ui_domain):
@@ -275,9 +272,9 @@ class HubSpotBackend(Backend):
             "limit": min(SEARCH_PAGE, max(limit * 4, 20)),
         }
         _, data = self._request(
-            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self._budget(deadline), search=True
+            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self.budget(deadline), search=True
         )
-        records = _results(data)
+        records = self._results(data)
         portal = self.portal_id(budget_s=deadline - time.monotonic())
         candidates = [c for c in (self._contact(r, portal) for r in records) if c is not None]
         kept = self.filter_candidates(number, candidates)
@@ -290,12 +287,12 @@ class HubSpotBackend(Backend):
             except CredentialsRejected as exc:
                 # a scope missing for companies only: say it once, keep answering with the text property
                 self._company_refused = True
-                log.warning("%s: company names left out from now on: %s", self._where(), exc)
+                log.warning("%s: company names left out from now on: %s", self.where, exc)
             except BackendUnavailable as exc:
-                log.info("%s: company names skipped: %s", self._where(), exc)
+                log.info("%s: company names skipped: %s", self.where, exc)
         log.debug(
             "%s: %s -> %d of %d candidates in %.0f ms",
-            self._where(),
+            self.where,
             number.masked(),
             len(kept),
             len(candidates),
@@ -316,36 +313,30 @@ class HubSpotBackend(Backend):
             groups.append({"filters": [{"propertyName": prop, "operator": "IN", "values": forms}]})
         return groups
 
-    def _budget(self, deadline: float) -> float:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.01:
-            raise BackendUnavailable("HubSpot: no time left before the deadline")
-        return min(self.timeout_s, remaining)
-
     def _contact(self, record: dict[str, Any], portal: str | None) -> Contact | None:
         contact_id = str(record.get("id") or "").strip()
         props = record.get("properties")
         if not contact_id or not isinstance(props, dict):
             return None
-        phones = [str(props[p]).strip() for p in ("phone", "mobilephone") if _text(props.get(p))]
+        phones = [str(props[p]).strip() for p in ("phone", "mobilephone") if scalar(props.get(p))]
         if not phones:
             return None
-        first, last = _text(props.get("firstname")), _text(props.get("lastname"))
-        email_address = _text(props.get("email"))
+        first, last = scalar(props.get("firstname")), scalar(props.get("lastname"))
+        email_address = scalar(props.get("email"))
         name = " ".join(part for part in (first, last) if part) or email_address
         moments = [
-            _parse_time(props.get(p)) for p in ("notes_last_updated", "hs_last_sales_activity_timestamp")
+            read_time(props.get(p)) for p in ("notes_last_updated", "hs_last_sales_activity_timestamp")
         ]
-        activity = max((m for m in moments if m), default=None) or _parse_time(props.get("lastmodifieddate"))
+        activity = max((m for m in moments if m), default=None) or read_time(props.get("lastmodifieddate"))
         custom = {
-            prop: _text(props.get(prop))
+            prop: scalar(props.get(prop))
             for prop in self.options.get("custom_properties", [])
-            if _text(props.get(prop))
+            if scalar(props.get(prop))
         }
         return Contact(
             id=contact_id,
             name=name,
-            company=_text(props.get("company")),
+            company=scalar(props.get("company")),
             contact_uri=self.contact_url(contact_id, portal),
             custom_data=custom,  # type: ignore[arg-type]
             phones=phones,
@@ -358,7 +349,7 @@ class HubSpotBackend(Backend):
         property stays when a contact has no associated company."""
 
         def timeout() -> float:
-            return SYNC_TIMEOUT_S if deadline is None else self._budget(deadline)
+            return SYNC_TIMEOUT_S if deadline is None else self.budget(deadline)
 
         _, data = self._request(
             "POST",
@@ -367,7 +358,7 @@ class HubSpotBackend(Backend):
             timeout=timeout(),
         )
         chosen: dict[str, str] = {}
-        for row in _results(data):
+        for row in self._results(data):
             source = str((row.get("from") or {}).get("id", ""))
             targets = [t for t in row.get("to") or [] if isinstance(t, dict) and t.get("toObjectId")]
             if not source or not targets:
@@ -390,8 +381,8 @@ class HubSpotBackend(Backend):
             timeout=timeout(),
         )
         names = {
-            str(r.get("id")): _text((r.get("properties") or {}).get("name"))
-            for r in _results(data)
+            str(r.get("id")): scalar((r.get("properties") or {}).get("name"))
+            for r in self._results(data)
             if isinstance(r.get("properties"), dict)
         }
         for contact in contacts:
@@ -405,7 +396,7 @@ class HubSpotBackend(Backend):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         contact_id = str(call.contact_id or "").strip()
         if not contact_id.isdigit():
-            raise ContactNotFound(f"{contact_id!r} is not a HubSpot contact id")
+            raise ContactNotFound(self.fail(f"{contact_id!r} is not a contact id"))
         with self._calls_lock:
             done = self._recent_calls.get(call.key) if call.key else None
         if done is not None:
@@ -414,13 +405,13 @@ class HubSpotBackend(Backend):
         if dedupe:
             found = self._find_call(call)
             if found is not None:
-                log.info("%s: call %s was already logged on contact %s", self._where(), found, contact_id)
+                log.info("%s: call %s was already logged on contact %s", self.where, found, contact_id)
                 return self._remember(call, found, contact_id)
             age = self._uncertain.age(call.key)
             if age is not None and not self.options.get("call_key_property"):
                 if age < SEARCH_INDEX_LAG_S:
                     raise BackendUnavailable(
-                        f"HubSpot: the outcome of an attempt {age:.0f}s ago is unknown and the search may not "
+                        f"{self.where}: the outcome of an attempt {age:.0f}s ago is unknown and the search may not "
                         "show it yet; not creating the call again before that is known"
                     )
         body = self.call_body(call)
@@ -430,9 +421,9 @@ class HubSpotBackend(Backend):
             _, data = self._request(
                 "POST", "/crm/v3/objects/calls", json=body, timeout=max(self.timeout_s, 5.0)
             )
-        except (_HttpError, CredentialsRejected, RateLimited) as exc:
+        except (HttpStatusError, CredentialsRejected, RateLimited) as exc:
             self._settled(call)  # HubSpot answered: nothing was created
-            if isinstance(exc, _HttpError):
+            if isinstance(exc, HttpStatusError):
                 found = self._refused(exc, call, contact_id)
                 if found is not None:
                     return self._remember(call, found, contact_id)
@@ -440,12 +431,12 @@ class HubSpotBackend(Backend):
         call_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
         if not call_id:
             # created, most likely: its id is unknown, so the next attempt looks for it first
-            raise BackendUnavailable("HubSpot created the call but answered without its id")
+            raise BackendUnavailable(self.fail("created the call but answered without its id"))
         self._settled(call)
-        log.info("%s: call %s logged on contact %s", self._where(), call_id, contact_id)
+        log.info("%s: call %s logged on contact %s", self.where, call_id, contact_id)
         return self._remember(call, call_id, contact_id)
 
-    def _refused(self, exc: _HttpError, call: CallRecord, contact_id: str) -> str | None:
+    def _refused(self, exc: HttpStatusError, call: CallRecord, contact_id: str) -> str | None:
         """HubSpot refused the new call: the id of the call that exists already (a unique
         ``call_key_property`` clashed), or the error the workflow reports is raised."""
         if exc.status == 409 and self.options.get("call_key_property"):
@@ -453,7 +444,7 @@ class HubSpotBackend(Backend):
             if found is not None:
                 return found
         if exc.status in (400, 404) and not self._contact_exists(contact_id):
-            raise ContactNotFound(f"no HubSpot contact with id {contact_id}") from None
+            raise ContactNotFound(self.fail(f"no contact with id {contact_id}")) from None
         if exc.status in (400, 404, 422):
             raise DeliveryRefused(str(exc)) from None
         return None
@@ -483,7 +474,7 @@ class HubSpotBackend(Backend):
                     params={"idProperty": prop, "properties": prop},
                     timeout=timeout,
                 )
-            except _HttpError as exc:
+            except HttpStatusError as exc:
                 if exc.status == 404:
                     return None
                 raise
@@ -507,7 +498,7 @@ class HubSpotBackend(Backend):
             "limit": 100,
         }
         _, data = self._request("POST", "/crm/v3/objects/calls/search", json=body, timeout=timeout, search=True)
-        for record in _results(data):
+        for record in self._results(data):
             text = str((record.get("properties") or {}).get("hs_call_body") or "")
             if marker in text and str(record.get("id") or "").strip():
                 return str(record["id"]).strip()
@@ -539,7 +530,7 @@ class HubSpotBackend(Backend):
         elif owner:
             # HubSpot refuses the whole call for an owner id that is not one: log the call without it
             log.info(
-                "%s: userCrmId %r is not a HubSpot owner id; call logged without owner", self._where(), owner
+                "%s: userCrmId %r is not a HubSpot owner id; call logged without owner", self.where, owner
             )
         return {
             "properties": properties,
@@ -578,7 +569,7 @@ class HubSpotBackend(Backend):
                 params={"properties": "hs_object_id"},
                 timeout=max(self.timeout_s, 5.0),
             )
-        except _HttpError as exc:
+        except HttpStatusError as exc:
             return exc.status != 404
         return True
 
@@ -607,7 +598,7 @@ class HubSpotBackend(Backend):
             if after:
                 params["after"] = after
             _, data = self._sync_request("GET", "/crm/v3/objects/contacts", params=params)
-            contacts = self._sync_contacts(_results(data), portal)
+            contacts = self._sync_contacts(self._results(data), portal)
             after = _next_after(data)
             yield SyncBatch(
                 contacts=contacts, cursor=cursor if after is None else None, complete=after is None
@@ -636,9 +627,9 @@ class HubSpotBackend(Backend):
             if after:
                 body["after"] = after
             _, data = self._sync_request("POST", "/crm/v3/objects/contacts/search", json=body, search=True)
-            records = _results(data)
+            records = self._results(data)
             for record in records:
-                moment = _parse_time((record.get("properties") or {}).get("lastmodifieddate"))
+                moment = read_time((record.get("properties") or {}).get("lastmodifieddate"))
                 if moment:
                     newest = max(newest, int(moment.timestamp() * 1000))
             contacts = self._sync_contacts(records, portal)
@@ -650,7 +641,7 @@ class HubSpotBackend(Backend):
                 if newest <= window:
                     log.warning(
                         "%s: more than %d contacts share one modification time: listing everything",
-                        self._where(),
+                        self.where,
                         self.search_result_cap,
                     )
                     yield SyncBatch(contacts=contacts)
@@ -687,16 +678,8 @@ class HubSpotBackend(Backend):
             )
         )
 
-    def _with_retries(self, action, attempts: int = 5):  # type: ignore[no-untyped-def]
-        for attempt in range(attempts):
-            try:
-                return action()
-            except RateLimited as exc:
-                wait = exc.retry_after if exc.retry_after is not None else 1.0
-                if attempt == attempts - 1 or wait > 30 or self._daily_blocked_until > time.time():
-                    raise
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+    def _with_retries(self, action: Callable[[], Any]) -> Any:
+        return self.with_retries(action, attempts=5, max_wait_s=30.0, quota=self._daily)
 
     # HTTP ------------------------------------------------------------------------------------
     def _request(
@@ -709,86 +692,53 @@ class HubSpotBackend(Backend):
         json: Any = None,
         search: bool = False,
     ) -> tuple[int, Any]:
-        blocked = self._daily_blocked_until - time.time()
-        if blocked > 0:
-            raise RateLimited(
-                "HubSpot daily API limit reached; calls resume at midnight", retry_after=blocked
-            )
-        try:
-            response = self.session.request(
-                method, self.base_url + path, params=params, json=json, timeout=timeout, allow_redirects=False
-            )
-        except requests.Timeout:
-            raise BackendUnavailable(f"HubSpot did not answer within {timeout:.2f}s") from None
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"HubSpot unreachable: {type(exc).__name__}") from None
-        self._note_daily_budget(response)
-        status = response.status_code
-        body = _json_or_none(response)
-        if status == 401:
-            self._log_auth_failure(body)
-            raise CredentialsRejected("HubSpot rejected the access token (401)")
-        if status == 403:
-            scopes = _required_scopes(body)
-            message = "HubSpot refused the request (403)"
-            if scopes:
-                message += ": the private app needs the scope " + " or ".join(scopes)
-            raise CredentialsRejected(message)
-        if status == 429:
-            raise self._rate_limited(response, body, search)
-        if status >= 500:
-            raise BackendUnavailable(f"HubSpot server error {status}")
-        if status >= 300:
-            detail = body.get("message") if isinstance(body, dict) else None
-            raise _HttpError(
-                f"HubSpot answered {status} to {method} {path}: {detail or 'no detail'}", status, body
-            )
-        if body is None:
-            raise BackendUnavailable(f"HubSpot answered {status} without JSON to {method} {path}")
-        self._auth_logged = False
-        return status, body
-
-    def _log_auth_failure(self, body: Any) -> None:
-        if self._auth_logged:
-            return
-        self._auth_logged = True
-        category = body.get("category") if isinstance(body, dict) else None
-        log.error(
-            "%s: HubSpot rejected the access token (401 %s): the private app token is wrong, expired or "
-            "revoked; create a new one and update the configuration",
-            self._where(),
-            category or "",
+        self._daily.check()
+        what = f"{method} {path}"
+        response = self.send(
+            method, self.base_url + path, what=what, params=params, json=json, timeout=timeout, allow_redirects=False
         )
-
-    def _note_daily_budget(self, response: requests.Response) -> None:
         remaining = response.headers.get("X-HubSpot-RateLimit-Daily-Remaining")
         if remaining is not None and remaining.strip().isdigit() and int(remaining) <= 0:
             self._block_until_midnight()
+        status = response.status_code
+        body = json_or_none(response)
+        if status == 429:
+            raise self._rate_limited(response, body, search)
+        detail = body.get("category" if status == 401 else "message") if isinstance(body, dict) else None
+        if status == 403:
+            scopes = _required_scopes(body)
+            detail = "the private app needs the scope " + " or ".join(scopes) if scopes else detail
+        self.check_status(response, what, body=body, detail=detail or "")
+        if body is None:
+            raise BackendUnavailable(self.fail(f"{what} answered {status} without JSON"))
+        return status, body
+
+    def _results(self, data: Any) -> list[dict[str, Any]]:
+        if not isinstance(data, dict):
+            raise BackendUnavailable(self.fail("the answer is not the expected document"))
+        results = data.get("results")
+        if results is None:
+            return []
+        if not isinstance(results, list):
+            raise BackendUnavailable(self.fail("the answer's 'results' is not a list"))
+        return [r for r in results if isinstance(r, dict)]
 
     def _block_until_midnight(self) -> float:
-        now = datetime.now(self._zone)
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=self._zone)
-        self._daily_blocked_until = max(self._daily_blocked_until, midnight.timestamp())
-        seconds = max(1.0, midnight.timestamp() - time.time())
-        log.warning("%s: HubSpot daily API limit used up; no calls for %.0f s", self._where(), seconds)
-        return seconds
+        return self._daily.exhaust(next_midnight(self._zone))
 
-    def _rate_limited(self, response: requests.Response, body: Any, search: bool) -> RateLimited:
+    def _rate_limited(self, response: Any, body: Any, search: bool) -> RateLimited:
         policy = body.get("policyName") if isinstance(body, dict) else None
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if policy == "DAILY":
             seconds = self._block_until_midnight()
-            return RateLimited("HubSpot daily API limit reached", retry_after=retry_after or seconds)
+            return RateLimited(self.fail("daily API limit reached"), retry_after=retry_after or seconds)
         if retry_after is None:
             retry_after = 1.0  # SECONDLY and TEN_SECONDLY_ROLLING windows free up within seconds
         what = "search" if search else "API"
-        return RateLimited(f"HubSpot {what} rate limit reached ({policy or 'no policy named'})", retry_after)
-
-    def _where(self) -> str:
-        return self.spec.where()
+        return RateLimited(self.fail(f"{what} rate limit reached ({policy or 'no policy named'})"), retry_after)
 
     def close(self) -> None:
-        self.session.close()
+        super().close()
         self._uncertain.close()
 
 
@@ -796,24 +746,6 @@ class HubSpotBackend(Backend):
 def call_marker(key: str) -> str:
     """The reference written into a logged call: one search token (letters and digits only)."""
     return "pfcall" + hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _results(data: Any) -> list[dict[str, Any]]:
-    if not isinstance(data, dict):
-        raise BackendUnavailable("HubSpot answered with an unexpected document")
-    results = data.get("results")
-    if results is None:
-        return []
-    if not isinstance(results, list):
-        raise BackendUnavailable("HubSpot answered with 'results' that is not a list")
-    return [r for r in results if isinstance(r, dict)]
 
 
 def _next_after(data: Any) -> str | None:
@@ -831,20 +763,6 @@ def _is_primary(target: dict[str, Any]) -> bool:
     return False
 
 
-def _parse_time(value: Any) -> datetime | None:
-    """HubSpot datetimes: ISO 8601 (``2024-05-01T10:00:00.000Z``) or epoch milliseconds."""
-    text = _text(value)
-    if text is None:
-        return None
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, UTC)
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _call_moment(call: CallRecord) -> datetime:
     """The call's ``hs_timestamp``: when it started (or the first time known)."""
     return call.started or call.answered or call.ended or call.declined or datetime.now(UTC)
@@ -856,7 +774,7 @@ def _iso_ms(moment: datetime) -> str:
 
 
 def _e164(raw: str | None, region: str) -> str | None:
-    text = _text(raw)
+    text = scalar(raw)
     if text is None:
         return None
     try:
@@ -864,15 +782,6 @@ def _e164(raw: str | None, region: str) -> str | None:
     except ValueError:
         return text
     return parsed.e164 or text
-
-
-def _json_or_none(response: requests.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 def _required_scopes(body: Any) -> list[str]:

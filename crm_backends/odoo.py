@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import requests
 from marshmallow import ValidationError, fields, validate, validates
 
 from lookup_core.errors import (
@@ -46,8 +45,8 @@ from lookup_core.errors import (
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec
-from .http import retry_after_seconds as _retry_after
+from .base import BackendOptions, BackendSpec
+from .http import HttpSource, positive_int, retry_after, text
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class _NoRight(CredentialsRejected):
     """The Odoo user may not do this (AccessError): a permission to grant, not a bad key."""
 
 
-class OdooBackend(Backend):
+class OdooBackend(HttpSource):
     type_name: ClassVar[str] = "odoo"
     options_schema = OdooOptions
     requires = ("requests",)
@@ -148,18 +147,12 @@ class OdooBackend(Backend):
         super().__init__(spec)
         self.base_url = self.options["url"].rstrip("/")
         self.endpoint = self.base_url + "/jsonrpc"
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"User-Agent": "peoplefone-lookup-service (odoo backend)"})
         self._ids = itertools.count(1)
         self._local = threading.local()  # per-thread timeout override (call logging)
         # reentrant: _rpc may record a rejection while _ensure_uid holds it
         self._auth_lock = threading.RLock()
         self._uid: int | None = None
         self._rejected_until = 0.0
-        self._rejected = False
         configured = self.options.get("version")
         self._version: tuple[int, int] | None = _parse_version(configured) if configured else None
         self._schema: _PartnerSchema | None = None
@@ -194,15 +187,15 @@ class OdooBackend(Backend):
                 "order": "write_date desc, id desc",
             },
         )
-        candidates = [c for c in (self._contact(row, schema) for row in _rows(rows)) if c is not None]
+        candidates = [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None]
         kept = self.filter_candidates(number, candidates)
         kept.sort(key=lambda contact: not contact.exact)  # stable: keeps the recency order
         return kept[:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
-        partner_id = _record_id(call.contact_id)
+        partner_id = positive_int(call.contact_id)
         if partner_id is None:
-            raise ContactNotFound(f"{call.contact_id!r} is not an Odoo partner id")
+            raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a partner id"))
         with self._timeout(self.options["write_timeout"]):
             return self._log_call(partner_id, call)
 
@@ -216,19 +209,19 @@ class OdooBackend(Backend):
                 [[["model", "=", "res.partner"], ["res_id", "=", partner_id], ["body", "ilike", marker]]],
                 {"fields": ["id"], "limit": 1},
             )
-            existing = _rows(found)
-            if existing and _record_id(existing[0].get("id")):
+            existing = self._rows(found)
+            if existing and positive_int(existing[0].get("id")):
                 log.info("odoo %s: call already logged on partner %s", self.name, partner_id)
                 return WorkflowResult(id=str(existing[0]["id"]), url=url)
         try:
-            exists = _rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
+            exists = self._rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
         except _OdooError as exc:
             if exc.name != "odoo.exceptions.MissingError":
                 raise
             exists = []
         if not exists:
-            raise ContactNotFound(f"Odoo has no partner with id {partner_id}")
-        user_id = _record_id(call.user_id)
+            raise ContactNotFound(self.fail(f"no partner with id {partner_id}"))
+        user_id = positive_int(call.user_id)
         try:
             if self.options["call_log_as"] == "activity":
                 result = self._log_activity(partner_id, call, marker, user_id)
@@ -236,7 +229,7 @@ class OdooBackend(Backend):
                 result = self._log_note(partner_id, call, marker, user_id)
         except _OdooError as exc:
             if exc.name in _REFUSED_ERRORS:
-                raise DeliveryRefused(f"Odoo refused the call record: {exc}") from None
+                raise DeliveryRefused(self.fail(f"refused the call record: {exc.name}: {exc.odoo_message}")) from None
             raise
         return WorkflowResult(id=str(result), url=url)
 
@@ -265,7 +258,7 @@ class OdooBackend(Backend):
                 kwargs["context"] = context
             page = [domain + [["id", ">", last_id]]]
             timeout = self.options["sync_timeout"]
-            rows = _rows(self._execute("res.partner", "search_read", page, kwargs, timeout=timeout))
+            rows = self._rows(self._execute("res.partner", "search_read", page, kwargs, timeout=timeout))
             batch = SyncBatch(complete=full)
             for row in rows:
                 contact = self._contact(row, schema)
@@ -286,9 +279,6 @@ class OdooBackend(Backend):
             if len(rows) < page_size or not ids:
                 return
 
-    def close(self) -> None:
-        self.session.close()
-
     # ------------------------------------------------------------------ lookups
     def _phone_domain(self, number: PhoneNumber, schema: _PartnerSchema) -> list[Any]:
         if number.is_short:
@@ -306,7 +296,7 @@ class OdooBackend(Backend):
         return ["|"] * (len(leaves) - 1) + leaves
 
     def _contact(self, row: dict[str, Any], schema: _PartnerSchema) -> Contact | None:
-        partner_id = _record_id(row.get("id"))
+        partner_id = positive_int(row.get("id"))
         if partner_id is None:
             return None
         phones = [
@@ -314,11 +304,11 @@ class OdooBackend(Backend):
             for name in schema.phone_fields
             if isinstance(value := row.get(name), str) and value.strip()
         ]
-        own_name = _text(row.get("name"))
+        own_name = text(row.get("name"))
         parent = _many2one(row.get("parent_id"))
         commercial = _many2one(row.get("commercial_partner_id"))
         is_company = row.get("is_company") is True
-        company = _text(row.get("commercial_company_name")) or (parent[1] if parent else None)
+        company = text(row.get("commercial_company_name")) or (parent[1] if parent else None)
         if company is None and is_company:
             company = own_name
         company_id = None
@@ -335,7 +325,7 @@ class OdooBackend(Backend):
             contact_uri=self._form_url(partner_id),
             company_uri=self._form_url(company_id) if company_id else None,
             phones=phones,
-            email=_text(row.get("email")),
+            email=text(row.get("email")),
             last_activity=_odoo_datetime(row.get("write_date")),
         )
 
@@ -359,9 +349,9 @@ class OdooBackend(Backend):
         author = self._user_partner(user_id) if user_id else None
         if author:
             kwargs["author_id"] = author
-        message_id = _record_id(_single(self._execute("res.partner", "message_post", [[partner_id]], kwargs)))
+        message_id = positive_int(_single(self._execute("res.partner", "message_post", [[partner_id]], kwargs)))
         if message_id is None:
-            raise BackendUnavailable("Odoo's message_post did not return a message id")
+            raise BackendUnavailable(self.fail("message_post did not return a message id"))
         return message_id
 
     def _log_activity(
@@ -369,7 +359,7 @@ class OdooBackend(Backend):
     ) -> int:
         if marker:
             # an activity created by an attempt whose action_feedback failed: finish that one
-            pending = _rows(
+            pending = self._rows(
                 self._execute(
                     "mail.activity",
                     "search_read",
@@ -383,7 +373,7 @@ class OdooBackend(Backend):
                     {"fields": ["id"], "limit": 1},
                 )
             )
-            if pending and _record_id(pending[0].get("id")):
+            if pending and positive_int(pending[0].get("id")):
                 return self._activity_done(pending[0]["id"])
         when = call.started or call.ended or call.declined or datetime.now(UTC)
         values: dict[str, Any] = {
@@ -396,14 +386,14 @@ class OdooBackend(Backend):
         }
         if user_id and self._user_partner(user_id):
             values["user_id"] = user_id
-        activity_id = _record_id(_single(self._execute("mail.activity", "create", [values])))
+        activity_id = positive_int(_single(self._execute("mail.activity", "create", [values])))
         if activity_id is None:
-            raise BackendUnavailable("Odoo did not return the id of the new activity")
+            raise BackendUnavailable(self.fail("did not return the id of the new activity"))
         return self._activity_done(activity_id)
 
     def _activity_done(self, activity_id: int) -> int:
         """Mark the activity done; Odoo answers with the id of the message it posted."""
-        message_id = _record_id(self._execute("mail.activity", "action_feedback", [[activity_id]], {}))
+        message_id = positive_int(self._execute("mail.activity", "action_feedback", [[activity_id]], {}))
         return message_id or activity_id
 
     def _call_activity_type(self) -> int:
@@ -411,7 +401,7 @@ class OdooBackend(Backend):
             return self._activity_type
         type_id = None
         try:
-            rows = _rows(
+            rows = self._rows(
                 self._execute(
                     "ir.model.data",
                     "search_read",
@@ -419,7 +409,7 @@ class OdooBackend(Backend):
                     {"fields": ["res_id"], "limit": 1},
                 )
             )
-            type_id = _record_id(rows[0].get("res_id")) if rows else None
+            type_id = positive_int(rows[0].get("res_id")) if rows else None
         except (_NoRight, _OdooError) as exc:
             log.info(
                 "odoo %s: cannot read the Call activity's external id (%s); searching by category",
@@ -428,7 +418,7 @@ class OdooBackend(Backend):
             )
         if type_id is None:
             for domain in ([["category", "=", "phonecall"]], [["name", "ilike", "call"]]):
-                rows = _rows(
+                rows = self._rows(
                     self._execute(
                         "mail.activity.type",
                         "search_read",
@@ -436,12 +426,12 @@ class OdooBackend(Backend):
                         {"fields": ["id", "name"], "limit": 1, "order": "sequence, id"},
                     )
                 )
-                if rows and _record_id(rows[0].get("id")):
+                if rows and positive_int(rows[0].get("id")):
                     type_id = rows[0]["id"]
                     break
         if type_id is None:
             raise BackendUnavailable(
-                'Odoo has no activity type for calls; set activity_type_id or use call_log_as = "note"'
+                self.fail('no activity type for calls; set activity_type_id or use call_log_as = "note"')
             )
         self._activity_type = type_id
         return type_id
@@ -449,16 +439,16 @@ class OdooBackend(Backend):
     def _partner_model(self) -> int:
         if self._partner_model_id is None:
             ids = self._execute("ir.model", "search", [[["model", "=", "res.partner"]]], {"limit": 1})
-            model_id = _record_id(ids[0]) if isinstance(ids, list) and ids else None
+            model_id = positive_int(ids[0]) if isinstance(ids, list) and ids else None
             if model_id is None:
-                raise BackendUnavailable("Odoo did not return the ir.model id of res.partner")
+                raise BackendUnavailable(self.fail("did not return the ir.model id of res.partner"))
             self._partner_model_id = model_id
         return self._partner_model_id
 
     def _user_partner(self, user_id: int) -> int | None:
         """The partner of the Odoo user named by ``userCrmId``: the note's author."""
         if user_id not in self._user_partners:
-            rows = _rows(self._execute("res.users", "read", [[user_id]], {"fields": ["partner_id"]}))
+            rows = self._rows(self._execute("res.users", "read", [[user_id]], {"fields": ["partner_id"]}))
             partner = _many2one(rows[0].get("partner_id")) if rows else None
             if partner is None:
                 log.warning(
@@ -475,7 +465,7 @@ class OdooBackend(Backend):
             info = self._rpc("common", "version", [])
             parsed = _parse_version(str(info.get("server_version", ""))) if isinstance(info, dict) else None
             if parsed is None:
-                raise BackendUnavailable("Odoo's common.version answer has no server_version")
+                raise BackendUnavailable(self.fail("the common.version answer has no server_version"))
             self._version = parsed
         return self._version
 
@@ -483,7 +473,7 @@ class OdooBackend(Backend):
         if self._schema is None:
             described = self._execute("res.partner", "fields_get", [], {"attributes": ["type"]})
             if not isinstance(described, dict) or "phone" not in described:
-                raise BackendUnavailable("Odoo's res.partner.fields_get answer lists no phone field")
+                raise BackendUnavailable(self.fail("the res.partner.fields_get answer lists no phone field"))
             phone_fields = tuple(name for name in ("phone", "mobile") if name in described)
             wanted = (
                 "name",
@@ -509,6 +499,11 @@ class OdooBackend(Backend):
             )
         return self._schema
 
+    def _rows(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise BackendUnavailable(self.fail("answered with something other than a list of records"))
+        return [row for row in value if isinstance(row, dict)]
+
     # ------------------------------------------------------------------ authentication
     def _ensure_uid(self) -> int:
         with self._auth_lock:
@@ -517,7 +512,7 @@ class OdooBackend(Backend):
             wait = self._rejected_until - time.monotonic()
             if wait > 0:
                 raise CredentialsRejected(
-                    f"Odoo rejected the credentials of {self.options['username']!r}; next try in {wait:.0f}s"
+                    self.fail(f"rejected the credentials of {self.options['username']!r}; next try in {wait:.0f}s")
                 )
             uid = self._rpc(
                 "common",
@@ -526,27 +521,17 @@ class OdooBackend(Backend):
             )
             if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
                 raise self._rejection("authenticate returned no user id (wrong username or api_key)")
-            if self._rejected:
-                log.info("odoo %s/%s: credentials accepted again", self.spec.tenant, self.name)
-            self._uid, self._rejected, self._rejected_until = uid, False, 0.0
+            self.credentials.accepted()
+            self._uid, self._rejected_until = uid, 0.0
             return uid
 
     def _rejection(self, reason: str) -> CredentialsRejected:
-        """Remember that Odoo refused us; log it once (no stack trace), not on every request."""
-        first = not self._rejected
+        """Remember that Odoo refused us; the alert logs it once (no stack trace), not on every request."""
         self._uid = None
-        self._rejected = True
         self._rejected_until = time.monotonic() + self.rejected_retry_s
-        level = logging.ERROR if first else logging.DEBUG
-        log.log(
-            level,
-            "odoo %s/%s: credentials of %r rejected: %s; check username and api_key",
-            self.spec.tenant,
-            self.name,
-            self.options["username"],
-            reason,
-        )
-        return CredentialsRejected(f"Odoo rejected the credentials of {self.options['username']!r}: {reason}")
+        said = f"rejected the credentials of {self.options['username']!r}: {reason}"
+        self.credentials.rejected(said + " (check username and api_key)")
+        return CredentialsRejected(self.fail(said))
 
     def _execute(
         self,
@@ -596,32 +581,28 @@ class OdooBackend(Backend):
         }
         what = f"{service}.{method}" if service == "common" else f"{args[3]}.{args[4]}"
         timeout = timeout or getattr(self._local, "timeout", None) or self.timeout_s
-        verify = self.options["verify_tls"]
-        try:
-            response = self.session.post(self.endpoint, json=body, timeout=timeout, verify=verify)
-        except requests.Timeout:
-            raise BackendUnavailable(f"Odoo did not answer {what} within {timeout:.1f}s") from None
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"cannot reach Odoo at {self.base_url}: {type(exc).__name__}") from None
+        response = self.send("POST", self.endpoint, what=what, json=body, timeout=timeout)
         status = response.status_code
-        if status == 429 or (status == 503 and response.headers.get("Retry-After")):
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(f"Odoo answered {status} to {what}", retry_after)
+        if status == 503 and response.headers.get("Retry-After"):
+            raise RateLimited(self.fail(f"{what} answered HTTP 503 (busy)"), retry_after(response.headers))
         if status in (401, 403):
             with self._auth_lock:
                 raise self._rejection(f"HTTP {status} on {what}")
         if status != 200:
-            raise BackendUnavailable(f"Odoo answered HTTP {status} to {what}")
+            raise self.status_error(response, what) or BackendUnavailable(self.fail(f"{what} answered HTTP {status}"))
         try:
             payload = response.json()
         except ValueError:
-            raise BackendUnavailable(f"Odoo's answer to {what} is not JSON") from None
+            raise BackendUnavailable(self.fail(f"the answer to {what} is not JSON")) from None
         if not isinstance(payload, dict):
-            raise BackendUnavailable(f"Odoo's answer to {what} is not a JSON-RPC response")
+            raise BackendUnavailable(self.fail(f"the answer to {what} is not a JSON-RPC response"))
         if payload.get("error") is not None:
-            raise _error(payload["error"], what)
+            error = _error(payload["error"], what)
+            if not isinstance(error, _AuthRefused):  # _execute words that one: re-authenticate, or _rejection
+                error.args = (self.fail(str(error)),)
+            raise error
         if "result" not in payload:
-            raise BackendUnavailable(f"Odoo's answer to {what} has neither result nor error")
+            raise BackendUnavailable(self.fail(f"the answer to {what} has neither result nor error"))
         return payload["result"]
 
 
@@ -648,36 +629,13 @@ def _parse_version(text: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2) or 0)
 
 
-def _rows(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise BackendUnavailable("Odoo answered with something other than a list of records")
-    return [row for row in value if isinstance(row, dict)]
-
-
 def _single(value: Any) -> Any:
     return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
-def _record_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
-
-
 def _many2one(value: Any) -> tuple[int, str | None] | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and _record_id(value[0]):
-        return int(value[0]), _text(value[1])
-    return None
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+    if isinstance(value, list | tuple) and len(value) == 2 and positive_int(value[0]):
+        return int(value[0]), text(value[1])
     return None
 
 

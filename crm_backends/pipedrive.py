@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -53,8 +53,18 @@ from lookup_core.errors import (
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec
-from .http import retry_after_seconds
+from .base import BackendOptions, BackendSpec
+from .http import (
+    DailyQuota,
+    HttpSource,
+    HttpStatusError,
+    header_number,
+    next_midnight,
+    positive_int,
+    read_time,
+    retry_after,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +135,7 @@ class PipedriveOptions(BackendOptions):
             raise ValidationError("an http(s) URL such as https://acme.pipedrive.com", field_name="base_url")
 
 
-class ApiError(BackendUnavailable):
-    """Pipedrive answered a 4xx that is not about credentials or rate limits."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
+ApiError = HttpStatusError  # Pipedrive answered a 4xx that is not about credentials or rate limits
 
 
 class ApiForbidden(CredentialsRejected):
@@ -141,7 +146,7 @@ class ApiForbidden(CredentialsRejected):
         self.status = status
 
 
-class PipedriveBackend(Backend):
+class PipedriveBackend(HttpSource):
     type_name: ClassVar[str] = "pipedrive"
     options_schema = PipedriveOptions
     requires = ("requests",)
@@ -159,26 +164,19 @@ class PipedriveBackend(Backend):
         self.company_domain = opts["company_domain"].lower()
         self.app_url = f"https://{self.company_domain}.pipedrive.com"
         self.base_url = (opts.get("base_url") or self.app_url).rstrip("/")
-        self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
-        self.session.headers["User-Agent"] = "peoplefone-lookup-service"
         api_token = (opts.get("api_token") or "").strip()
         if api_token:
             self.session.headers["x-api-token"] = api_token
         else:
             self.session.headers["Authorization"] = "Bearer " + (opts.get("oauth_token") or "").strip()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=16)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self._pool: ThreadPoolExecutor | None = None
         self._state_lock = threading.Lock()
-        self._burst_until = 0.0  # time.monotonic()
-        self._daily_until = 0.0  # time.time(): the whole daily token budget is used up
-        self._writes_until = 0.0  # time.time(): the daily POST/PUT allowance is used up
+        self._daily = DailyQuota(self, "daily API token budget")
+        self._writes = DailyQuota(self, "daily POST/PUT allowance (no calls are logged until midnight UTC)")
         self._daily_waited_until = 0.0  # the midnight the last full-day block waited for
         self._ok_since_daily_block = False
         self._auth_blocked_until = 0.0  # time.monotonic()
-        self._auth_rejected = False
         self.call_log_as = opts["call_log_as"]
         self._calls: OrderedDict[str, WorkflowResult] = OrderedDict()
         self._call_locks: dict[str, threading.Lock] = {}
@@ -197,7 +195,7 @@ class PipedriveBackend(Backend):
     def check(self) -> None:
         data = self._request("GET", ME_PATH).get("data")
         if not isinstance(data, dict):
-            raise BackendUnavailable(f"{self.spec.where()}: unexpected answer from {ME_PATH}")
+            raise BackendUnavailable(self.fail(f"unexpected answer from {ME_PATH}"))
         domain = data.get("company_domain")
         if isinstance(domain, str) and domain and domain.lower() != self.company_domain:
             raise BackendConfigError(
@@ -222,15 +220,15 @@ class PipedriveBackend(Backend):
         return found[:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
-        person_id = _positive_int(call.contact_id)
+        person_id = positive_int(call.contact_id)
         if person_id is None:
-            raise ContactNotFound(f"{call.contact_id!r} is not a Pipedrive person id")
+            raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a person id"))
         with self._call_lock(call.key):
             done = self._calls.get(call.key) if call.key else None
             if done is not None:
                 return done
             person = self._get_person(person_id)
-            org_id = _positive_int(person.get("org_id"))
+            org_id = positive_int(person.get("org_id"))
             if call.key and self.options["dedupe_calls"]:
                 found = self._find_logged(call, person_id)
                 if found is not None:
@@ -269,7 +267,7 @@ class PipedriveBackend(Backend):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self.session.close()
+        super().close()
 
     # live lookup ----------------------------------------------------------------------------
     def _search_terms(self, number: PhoneNumber) -> list[str]:
@@ -312,7 +310,7 @@ class PipedriveBackend(Backend):
         data = body.get("data")
         items = data.get("items") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise BackendUnavailable(f"{self.spec.where()}: unexpected search answer (no data.items)")
+            raise BackendUnavailable(self.fail("unexpected search answer (no data.items)"))
         contacts = []
         for entry in items:
             item = entry.get("item") if isinstance(entry, dict) else None
@@ -322,12 +320,12 @@ class PipedriveBackend(Backend):
         return contacts
 
     def _contact_from_search(self, item: dict[str, Any]) -> Contact | None:
-        person_id = _positive_int(item.get("id"))
+        person_id = positive_int(item.get("id"))
         phones = [str(p) for p in item.get("phones") or [] if isinstance(p, str | int) and str(p).strip()]
         if person_id is None or not phones:
             return None
         org = item.get("organization") if isinstance(item.get("organization"), dict) else {}
-        org_id = _positive_int(org.get("id"))
+        org_id = positive_int(org.get("id"))
         emails = [e for e in item.get("emails") or [] if isinstance(e, str) and e]
         return self._contact(person_id, item.get("name"), org_id, org.get("name"), phones, emails[:1])
 
@@ -357,9 +355,9 @@ class PipedriveBackend(Backend):
         orgs_since = None
         for page in self._pages(ORGANIZATIONS_PATH, {"sort_by": "id", "sort_direction": "asc"}):
             for org in page:
-                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is not None:
-                    names[org_id] = _text(org.get("name"))
+                    names[org_id] = text(org.get("name"))
                     orgs_since = _later(orgs_since, org.get("update_time"))
         self._org_names = names
         state = {
@@ -380,10 +378,10 @@ class PipedriveBackend(Backend):
         params = {"updated_since": previous_orgs, "sort_by": "update_time", "sort_direction": "asc"}
         for page in self._pages(ORGANIZATIONS_PATH, params):
             for org in page:
-                org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                 if org_id is None:
                     continue
-                name = None if org.get("is_deleted") is True else _text(org.get("name"))
+                name = None if org.get("is_deleted") is True else text(org.get("name"))
                 if org_id not in self._org_names or self._org_names[org_id] != name:
                     changed_orgs.append(org_id)
                 self._org_names[org_id] = name
@@ -408,12 +406,12 @@ class PipedriveBackend(Backend):
     def _convert_persons(
         self, page: list[Any], since: str | None
     ) -> tuple[list[Contact], list[str], str | None]:
-        persons = [p for p in page if isinstance(p, dict) and _positive_int(p.get("id")) is not None]
-        self._resolve_org_names({_positive_int(p.get("org_id")) for p in persons} - {None})
+        persons = [p for p in page if isinstance(p, dict) and positive_int(p.get("id")) is not None]
+        self._resolve_org_names({positive_int(p.get("org_id")) for p in persons} - {None})
         contacts: list[Contact] = []
         deleted: list[str] = []
         for person in persons:
-            person_id = _positive_int(person["id"])
+            person_id = positive_int(person["id"])
             since = _later(since, person.get("update_time"))
             if person.get("is_deleted") is True:
                 deleted.append(str(person_id))
@@ -423,7 +421,7 @@ class PipedriveBackend(Backend):
                 deleted.append(str(person_id))
                 continue
             emails = sorted(_values_with_primary(person.get("emails")), key=lambda e: not e[1])
-            org_id = _positive_int(person.get("org_id"))
+            org_id = positive_int(person.get("org_id"))
             org_name = self._org_names.get(org_id) if org_id else None
             contacts.append(
                 self._contact(person_id, person.get("name"), org_id, org_name, phones, [e[0] for e in emails])
@@ -436,9 +434,9 @@ class PipedriveBackend(Backend):
             chunk = missing[start : start + IDS_PER_REQUEST]
             for page in self._pages(ORGANIZATIONS_PATH, {"ids": ",".join(map(str, chunk))}):
                 for org in page:
-                    org_id = _positive_int(org.get("id")) if isinstance(org, dict) else None
+                    org_id = positive_int(org.get("id")) if isinstance(org, dict) else None
                     if org_id is not None:
-                        self._org_names[org_id] = _text(org.get("name"))
+                        self._org_names[org_id] = text(org.get("name"))
             for org_id in chunk:
                 self._org_names.setdefault(org_id, None)  # not visible or deleted: no company
 
@@ -467,11 +465,11 @@ class PipedriveBackend(Backend):
             body = self._request("GET", f"{PERSONS_PATH}/{person_id}")
         except ApiError as exc:
             if exc.status in (404, 410):
-                raise ContactNotFound(f"no Pipedrive person with id {person_id}") from None
+                raise ContactNotFound(self.fail(f"no person with id {person_id}")) from None
             raise
         person = body.get("data")
         if not isinstance(person, dict) or person.get("is_deleted") is True:
-            raise ContactNotFound(f"no Pipedrive person with id {person_id}")
+            raise ContactNotFound(self.fail(f"no person with id {person_id}"))
         return person
 
     def _add_call_log(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
@@ -562,7 +560,7 @@ class PipedriveBackend(Backend):
             raise
         created = data.get("id") if isinstance(data, dict) else None
         if not created:
-            raise BackendUnavailable(f"{self.spec.where()}: the {what} answer has no id")
+            raise BackendUnavailable(self.fail(f"the {what} answer has no id"))
         return str(created)
 
     def _note(self, call: CallRecord, start: datetime, end: datetime) -> str:
@@ -590,7 +588,7 @@ class PipedriveBackend(Backend):
 
     def _user_id(self, call: CallRecord) -> int | None:
         if call.user_id:
-            user_id = _positive_int(call.user_id)
+            user_id = positive_int(call.user_id)
             if user_id is not None:
                 return user_id
             log.warning(
@@ -629,28 +627,21 @@ class PipedriveBackend(Backend):
         ``wait`` (mirror sync only): sleep through short burst limits instead of failing at once.
         """
         timeout = max(self.timeout_s, 15.0) if wait else self.timeout_s
-        attempts = SYNC_RETRIES_ON_429 if wait else 0
-        while True:
+
+        def once() -> dict[str, Any]:
             self._gate(method, wait)
-            try:
-                response = self.session.request(
-                    method, self.base_url + path, params=params, json=body, timeout=timeout
-                )
-            except requests.Timeout:
-                message = f"Pipedrive did not answer within {timeout:.1f}s"
-                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
-            except requests.RequestException as exc:
-                message = f"cannot reach Pipedrive: {type(exc).__name__}"
-                raise BackendUnavailable(f"{self.spec.where()}: {message}") from None
+            response = self.send(
+                method, self.base_url + path, what=f"{method} {path}", params=params, json=body, timeout=timeout
+            )
             self._observe(response)
             if response.status_code == 429:
-                retry_after = self._on_429(response)
-                if attempts > 0 and retry_after <= MAX_SYNC_WAIT_S:
-                    attempts -= 1
-                    time.sleep(retry_after)
-                    continue
-                raise RateLimited(f"{self.spec.where()}: Pipedrive rate limit (HTTP 429)", retry_after)
+                wait_s = self._on_429(response)
+                raise RateLimited(self.fail(f"{method} {path} answered HTTP 429 (rate limited)"), wait_s)
             return self._decode(response, method, path)
+
+        if not wait:
+            return once()
+        return self.with_retries(once, attempts=SYNC_RETRIES_ON_429 + 1, max_wait_s=MAX_SYNC_WAIT_S)
 
     def _decode(self, response: requests.Response, method: str, path: str) -> dict[str, Any]:
         status = response.status_code
@@ -658,89 +649,59 @@ class PipedriveBackend(Backend):
             payload = response.json()
         except ValueError:
             payload = None
-        where = self.spec.where()
+        what = f"{method} {path}"
         if status == 401:
-            self._on_401()
-            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401)")
-        if self._auth_rejected:
-            with self._state_lock:
-                if self._auth_rejected:
-                    self._auth_rejected = False
-                    log.info("%s: Pipedrive accepts the credentials again", where)
+            self._auth_blocked_until = time.monotonic() + AUTH_RETRY_S
+            self.check_status(response, what, detail=f"requests are suspended and retried every {AUTH_RETRY_S:.0f}s")
+        self.credentials.accepted()
         if status >= 500:
-            raise BackendUnavailable(f"{where}: Pipedrive answered HTTP {status} to {method} {path}")
+            self.check_status(response, what)
         if not isinstance(payload, dict):
             if status == 403:
                 # Pipedrive's abuse protection answers an HTML page to clients that ignored 429s.
-                raise RateLimited(f"{where}: Pipedrive blocked the requests (HTTP 403, not JSON)", 60.0)
-            raise BackendUnavailable(f"{where}: HTTP {status} to {method} {path} without JSON")
+                raise RateLimited(self.fail(f"{what} answered HTTP 403, not JSON: requests blocked"), 60.0)
+            raise BackendUnavailable(self.fail(f"{what} answered HTTP {status} without JSON"))
         if status >= 400 or payload.get("success") is False:
             message = str(payload.get("error") or payload.get("error_info") or "error")[:200]
-            text = f"{where}: Pipedrive answered HTTP {status} to {method} {path}: {message}"
+            said = self.fail(f"{what} answered HTTP {status}: {message}")
             if status in (402, 403):
-                raise ApiForbidden(text, status)
-            raise ApiError(text, status)
+                raise ApiForbidden(said, status)
+            raise ApiError(said, status, payload)
         return payload
 
     def _gate(self, method: str, may_wait: bool) -> None:
         """Refuse (or, for the sync, delay) a request Pipedrive would reject anyway."""
-        where = self.spec.where()
         if time.monotonic() < self._auth_blocked_until:
-            raise CredentialsRejected(f"{where}: Pipedrive rejected the credentials (HTTP 401), retry later")
-        now = time.time()
-        if now < self._daily_until:
-            left = self._daily_until - now
-            raise RateLimited(f"{where}: Pipedrive daily API budget used up, resets in {left:.0f}s", left)
-        if method != "GET" and now < self._writes_until:
-            left = self._writes_until - now
-            raise RateLimited(f"{where}: Pipedrive daily POST allowance used up, resets in {left:.0f}s", left)
-        wait = self._burst_until - time.monotonic()
-        if wait > 0:
-            if may_wait and wait <= MAX_SYNC_WAIT_S:
-                time.sleep(wait)
-            else:
-                raise RateLimited(f"{where}: Pipedrive burst rate limit reached", wait)
+            raise CredentialsRejected(self.fail("rejected the credentials (HTTP 401), retry later"))
+        self._daily.check()
+        if method != "GET":
+            self._writes.check()
+        self.wait_for_window(MAX_SYNC_WAIT_S if may_wait else 0.0)
 
     def _observe(self, response: requests.Response) -> None:
         headers = response.headers
         if response.status_code < 400:
             self._ok_since_daily_block = True
-        remaining = _number(headers.get("x-ratelimit-remaining"))
-        if remaining is not None and remaining <= 0:
-            reset = _number(headers.get("x-ratelimit-reset")) or 2.0
-            with self._state_lock:
-                self._burst_until = max(self._burst_until, time.monotonic() + reset)
-        if _number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
+        self.note_rate_headers(response)
+        if header_number(headers.get("x-daily-ratelimit-token-remaining")) == 0:
             self._block_daily()
-        if _number(headers.get("x-daily-requests-left")) == 0:
-            with self._state_lock:
-                if self._writes_until <= time.time():
-                    self._writes_until = _next_utc_midnight(time.time())
-                    log.warning(
-                        "%s: Pipedrive's daily POST/PUT allowance is used up; "
-                        "no calls are logged until midnight UTC",
-                        self.spec.where(),
-                    )
+        if header_number(headers.get("x-daily-requests-left")) == 0:
+            self._writes.exhaust(next_midnight(UTC))
 
     def _on_429(self, response: requests.Response) -> float:
-        if _number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
+        if header_number(response.headers.get("x-daily-ratelimit-token-remaining")) == 0:
             return self._block_daily()
-        retry_after = (
-            _retry_after(response.headers.get("Retry-After"))
-            or _number(response.headers.get("x-ratelimit-reset"))
-            or 2.0
-        )
-        with self._state_lock:
-            self._burst_until = max(self._burst_until, time.monotonic() + retry_after)
-        log.debug("%s: Pipedrive burst limit, retry in %.1fs", self.spec.where(), retry_after)
-        return retry_after
+        wait = retry_after(response.headers) or 2.0
+        self.hold_off(wait)
+        log.debug("%s: burst limit, retry in %.1fs", self.where, wait)
+        return wait
 
     def _block_daily(self) -> float:
         now = time.time()
         with self._state_lock:
-            if self._daily_until > now:
-                return self._daily_until - now
-            until = _next_utc_midnight(now)
+            if self._daily.left() > 0:
+                return self._daily.left()
+            until = next_midnight(UTC, now)
             still_exhausted = (
                 self._daily_waited_until
                 and not self._ok_since_daily_block
@@ -753,44 +714,10 @@ class PipedriveBackend(Backend):
             else:
                 self._daily_waited_until = until
             self._ok_since_daily_block = False
-            self._daily_until = until
-        log.warning(
-            "%s: Pipedrive's daily API token budget is used up; no requests for %.0fs",
-            self.spec.where(),
-            until - now,
-        )
-        return until - now
-
-    def _on_401(self) -> None:
-        with self._state_lock:
-            self._auth_blocked_until = time.monotonic() + AUTH_RETRY_S
-            first = not self._auth_rejected
-            self._auth_rejected = True
-        if first:
-            log.error(
-                "%s: Pipedrive rejected the credentials (HTTP 401): check the token; "
-                "requests are suspended and retried every %.0fs",
-                self.spec.where(),
-                AUTH_RETRY_S,
-            )
+        return self._daily.exhaust(until)
 
 
 # helpers ------------------------------------------------------------------------------------
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 def _values(items: Any) -> list[str]:
     return [value for value, _ in _values_with_primary(items)]
 
@@ -804,39 +731,12 @@ def _values_with_primary(items: Any) -> list[tuple[str, bool]]:
     return found
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _retry_after(text: str | None) -> float | None:
-    """Retry-After in seconds; None also for 0, which Pipedrive uses for "no wait known"."""
-    return retry_after_seconds(text) or None
-
-
-def _next_utc_midnight(now: float) -> float:
-    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (today + timedelta(days=1)).timestamp()
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _later(current: str | None, candidate: Any) -> str | None:
     """The later of two RFC 3339 times, as Pipedrive wrote it (the cursor of the next sync)."""
-    new = _parse_time(candidate)
+    new = read_time(candidate)
     if new is None:
         return current
-    old = _parse_time(current)
+    old = read_time(current)
     return new.strftime("%Y-%m-%dT%H:%M:%SZ") if old is None or new > old else current
 
 
@@ -845,10 +745,10 @@ def _next_since(previous: str | None, seen: str | None, started: float) -> str:
     minutes before this sync started (a record changed while the listing ran, or a clock a little
     ahead of Pipedrive's, is listed again rather than missed), and never earlier than before."""
     bound = datetime.fromtimestamp(started - SYNC_OVERLAP_S, UTC).replace(microsecond=0)
-    latest = _parse_time(seen)
+    latest = read_time(seen)
     if latest is not None and latest < bound:
         bound = latest
-    earlier = _parse_time(previous)
+    earlier = read_time(previous)
     if earlier is not None and earlier > bound:
         return previous  # type: ignore[return-value]
     return bound.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urljoin
 from xml.sax.saxutils import escape as xml_escape
 
 import jmespath
@@ -33,26 +33,20 @@ import phonenumbers
 import requests
 from jmespath.exceptions import JMESPathError
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from requests.adapters import HTTPAdapter
 
 from lookup_core.errors import (
     BackendConfigError,
     BackendUnavailable,
     ContactNotFound,
-    CredentialsRejected,
     DeliveryRefused,
-    RateLimited,
 )
 from lookup_core.phone import PhoneNumber, parse_number
-from lookup_core.redact import is_secret_name, mask_json_secrets, mask_numbers
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
-from .base import Backend, BackendOptions, BackendSpec
-from .http import retry_after_seconds as _retry_after
+from .base import BackendOptions, BackendSpec
+from .http import HttpSource, read_time, redact_url, scalar, scrub
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = "phone-lookup-service/1 (rest backend)"
 
 NUMBER_FORMS = ("e164", "digits", "national", "nsn", "intl")
 LOOKUP_PLACEHOLDERS = frozenset(NUMBER_FORMS) | {"number", "limit"}
@@ -418,24 +412,11 @@ def _number_values(number: PhoneNumber, limit: int) -> dict[str, Any]:
 
 
 # --- reading values out of records ------------------------------------------------------------------
-def _scalar(value: Any) -> str | None:
-    """A string for a JSON scalar (an id may be a number); None for anything else or empty."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return None
-
-
 def _text(value: Any) -> str | None:
-    """Like :func:`_scalar`, and the first usable element of a list (e.g. a list of e-mails)."""
+    """Like :func:`scalar`, and the first usable element of a list (e.g. a list of e-mails)."""
     if isinstance(value, list):
-        return next((text for text in map(_scalar, value) if text), None)
-    return _scalar(value)
+        return next((text for text in map(scalar, value) if text), None)
+    return scalar(value)
 
 
 def _phones(value: Any) -> list[str]:
@@ -446,7 +427,7 @@ def _phones(value: Any) -> list[str]:
             for element in item:
                 walk(element)
         else:
-            text = _scalar(item)
+            text = scalar(item)
             if text:
                 found.append(text)
 
@@ -460,26 +441,7 @@ def _display(value: Any) -> str | None:
     if isinstance(value, list):
         parts = [text for text in map(_display, value) if text]
         return ", ".join(parts) or None
-    return _scalar(value)
-
-
-def _moment(value: Any) -> datetime | None:
-    """A timezone-aware datetime from ISO 8601 text or Unix seconds/milliseconds."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return None
+    return scalar(value)
 
 
 def _kind(value: Any) -> str:
@@ -493,71 +455,23 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def scrub(text: str) -> str:
-    """Mask anything that may be a phone number in a text bound for a log or an error message."""
-    return mask_numbers(text)
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with user info and secret-looking query values replaced by ``***``."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if is_secret_name(k) else v) for k, v in pairs], safe="{}*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {name: "***" if is_secret_name(name) else value for name, value in headers.items()}
-
-
-def _redact_body(body: Any) -> Any:
-    if isinstance(body, dict):
-        return {k: "***" if is_secret_name(k) else _redact_body(v) for k, v in body.items()}
-    if isinstance(body, list):
-        return [_redact_body(v) for v in body]
-    if isinstance(body, str):
-        return mask_json_secrets(body)
-    return body
-
-
-def _reason(exc: BaseException) -> str:
-    """The operating system's reason behind a requests error (``Connection refused``), if any."""
-    todo: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while todo:
-        error = todo.pop(0)
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.strerror:
-            return error.strerror
-        linked = [getattr(error, "reason", None), error.__cause__, error.__context__, *error.args]
-        todo.extend(item for item in linked if isinstance(item, BaseException))
-    return scrub(str(exc))[:200]
-
-
 def _probe_number(region: str) -> PhoneNumber:
     example = phonenumbers.example_number(region) or phonenumbers.example_number("CH")
     return parse_number(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164), region)
 
 
 # --- the backend ---------------------------------------------------------------------------------
-class RestBackend(Backend):
+class RestBackend(HttpSource):
     """Any JSON API, described by URL templates and JMESPath expressions."""
+
+    pool_size = 32
 
     type_name: ClassVar[str] = "rest"
     options_schema = RestOptions
     requires = ("jmespath", "requests")
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})  # when a [call_log] request is configured: see workflows_for
-    secret_keys = Backend.secret_keys | {"password"}
+    secret_keys = HttpSource.secret_keys | {"password"}
 
     @classmethod
     def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
@@ -619,16 +533,12 @@ class RestBackend(Backend):
         size_param = o.get("page_size_param")
         self.page_size_param = size_param if size_param is not None else _PAGE_SIZE_PARAM.get(paging, "")
 
-        self._session = requests.Session()
-        self._session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
-        self._session.headers.update(o.get("headers") or {})
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers.update(o.get("headers") or {})
         if o.get("username"):
-            self._session.auth = (o["username"], o.get("password") or "")
-        self._session.verify = o["ca_file"] if o.get("ca_file") else bool(o.get("verify_tls", True))
-        # The engine's worker threads share this session: pool as many connections as threads.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+            self.session.auth = (o["username"], o.get("password") or "")
+        if o.get("ca_file"):
+            self.session.verify = o["ca_file"]
 
     def _compile(self, expr: str, key: str) -> Expression:
         try:
@@ -638,46 +548,7 @@ class RestBackend(Backend):
 
     # HTTP -------------------------------------------------------------------------------------------
     def _fail(self, what: str, text: str) -> str:
-        return f"{self.spec.where()}: {what} {text}"
-
-    def _send(
-        self,
-        what: str,
-        method: str,
-        url: str,
-        *,
-        timeout: float,
-        params: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        data: bytes | None = None,
-    ) -> requests.Response:
-        try:
-            return self._session.request(
-                method, url, params=params, headers=headers, data=data, timeout=timeout
-            )
-        except requests.Timeout:
-            raise BackendUnavailable(self._fail(what, f"timed out after {timeout:.3g}s")) from None
-        except requests.exceptions.SSLError as exc:
-            raise BackendUnavailable(self._fail(what, f"failed, TLS error: {_reason(exc)}")) from None
-        except requests.ConnectionError as exc:
-            raise BackendUnavailable(self._fail(what, f"failed: {_reason(exc)}")) from None
-        except (requests.RequestException, ValueError) as exc:  # ValueError: an unsendable URL/header
-            raise BackendUnavailable(
-                self._fail(what, f"failed: {type(exc).__name__}: {_reason(exc)}")
-            ) from None
-
-    def _check_status(self, response: requests.Response, what: str) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        if status in (401, 403):
-            raise CredentialsRejected(
-                self._fail(what, f"answered HTTP {status}: check the credentials and the API user's rights")
-            )
-        if status == 429:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(self._fail(what, "answered HTTP 429 (rate limited)"), retry_after)
-        raise BackendUnavailable(self._fail(what, f"answered HTTP {status} {response.reason or ''}".rstrip()))
+        return self.fail(f"{what} {text}")
 
     def _json(self, response: requests.Response, what: str) -> Any:
         """The decoded body; None for an empty one."""
@@ -723,7 +594,7 @@ class RestBackend(Backend):
 
     def _contact(self, record: Any) -> Contact | None:
         get = self._fields.get
-        contact_id = _scalar(self._value(get("id"), record))
+        contact_id = scalar(self._value(get("id"), record))
         if contact_id is None:
             return None
         name = _text(self._value(get("name"), record))
@@ -750,7 +621,7 @@ class RestBackend(Backend):
             company_uri=_text(self._value(get("company_uri"), record)),
             custom_data=custom,
             phones=_phones(self._value(get("phones"), record)),
-            last_activity=_moment(self._value(get("last_activity"), record)),
+            last_activity=read_time(self._value(get("last_activity"), record)),
             email=_text(self._value(get("email"), record)),
         )
 
@@ -813,10 +684,10 @@ class RestBackend(Backend):
         assert template is not None
         what = template.describe()
         url, headers, data = template.render(values)
-        response = self._send(what, template.method, url, headers=headers, data=data, timeout=timeout)
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=timeout)
         if response.status_code == 404 and self.options["not_found_is_empty"]:
             return []
-        self._check_status(response, what)
+        self.check_status(response, what)
         records = self._records(self._json(response, what), self._results, "results", what)
         contacts = self._contacts(records, what)
         if contacts and not any(contact.phones for contact in contacts):
@@ -854,7 +725,7 @@ class RestBackend(Backend):
             return []
         found = self._value(self._deleted, data)
         items = found if isinstance(found, list) else [found]
-        return list(dict.fromkeys(text for text in map(_scalar, items) if text))
+        return list(dict.fromkeys(text for text in map(scalar, items) if text))
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         """List the source page by page. With ``since_param``, ``cursor`` is the start time of the
@@ -869,7 +740,7 @@ class RestBackend(Backend):
         since_param = o.get("since_param")
         started = datetime.now(UTC)
         new_cursor = _iso(started) if since_param else None
-        since = _moment(cursor) if (cursor and since_param) else None
+        since = read_time(cursor) if (cursor and since_param) else None
 
         params: dict[str, Any] = {}
         if since is not None:
@@ -888,8 +759,8 @@ class RestBackend(Backend):
                 params[self.page_param] = page_number
             elif self.paging == "offset":
                 params[self.page_param] = offset
-            response = self._send(what, "GET", url, params=params, timeout=o["list_timeout"])
-            self._check_status(response, what)
+            response = self.send("GET", url, what=what, params=params, timeout=o["list_timeout"])
+            self.check_status(response, what)
             data = self._json(response, what)
             records = self._records(data, self._list_results, "list_results", what)
             contacts = self._contacts(records, what)
@@ -918,7 +789,7 @@ class RestBackend(Backend):
                 offset += size
             else:
                 if self.paging == "cursor":
-                    token = _scalar(self._value(self._next, data))
+                    token = scalar(self._value(self._next, data))
                 else:
                     token = response.links.get("next", {}).get("url")
                 if not token:
@@ -960,7 +831,7 @@ class RestBackend(Backend):
         url, headers, data = template.render(values)
         if call.key and not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = call.key
-        response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
         if response.status_code == 404:
             raise ContactNotFound(
                 self._fail(
@@ -971,7 +842,7 @@ class RestBackend(Backend):
             # the API refused this record for good: sending it again cannot help
             status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
             raise DeliveryRefused(self._fail(what, f"refused the call: {status}"))
-        self._check_status(response, what)
+        self.check_status(response, what)
         try:
             answer = self._json(response, what)
         except BackendUnavailable as exc:
@@ -979,8 +850,8 @@ class RestBackend(Backend):
             log.warning("%s; the call was recorded, its id is unknown", exc)
             return WorkflowResult(id=None, url=None)
         return WorkflowResult(
-            id=_scalar(self._value(self._call_id, answer)) if answer is not None else None,
-            url=_scalar(self._value(self._call_url, answer)) if answer is not None else None,
+            id=scalar(self._value(self._call_id, answer)) if answer is not None else None,
+            url=scalar(self._value(self._call_url, answer)) if answer is not None else None,
         )
 
     def _find_call(self, values: dict[str, Any]) -> WorkflowResult | None:
@@ -989,10 +860,10 @@ class RestBackend(Backend):
         assert template is not None
         what = template.describe()
         url, headers, data = template.render(values)
-        response = self._send(what, template.method, url, headers=headers, data=data, timeout=self.timeout_s)
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
         if response.status_code == 404:
             return None
-        self._check_status(response, what)
+        self.check_status(response, what)
         answer = self._json(response, what)
         if answer is None:
             return None
@@ -1007,34 +878,15 @@ class RestBackend(Backend):
                 raise BackendUnavailable(
                     self._fail(what, f"answered {_kind(record)} where `call_log.find_call.results` expects records")
                 )
-            call_id = _scalar(self._value(self._find_id, record))
+            call_id = scalar(self._value(self._find_id, record))
             # a record counts when it has an id; without an id expression, any listed record does (but
             # not the whole answer: `{"items": []}` read with results = "@" is no record)
             if call_id is not None or (self._find_id is None and isinstance(found, list)):
-                return WorkflowResult(id=call_id, url=_scalar(self._value(self._find_url, record)))
+                return WorkflowResult(id=call_id, url=scalar(self._value(self._find_url, record)))
         return None
 
     # housekeeping ---------------------------------------------------------------------------------
-    def close(self) -> None:
-        self._session.close()
-
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["fields"] = info.pop("record_fields", None)
-        info["headers"] = _redact_headers(info.get("headers") or {})
-        info["lookup_url"] = redact_url(info.get("lookup_url"))
-        info["list_url"] = redact_url(info.get("list_url"))
-        info["body"] = _redact_body(info.get("body"))
-        if info.get("call_log"):
-            call_log = dict(info["call_log"])
-            call_log["request_url"] = redact_url(call_log.get("request_url"))
-            call_log["headers"] = _redact_headers(call_log.get("headers") or {})
-            call_log["body"] = _redact_body(call_log.get("body"))
-            if call_log.get("find_call"):
-                find = dict(call_log["find_call"])
-                find["request_url"] = redact_url(find.get("request_url"))
-                find["headers"] = _redact_headers(find.get("headers") or {})
-                find["body"] = _redact_body(find.get("body"))
-                call_log["find_call"] = find
-            info["call_log"] = call_log
         return info

@@ -308,7 +308,7 @@ def test_401_is_credentials_rejected_logged_once(fake, make, caplog):
                 backend.lookup(NUMBER, 5)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert "401 INVALID_AUTHENTICATION" in errors[0].getMessage()
+    assert "HTTP 401: INVALID_AUTHENTICATION" in errors[0].getMessage()
     assert TOKEN not in caplog.text
 
 

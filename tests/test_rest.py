@@ -316,7 +316,7 @@ def test_timeout_is_unavailable_within_the_timeout(api, tmp_path):
     with pytest.raises(BackendUnavailable) as info:
         backend.lookup(NUMBER, 5)
     assert time.monotonic() - started < 0.8
-    assert "timed out after 0.2s" in str(info.value)
+    assert "did not answer within 0.2s" in str(info.value)
     assert "tenant 't', backend 'erp'" in str(info.value)
     assert_no_full_number(str(info.value))
 
@@ -932,7 +932,7 @@ def test_try_forms_share_one_deadline(api, tmp_path):
         tmp_path,
     )
     started = time.monotonic()
-    with pytest.raises(BackendUnavailable, match="out of time|timed out"):
+    with pytest.raises(BackendUnavailable, match="out of time|did not answer"):
         backend.lookup(NUMBER, 5)
     assert time.monotonic() - started < 0.6
     assert len(api.requests) == 2
