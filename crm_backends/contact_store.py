@@ -75,6 +75,23 @@ class DirectoryStore(Protocol):
     def close(self) -> None: ...
 
 
+def contact_row(contact: Contact, now: float) -> tuple:
+    """A contact as the stores write it: id, name, company, contact_uri, company_uri, email,
+    custom_data (JSON), phones (JSON), last_activity (epoch seconds), updated_at."""
+    return (
+        contact.id,
+        contact.name,
+        contact.company,
+        contact.contact_uri,
+        contact.company_uri,
+        contact.email,
+        json.dumps(contact.custom_data, ensure_ascii=False) if contact.custom_data else None,
+        json.dumps(contact.phones, ensure_ascii=False),
+        contact.last_activity.timestamp() if contact.last_activity else None,
+        now,
+    )
+
+
 class ContactStore:
     """Contacts and call records in one SQLite file; safe to share between threads."""
 
@@ -192,20 +209,7 @@ class ContactStore:
         ids = []
         for contact, phones in contacts:
             ids.append((contact.id,))
-            contact_rows.append(
-                (
-                    contact.id,
-                    contact.name,
-                    contact.company,
-                    contact.contact_uri,
-                    contact.company_uri,
-                    contact.email,
-                    json.dumps(contact.custom_data, ensure_ascii=False) if contact.custom_data else None,
-                    json.dumps(contact.phones, ensure_ascii=False),
-                    contact.last_activity.timestamp() if contact.last_activity else None,
-                    now,
-                )
-            )
+            contact_rows.append(contact_row(contact, now))
             phone_rows.extend((phone.key, contact.id, phone.extension) for phone in phones)
         if not contact_rows:
             return 0

@@ -41,7 +41,7 @@ from lookup_core.errors import BackendUnavailable
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, StoredPhone
 
-from .contact_store import _contact, _iso, normalize_phones
+from .contact_store import _contact, _iso, contact_row, normalize_phones
 from .phone_index import PG_URL_VARIABLE, BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
 
 log = logging.getLogger(__name__)
@@ -363,14 +363,7 @@ class PgContactStore:
         contact_rows: list[tuple] = []
         phone_rows: list[tuple] = []
         for order, (contact, phones) in enumerate(contacts):
-            contact_rows.append((
-                order, contact.id, contact.name, contact.company, contact.contact_uri, contact.company_uri,
-                contact.email,
-                json.dumps(contact.custom_data, ensure_ascii=False) if contact.custom_data else None,
-                json.dumps(contact.phones, ensure_ascii=False),
-                contact.last_activity.timestamp() if contact.last_activity else None,
-                now,
-            ))
+            contact_rows.append((order, *contact_row(contact, now)))
             phone_rows.extend((phone.key, contact.id, phone.extension) for phone in phones)
         if not contact_rows:
             return 0
