@@ -13,10 +13,12 @@ import fcntl
 import json
 import mmap
 import os
+import re
 import sqlite3
 import struct
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -277,13 +279,14 @@ class ContactStore:
         numbers: dict[str, list[str]] = {}
         for key, cid, _ext in phone_rows:
             numbers.setdefault(cid, []).extend(number_words(key, self._calling_code))
+        last = {row[0]: row for row in contact_rows}  # a contact twice in a batch: its last row, as the upsert
         conn.executemany(
-            "DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)",
-            [(row[0],) for row in contact_rows],
+            "DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)", [(cid,) for cid in last]
         )
         conn.executemany(
             "INSERT INTO contacts_fts (rowid, name, company, numbers) SELECT rowid, ?, ?, ? FROM contacts WHERE id = ?",
-            [(row[1] or "", row[2] or "", " ".join(numbers.get(row[0], ())), row[0]) for row in contact_rows],
+            [(row[1] or "", row[2] or "", " ".join(dict.fromkeys(numbers.get(cid, ()))), cid)
+             for cid, row in last.items()],
         )
 
     def _ensure_search_index(self) -> None:
@@ -469,6 +472,15 @@ def number_words(key: str, calling_code: str) -> list[str]:
     if calling_code and digits.startswith(calling_code):
         return [digits, "0" + digits[len(calling_code):]]
     return [digits]
+
+
+def fold_words(text: str) -> list[str]:
+    """The words of ``text`` in lowercase without accents ("Jürg Müller" -> ["jurg", "muller"])."""
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
+    return [word for word in _WORD.findall(folded) if word]
+
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 def fts_query(words: list[str], digits: str) -> str:
