@@ -374,9 +374,15 @@ class ContactStore:
         query = fts_query(words, digits)
         if not query:
             return []
+        if digits or max(len(word) for word in words) >= 3:
+            ranked = ("bm25(contacts_fts, 4.0, 1.0, 1.0) AS score FROM contacts_fts WHERE contacts_fts MATCH ? "
+                      "ORDER BY score")
+        else:
+            # one or two letters may match a third of the directory: ranking them all costs seconds
+            # on a million contacts, so the first matches in the directory's order are answered
+            ranked = "rowid AS score FROM contacts_fts WHERE contacts_fts MATCH ?"
         rows = self.conn.execute(
-            f"""SELECT {_FULL} FROM (SELECT rowid AS r, bm25(contacts_fts, 4.0, 1.0, 1.0) AS score FROM contacts_fts
-                    WHERE contacts_fts MATCH ? ORDER BY score LIMIT ?) f
+            f"""SELECT {_FULL} FROM (SELECT rowid AS r, {ranked} LIMIT ?) f
                 JOIN contacts c ON c.rowid = f.r ORDER BY f.score, c.name""",
             (query, limit),
         ).fetchall()
