@@ -198,3 +198,42 @@ def test_cors_answers_the_tenants_origins_with_preflight(api):
     refused = api.options("/contacts", headers={"Origin": "https://evil.example",
                                                 "Access-Control-Request-Method": "GET"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_live_backends_are_searched_and_matched_but_not_listed(make_app, tmp_path):
+    import sqlite3
+
+    erp = tmp_path / "erp.sqlite3"
+    with sqlite3.connect(erp) as conn:
+        conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, phone TEXT, url TEXT)")
+        conn.execute("INSERT INTO people VALUES (7, 'Zoë Živković', '+41 31 322 21 11', 'https://erp.example/p/7')")
+    config = tmp_path / "lookup.toml"
+    config.write_text(f'''
+[[tenant]]
+name = "acme"
+tokens = ["{HEADERS["X-Execution-Token"]}"]
+allowed_origins = ["{ORIGIN}"]
+
+[[tenant.backend]]
+name = "directory"
+type = "directory"
+path = "{tmp_path / "directory.sqlite3"}"
+
+[[tenant.backend]]
+name = "erp"
+type = "sql"
+url = "sqlite:///{erp}"
+query = "SELECT id, name, phone, url FROM people WHERE REPLACE(phone, ' ', '') = :e164"
+name_query = "SELECT id, name, phone, url FROM people WHERE name LIKE :pattern LIMIT :limit"
+fields = {{ id = "id", name = "name", phones = "phone", contact_uri = "url" }}
+''')
+    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
+    listing = client.get("/contacts", headers=HEADERS)
+    assert listing.headers["X-Contacts-Unlisted"] == "erp" and listing.get_json()["data"] == []
+    found = client.get("/contacts/search?searchString=Zo", headers=HEADERS).get_json()["data"]
+    assert [(c["id"], c["phoneNumbers"][0]["phoneNumber"]) for c in found] == [("erp:7", "+41313222111")]
+    matched = client.post("/contacts/match", json={"phoneNumbers": ["031 322 21 11", "+41 44 000 00 00"]},
+                          headers=HEADERS).get_json()["data"]
+    assert [c["id"] for c in matched["031 322 21 11"]] == ["erp:7"] and matched["+41 44 000 00 00"] == []
+    view = client.post("/contacts/view", json=matched["031 322 21 11"][0], headers=HEADERS)
+    assert view.get_json() == {"url": "https://erp.example/p/7"}
