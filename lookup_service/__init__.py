@@ -76,7 +76,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     engine = LookupEngine(
         tenants,
         cache,
-        ResponseFormat(settings.response_keys),
+        ResponseFormat(settings.response_keys).render,  # the web layer's rendering, cached by the engine
         metrics,
         threads=settings.backend_threads,
         breaker_failures=settings.breaker_failures,
