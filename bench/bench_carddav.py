@@ -20,7 +20,7 @@ from bench.common import latency_figures, print_row, time_calls
 from crm_backends.base import BackendSpec, load_options
 from crm_backends.carddav import CardDAVBackend
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 from tests.servers.radicale import RadicaleServer
 
 USER, PASSWORD = "bench", "bench-secret"

@@ -20,10 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import latency_figures, print_row, time_calls  # noqa: E402
-from crm_backends.base import BackendSpec, RateLimited, load_options  # noqa: E402
+from crm_backends.base import BackendSpec, load_options
 from crm_backends.hubspot import HubSpotBackend  # noqa: E402
 from crm_backends.mirror import MirroredBackend  # noqa: E402
-from lookup_service.phone import parse_number  # noqa: E402
+from lookup_core.errors import RateLimited
+from lookup_core.phone import parse_number  # noqa: E402
 from tests.fakes.hubspot import PORTAL_ID, TOKEN, FakeHubSpot  # noqa: E402
 
 FORMATS = ("+41 {a} {b} {c} {d}", "0{a} {b} {c} {d}", "+41{a}{b}{c}{d}")

@@ -20,7 +20,7 @@ from bench.common import latency_figures, print_row, time_calls
 from crm_backends.base import BackendSpec, load_options
 from crm_backends.ldap import LdapBackend
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 from tests.servers.slapd import PEOPLE_DN, READER_DN, READER_PW, ROOT_DN, ROOT_PW, Slapd, base_ldif
 
 # distinct old timestamps, as in a real directory: an incremental sync lists only what the bench changes

@@ -75,9 +75,9 @@ def main() -> None:
         from crm_backends.contact_store import ContactStore
         from crm_backends.directory_import import import_file
         from crm_backends.phone_index import build
+        from lookup_core.phone import _parse_cached, parse_number
         from lookup_service import create_app
         from lookup_service.engine import Answer, Match
-        from lookup_service.phone import _parse_cached, parse_number
 
         csv_path = os.path.join(work, "contacts.csv")
         write_contacts(csv_path, args.contacts)

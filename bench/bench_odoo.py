@@ -24,7 +24,7 @@ from bench.common import latency_figures, print_row, time_calls  # noqa: E402
 from crm_backends.base import BackendSpec, load_options  # noqa: E402
 from crm_backends.mirror import MirroredBackend  # noqa: E402
 from crm_backends.odoo import OdooBackend  # noqa: E402
-from lookup_service.phone import parse_number  # noqa: E402
+from lookup_core.phone import parse_number  # noqa: E402
 from tests.fakes.odoo import OdooFake  # noqa: E402
 
 FORMATS = ("+41 {a} {b} {c} {d}", "0{a} {b} {c} {d}", "(0{a}) {b} {c} {d}", "+41{a}{b}{c}{d}")

@@ -22,7 +22,7 @@ from bench.make_contacts import number, write
 from crm_backends.contact_store import ContactStore
 from crm_backends.directory_import import import_file
 from crm_backends.pg_store import PgContactStore
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 from tests.servers.postgres import PASSWORD, postgres_server
 
 

@@ -21,7 +21,7 @@ from bench.common import latency_figures, print_row, time_calls
 from crm_backends.base import BackendSpec, load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.rest import RestBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 from tests.fakes.rest_api import FakeRestApi, Reply, Request
 
 FORMATS = ("(021) {a} {b} {c}", "+41 21 {a} {b} {c}", "0041 21 {a}{b}{c}", "021/{a}.{b}.{c}")

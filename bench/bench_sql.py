@@ -25,7 +25,7 @@ from bench.common import latency_figures, print_row, time_calls
 from crm_backends.base import BackendSpec, load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.sql import SqlBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 
 AREAS = ["21", "22", "31", "44", "61", "71", "91", "79", "78", "76"]
 COLUMNS = "id, first_name, last_name, company, phone, phone_digits"

@@ -20,10 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crm_backends.base import Backend, BackendSpec, BackendUnavailable, CallRecord, load_options  # noqa: E402
+from crm_backends.base import Backend, BackendSpec, load_options
 from crm_backends.hubspot import HubSpotBackend  # noqa: E402
 from crm_backends.pipedrive import PipedriveBackend  # noqa: E402
 from crm_backends.rest import RestBackend  # noqa: E402
+from lookup_core.errors import BackendUnavailable
+from lookup_core.types import CallRecord
 from tests.fakes.hubspot import PORTAL_ID, FakeHubSpot  # noqa: E402
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN  # noqa: E402
 from tests.fakes.pipedrive import API_TOKEN, FakePipedrive  # noqa: E402

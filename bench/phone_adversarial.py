@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lookup_service.phone import MAX_STORED_CHARS, InvalidPhoneNumber, extract_numbers, parse_number  # noqa: E402
+from lookup_core.phone import MAX_STORED_CHARS, InvalidPhoneNumber, extract_numbers, parse_number  # noqa: E402
 from tests.test_phone import ADVERSARIAL  # noqa: E402
 
 OLD_EXTENSION = re.compile(r"\s*(?:;\s*ext\s*=|(?:ext|extension|ext\.|x|#)\s*\.?\s*)(\d{1,8})\s*$", re.I)

@@ -23,9 +23,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from crm_backends.base import Contact  # noqa: E402
-from crm_backends.contact_store import ContactStore, StoredPhone  # noqa: E402
-from lookup_service.phone import InvalidPhoneNumber, parse_number  # noqa: E402
+from crm_backends.contact_store import ContactStore  # noqa: E402
+from lookup_core.phone import InvalidPhoneNumber, parse_number  # noqa: E402
+from lookup_core.types import Contact, StoredPhone  # noqa: E402
 from tests.test_phone_corpus import TENANT_REGION, build_store, corpus, evaluate  # noqa: E402
 
 

@@ -284,7 +284,8 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
 
 def _backend_config(table: dict[str, Any], tenant: str, source: str) -> BackendConfig:
     import crm_backends  # noqa: F401 - fills BACKEND_TYPES
-    from crm_backends.base import BACKEND_TYPES, BackendConfigError, load_options
+    from crm_backends.base import BACKEND_TYPES, load_options
+    from lookup_core.errors import BackendConfigError
 
     name = table.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):

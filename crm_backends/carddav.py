@@ -28,20 +28,11 @@ import phonenumbers
 import requests
 from marshmallow import ValidationError, fields, validates, validates_schema
 
-from lookup_service.phone import PhoneNumber
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import Contact, SyncBatch
 
-from .base import (
-    Backend,
-    BackendConfigError,
-    BackendOptions,
-    BackendSpec,
-    BackendUnavailable,
-    Contact,
-    CredentialsRejected,
-    RateLimited,
-    SyncBatch,
-    register,
-)
+from .base import Backend, BackendOptions, BackendSpec, register
 from .http import retry_after_seconds
 from .vcard import parse_vcards
 

@@ -22,67 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from lookup_service.phone import PhoneNumber, extract_numbers
+from lookup_core.phone import PhoneNumber, extract_numbers
+from lookup_core.types import CallRecord, Contact, StoredPhone
 
-from .base import CallRecord, Contact
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS contacts (
-    rowid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT,
-    company TEXT,
-    contact_uri TEXT,
-    company_uri TEXT,
-    email TEXT,
-    custom_data TEXT,
-    phones TEXT,
-    last_activity REAL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS phones (
-    key TEXT NOT NULL,
-    contact_rowid INTEGER NOT NULL,
-    extension TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (key, contact_rowid, extension)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS phones_by_contact ON phones (contact_rowid);
-CREATE TABLE IF NOT EXISTS calls (
-    key TEXT PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    contact_id TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    status TEXT NOT NULL,
-    originator_number TEXT,
-    originator_name TEXT,
-    destination_number TEXT,
-    destination_name TEXT,
-    started TEXT,
-    answered TEXT,
-    ended TEXT,
-    duration INTEGER NOT NULL,
-    user_id TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
-INSERT OR IGNORE INTO meta (name, value) VALUES ('contacts_generation', '0');
-"""
-
-# One number's contacts, ranked; and every number's, in the same ranking (the phone index).
-_COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
-       c.email, MIN(p.extension != '') AS loose
-FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
-_RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
-_LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {_RANKING} LIMIT ?"
-RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {_RANKING}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPhone:
-    key: str
-    extension: str
+from .sqlite_schema import LOOKUP, SCHEMA, read_generations
 
 
 @dataclass
@@ -94,7 +38,7 @@ class WriteReport:
 
 def normalize_phones(raw_numbers: Iterable[str], region: str, problems: list[str] | None = None) -> list[StoredPhone]:
     """The distinct normalized keys of the numbers in ``raw_numbers``, read as stored text (labels,
-    ``tel:`` URIs, several numbers in one value: :func:`lookup_service.phone.extract_numbers`).
+    ``tel:`` URIs, several numbers in one value: :func:`lookup_core.phone.extract_numbers`).
 
     A value or part of one that holds no readable number is left out, and its reason (never the
     number) appended to ``problems`` when given."""
@@ -190,7 +134,7 @@ class ContactStore:
             rows = self.snapshot.find(number.key, limit)
             if rows is not None:
                 return [_contact(row, row[5] or {}) for row in rows]
-        rows = self.conn.execute(_LOOKUP, (number.key, limit)).fetchall()
+        rows = self.conn.execute(LOOKUP, (number.key, limit)).fetchall()
         return [_contact(row, json.loads(row[5]) if row[5] else {}) for row in rows]
 
     def generation(self) -> int:
@@ -362,12 +306,6 @@ def _contact(row: tuple | list, custom_data: dict) -> Contact:
         email=row[7],
         exact=not row[8],
     )
-
-
-def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:
-    """The store's generation (every write) and contacts generation (the last contact change)."""
-    meta = dict(conn.execute("SELECT name, value FROM meta WHERE name LIKE '%generation'").fetchall())
-    return int(meta.get("generation", 0)), int(meta.get("contacts_generation", 0))
 
 
 class _WriteTransaction:

@@ -12,20 +12,11 @@ from typing import ClassVar
 
 from marshmallow import fields
 
-from lookup_service.phone import PhoneNumber
+from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNotFound
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, WorkflowResult
 
-from .base import (
-    Backend,
-    BackendConfigError,
-    BackendOptions,
-    BackendSpec,
-    BackendUnavailable,
-    CallRecord,
-    Contact,
-    ContactNotFound,
-    WorkflowResult,
-    register,
-)
+from .base import Backend, BackendOptions, BackendSpec, register
 from .contact_store import ContactStore, DirectoryStore
 
 

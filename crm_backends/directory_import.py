@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import TypeVar
 
-from .base import Contact
-from .contact_store import ContactStore, StoredPhone, normalize_phones
+from lookup_core.types import Contact, StoredPhone
+
+from .contact_store import ContactStore, normalize_phones
 
 T = TypeVar("T")
 BATCH = 5000

@@ -51,24 +51,12 @@ import requests
 from marshmallow import ValidationError, fields, validates, validates_schema
 from requests.adapters import HTTPAdapter
 
-from lookup_service.phone import PhoneNumber, mask, parse_number
+from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
+from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
-from .base import (
-    Backend,
-    BackendOptions,
-    BackendSpec,
-    BackendUnavailable,
-    CallRecord,
-    Contact,
-    ContactNotFound,
-    CredentialsRejected,
-    DeliveryRefused,
-    RateLimited,
-    SyncBatch,
-    WorkflowResult,
-    register,
-)
+from .base import Backend, BackendOptions, BackendSpec, register
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)

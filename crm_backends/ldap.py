@@ -39,19 +39,11 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from lookup_service.phone import PhoneNumber
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import Contact, SyncBatch
 
-from .base import (
-    Backend,
-    BackendConfigError,
-    BackendOptions,
-    BackendSpec,
-    BackendUnavailable,
-    Contact,
-    CredentialsRejected,
-    SyncBatch,
-    register,
-)
+from .base import Backend, BackendOptions, BackendSpec, register
 
 log = logging.getLogger(__name__)
 

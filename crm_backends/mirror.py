@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from lookup_service.phone import PhoneNumber
-from lookup_service.resilience import RateLimiter
+from lookup_core.errors import BackendError, BackendUnavailable
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, WorkflowResult
 
-from .base import Backend, BackendError, BackendUnavailable, CallRecord, Contact, WorkflowResult
+from .base import Backend
 from .contact_store import ContactStore
+from .resilience import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -35,24 +35,18 @@ from typing import Any, ClassVar
 import requests
 from marshmallow import ValidationError, fields, validate, validates
 
-from lookup_service.phone import PhoneNumber
-
-from .base import (
-    Backend,
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .base import Backend, BackendOptions, BackendSpec, register
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,11 @@ import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from lookup_service.phone import PhoneNumber
+from lookup_core.errors import BackendUnavailable
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, StoredPhone
 
-from .base import BackendUnavailable, CallRecord, Contact
-from .contact_store import StoredPhone, _contact, _iso, normalize_phones
+from .contact_store import _contact, _iso, normalize_phones
 from .phone_index import PG_URL_VARIABLE, BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ the truth. A snapshot carries the store's two generations from the moment
 it was read: it answers while no contact has changed since (a call record only changes the
 order of several contacts sharing a number, so such keys then go to the store). A store that finds
 its snapshot stale asks its database and starts a rebuild in a separate process
-(:func:`main`), one at a time per machine, so the build never
+(:func:`crm_backends.index_build.main`), one at a time per machine, so the build never
 competes with requests for the GIL.
 
 File layout (little endian): a header (magic, generation, contacts generation, slot count,
@@ -23,7 +23,6 @@ u64 slots, each 0 or a record offset + 1, indexed by CRC-32 of the key with line
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import glob
 import json
@@ -43,6 +42,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import quote
+
+from .sqlite_schema import RANKED_BY_KEY, read_generations
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _start_builder(db_path: str, options: Iterable[str] = (), env: dict[str, str
                    ) -> subprocess.Popen | None:
     try:
         return subprocess.Popen(
-            [sys.executable, "-c", "import sys; from crm_backends.phone_index import main; main(sys.argv[1:])",
+            [sys.executable, "-c", "import sys; from crm_backends.index_build import main; main(sys.argv[1:])",
              db_path, *options], cwd=_ROOT, env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
         )
@@ -238,9 +239,6 @@ def build(db_path: str, source: RankedRows | None = None) -> BuildReport:
 
 @contextmanager
 def _sqlite_rows(db_path: str) -> Iterator[tuple[int, int, Iterable[tuple]]]:
-    # imported here: the store imports this module for its SnapshotKeeper
-    from .contact_store import RANKED_BY_KEY, read_generations
-
     conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_path))}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")  # one read transaction: the rows and the generations agree
@@ -296,33 +294,3 @@ def _write_record(out, key: str, rows: list[tuple], position: int, checksums: ar
     checksums.append(zlib.crc32(encoded_key))
     offsets.append(position)
     return RECORD.size + len(encoded_key) + len(payload)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the phone index snapshot of a contact store.")
-    parser.add_argument("database", help="the SQLite file, or with --postgres-schema the local path it stands for")
-    parser.add_argument("--postgres-schema", help=f"read the directory from PostgreSQL (URL in ${PG_URL_VARIABLE})")
-    arguments = parser.parse_args(argv)
-    database, source = arguments.database, None
-    errors: tuple[type[Exception], ...] = (OSError, sqlite3.Error)
-    if arguments.postgres_schema:
-        import psycopg
-
-        from .pg_store import ranked_rows
-
-        errors += (psycopg.Error,)
-        if not os.environ.get(PG_URL_VARIABLE):
-            sys.exit(f"phone index of {database}: not built: {PG_URL_VARIABLE} is not set")
-        source = partial(ranked_rows, os.environ[PG_URL_VARIABLE], arguments.postgres_schema)
-    try:
-        report = build(database, source)
-    except errors as exc:  # one line in the service's log, not a traceback
-        sys.exit(f"phone index of {database}: not built: {exc}")
-    if report.built:
-        print(f"phone index: {report.keys} numbers in {report.seconds:.1f}s, {report.size_bytes / 1e6:.1f} MB")
-    else:
-        print("phone index: another build is running")
-
-
-if __name__ == "__main__":
-    main()

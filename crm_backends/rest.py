@@ -35,24 +35,18 @@ from jmespath.exceptions import JMESPathError
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from requests.adapters import HTTPAdapter
 
-from lookup_service.phone import PhoneNumber, mask, parse_number
-
-from .base import (
-    Backend,
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .base import Backend, BackendOptions, BackendSpec, register
 from .http import retry_after_seconds as _retry_after
 
 log = logging.getLogger(__name__)

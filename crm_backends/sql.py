@@ -36,23 +36,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import TextClause
 
-from lookup_service.phone import PhoneNumber, parse_number
-
-from .base import (
-    Backend,
+from lookup_core.errors import (
     BackendConfigError,
-    BackendOptions,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
-    Contact,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
-    SyncBatch,
-    WorkflowResult,
-    register,
 )
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+
+from .base import Backend, BackendOptions, BackendSpec, register
 
 log = logging.getLogger(__name__)
 

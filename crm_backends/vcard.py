@@ -38,9 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from lookup_service.phone import extract_numbers
-
-from .base import Contact
+from lookup_core.phone import extract_numbers
+from lookup_core.types import Contact
 
 __all__ = ["Tel", "VCardEntry", "decode_vcard_bytes", "derived_id", "parse_vcards"]
 

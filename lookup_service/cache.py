@@ -18,8 +18,8 @@ from typing import Protocol
 
 from cachetools import TLRUCache
 
+from crm_backends.resilience import SharedCounters
 from lookup_service import keys
-from lookup_service.resilience import SharedCounters
 
 log = logging.getLogger(__name__)
 _last_warning = [0.0]

@@ -21,7 +21,7 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import ImportFileError, file_size, import_file
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import InvalidPhoneNumber, mask, parse_number
+from lookup_core.phone import InvalidPhoneNumber, mask, parse_number
 from lookup_service.schemas import ResponseFormat
 
 

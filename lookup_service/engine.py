@@ -21,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import NamedTuple
 
-from crm_backends.base import BackendUnavailable, Contact, CredentialsRejected, RateLimited
 from crm_backends.mirror import MirrorNotReady
+from crm_backends.resilience import CircuitBreaker, RateLimiter
+from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import Contact
 from lookup_service.cache import Coordination
 from lookup_service.metrics import Metrics
-from lookup_service.phone import PhoneNumber
-from lookup_service.resilience import CircuitBreaker, RateLimiter
 from lookup_service.tenants import BackendSlot, Tenant
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from crm_backends.base import WorkflowResult
+from lookup_core.types import WorkflowResult
 from lookup_service import keys
 
 log = logging.getLogger(__name__)

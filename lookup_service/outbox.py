@@ -26,15 +26,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from crm_backends.base import (
-    BackendUnavailable,
-    CallRecord,
-    ContactNotFound,
-    CredentialsRejected,
-    DeliveryRefused,
-    RateLimited,
-    WorkflowResult,
-)
+from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
+from lookup_core.types import CallRecord, WorkflowResult
 from lookup_service.ledger import (
     DONE,
     FAILED,

@@ -12,9 +12,9 @@ from urllib.parse import unquote_to_bytes
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_service.errors import ApiError
 from lookup_service.logs import set_tenant
-from lookup_service.phone import InvalidPhoneNumber, parse_number
 from lookup_service.schemas import find_key
 from lookup_service.service import Service
 from lookup_service.workflows import run_workflow

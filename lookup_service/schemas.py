@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load
 
-from crm_backends.base import Contact
+from lookup_core.types import Contact
 
 if TYPE_CHECKING:
     from lookup_service.engine import Answer

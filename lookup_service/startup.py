@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from config.settings import ConfigError, Settings
-from crm_backends.base import BackendConfigError, BackendUnavailable, CredentialsRejected
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected
 from lookup_service.tenants import build_tenants
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 from config.settings import KNOWN_WORKFLOWS, BackendConfig, ConfigError, Settings, TenantConfig
-from crm_backends.base import BACKEND_TYPES, Backend, BackendConfigError, BackendSpec
+from crm_backends.base import BACKEND_TYPES, Backend, BackendSpec
 from crm_backends.mirror import MirroredBackend
+from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from crm_backends.base import CallRecord, ContactNotFound, DeliveryRefused, WorkflowResult
+from lookup_core.errors import ContactNotFound, DeliveryRefused
+from lookup_core.phone import mask
+from lookup_core.types import CallRecord, WorkflowResult
 from lookup_service.errors import ApiError
 from lookup_service.ledger import OutboxUnavailable
 from lookup_service.outbox import Outbox
-from lookup_service.phone import mask
 from lookup_service.schemas import WorkflowInputs
 from lookup_service.tenants import BackendSlot, Tenant
 from lookup_service.timeparse import InvalidTime, parse_time

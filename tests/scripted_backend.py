@@ -15,18 +15,10 @@ from typing import ClassVar
 
 from marshmallow import fields
 
-from crm_backends.base import (
-    BACKEND_TYPES,
-    Backend,
-    BackendOptions,
-    BackendUnavailable,
-    CallRecord,
-    Contact,
-    RateLimited,
-    WorkflowResult,
-    register,
-)
-from lookup_service.phone import PhoneNumber
+from crm_backends.base import BACKEND_TYPES, Backend, BackendOptions, register
+from lookup_core.errors import BackendUnavailable, RateLimited
+from lookup_core.phone import PhoneNumber
+from lookup_core.types import CallRecord, Contact, WorkflowResult
 
 
 @dataclass

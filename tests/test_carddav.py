@@ -12,17 +12,11 @@ from pathlib import Path
 import pytest
 
 from crm_backends import carddav
-from crm_backends.base import (
-    BackendConfigError,
-    BackendSpec,
-    BackendUnavailable,
-    CredentialsRejected,
-    RateLimited,
-    load_options,
-)
+from crm_backends.base import BackendSpec, load_options
 from crm_backends.carddav import CardDAVBackend, search_terms
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.phone import parse_number
 from tests.servers import free_port
 from tests.servers.radicale import RadicaleServer
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from crm_backends.contact_store import ContactStore
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 from tests.conftest import HEADERS, write_csv
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -107,9 +107,9 @@ def test_cli_import_reports_lines_and_lookup_prints_the_answer(make_app, tmp_pat
 
 def test_lookup_is_one_indexed_query(directory_path):
     store = ContactStore(directory_path)
-    from crm_backends.contact_store import _LOOKUP
+    from crm_backends.sqlite_schema import LOOKUP
 
-    plan = " ".join(str(row) for row in store.conn.execute("EXPLAIN QUERY PLAN " + _LOOKUP, ("+41215522000", 5)))
+    plan = " ".join(str(row) for row in store.conn.execute("EXPLAIN QUERY PLAN " + LOOKUP, ("+41215522000", 5)))
     assert "USING PRIMARY KEY (key=?)" in plan or "USING INDEX" in plan
     assert "SCAN p" not in plan and "SCAN phones" not in plan
     assert parse_number("41215522000").key == "+41215522000"

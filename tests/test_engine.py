@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from crm_backends.base import BackendUnavailable, Contact, RateLimited
+from lookup_core.errors import BackendUnavailable, RateLimited
+from lookup_core.types import Contact
 from lookup_service.engine import SENDING_MARGIN_S
 from tests.conftest import wait_for_background
 from tests.scripted_backend import SCRIPTS, Script

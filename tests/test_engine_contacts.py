@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from crm_backends.base import BackendUnavailable, Contact
+from lookup_core.errors import BackendUnavailable
+from lookup_core.phone import parse_number
+from lookup_core.types import Contact
 from lookup_service import keys
 from lookup_service.cache import MemoryCache
 from lookup_service.engine import Answer, LookupEngine, Match
 from lookup_service.metrics import Metrics
-from lookup_service.phone import parse_number
 from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat
 from tests.scripted_backend import SCRIPTS, Script
 

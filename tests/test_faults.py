@@ -32,17 +32,10 @@ from typing import Any
 import pytest
 
 from crm_backends import hubspot as hubspot_backend
-from crm_backends.base import (
-    Backend,
-    BackendUnavailable,
-    CallRecord,
-    ContactNotFound,
-    CredentialsRejected,
-    DeliveryRefused,
-    RateLimited,
-    WorkflowResult,
-)
-from lookup_service.phone import parse_number
+from crm_backends.base import Backend
+from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, WorkflowResult
 from tests.fakes.fault_proxy import Fault, FaultProxy
 from tests.fakes.hubspot import PORTAL_ID, FakeHubSpot
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN

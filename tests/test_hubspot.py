@@ -11,20 +11,19 @@ import pytest
 import requests
 
 from crm_backends.attempts import AttemptLog
-from crm_backends.base import (
+from crm_backends.base import BackendSpec, load_options
+from crm_backends.hubspot import HubSpotBackend, call_marker
+from crm_backends.mirror import MirroredBackend
+from lookup_core.errors import (
     BackendConfigError,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    load_options,
 )
-from crm_backends.hubspot import HubSpotBackend, call_marker
-from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord
 from tests.fakes.hubspot import PORTAL_ID, TOKEN, FakeHubSpot
 
 SEARCH = "/crm/v3/objects/contacts/search"

@@ -10,16 +10,11 @@ import uuid
 import ldap3
 import pytest
 
-from crm_backends.base import (
-    BackendConfigError,
-    BackendSpec,
-    BackendUnavailable,
-    CredentialsRejected,
-    load_options,
-)
+from crm_backends.base import BackendSpec, load_options
 from crm_backends.ldap import LdapBackend, parse_generalized_time
 from crm_backends.mirror import MirroredBackend
-from lookup_service.phone import parse_number
+from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected
+from lookup_core.phone import parse_number
 from tests.servers import free_port
 from tests.servers.slapd import (
     PEOPLE_DN,

@@ -11,19 +11,12 @@ from email.utils import format_datetime
 
 import pytest
 
-from crm_backends.base import (
-    BackendConfigError,
-    BackendSpec,
-    BackendUnavailable,
-    CallRecord,
-    ContactNotFound,
-    CredentialsRejected,
-    RateLimited,
-    load_options,
-)
+from crm_backends.base import BackendSpec, load_options
 from crm_backends.mirror import MirroredBackend
 from crm_backends.odoo import OdooBackend
-from lookup_service.phone import parse_number
+from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNotFound, CredentialsRejected, RateLimited
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord
 from tests.fakes.odoo import ACCESS_DENIED, ACCESS_ERROR, OdooFake, wait_until
 
 NUMBER = parse_number("41215522000")

@@ -21,7 +21,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from openapi_spec_validator import validate as validate_document
 from werkzeug.test import EnvironBuilder
 
-from crm_backends.base import Contact
+from lookup_core.types import Contact
 from lookup_service.openapi import build_spec, contact_schema, undescribed_rules
 from lookup_service.schemas import CAMEL_KEYS, PASCAL_KEYS, ResponseFormat, WorkflowInputs
 from tests.conftest import DEMO_CSV, HEADERS, TOKEN

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from crm_backends.base import WorkflowResult
+from lookup_core.types import WorkflowResult
 from lookup_service.ledger import DONE, FAILED, LEASE_S, PENDING, RedisLedger, SqlLedger, owner_dead, owner_id
 from tests.fakes.rest_api import FakeRestApi, Reply
 from tests.scripted_backend import SCRIPTS, Script

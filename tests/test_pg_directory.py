@@ -25,12 +25,13 @@ import pytest
 
 from config.settings import ConfigError, load_settings
 from crm_backends import pg_store, phone_index
-from crm_backends.base import BackendUnavailable, CallRecord, Contact
 from crm_backends.contact_store import ContactStore
 from crm_backends.directory_import import import_file
 from crm_backends.pg_store import PgContactStore, libpq_url, schema_name
+from lookup_core.errors import BackendUnavailable
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, Contact
 from lookup_service import create_app
-from lookup_service.phone import parse_number
 from tests.conftest import HEADERS, TOKEN, write_csv
 from tests.servers import free_port
 from tests.servers.postgres import PASSWORD, Postgres, postgres_server

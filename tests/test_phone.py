@@ -2,9 +2,8 @@
 
 import pytest
 
-from crm_backends.base import Contact
 from crm_backends.contact_store import ContactStore, normalize_phones
-from lookup_service.phone import (
+from lookup_core.phone import (
     A_DATE,
     BAD_EXTENSION,
     BAD_TEL_URI,
@@ -19,6 +18,7 @@ from lookup_service.phone import (
     mask,
     parse_number,
 )
+from lookup_core.types import Contact
 
 LOOKED_UP = ["41215522000", "+41215522000", "0041215522000", "0215522000", "021 552 20 00"]
 STORED = [
@@ -97,7 +97,7 @@ def test_the_shortcut_for_plain_spellings_agrees_with_phonenumbers(region):
     import random
     import re
 
-    from lookup_service.phone import _SOUND_CODES, _parsed_form, _plain_form, _region_shape
+    from lookup_core.phone import _SOUND_CODES, _parsed_form, _plain_form, _region_shape
 
     rng = random.Random(region)
     own_code, _ = _region_shape(region)
@@ -292,7 +292,7 @@ def test_a_readable_and_an_unreadable_part_of_one_field():
 )
 def test_plain_values_read_as_the_lookup_reads_them(stored):
     """The fast path for plain values and the general path agree, and agree with parse_number."""
-    from lookup_service.phone import _extract
+    from lookup_core.phone import _extract
 
     assert extract_numbers(stored, "CH")[0] == _extract(stored, "CH")[0] == [parse_number(stored, "CH")]
 
@@ -324,7 +324,7 @@ def test_hostile_lookup_input_is_refused_at_once(text):
 
 
 def test_the_extension_split_is_a_scan_that_handles_long_runs_of_spaces():
-    from lookup_service.phone import _split_extension
+    from lookup_core.phone import _split_extension
 
     assert _split_extension(" " * 65536) == (" " * 65536, None)
     assert _split_extension("021 552 20 00" + " " * 65536 + "ext. 12") == ("021 552 20 00", "12")
@@ -363,8 +363,9 @@ def test_an_extension_ranks_after_the_exact_number_and_a_short_number_matches_on
 
 
 def test_a_mirror_sync_counts_unreadable_values_and_logs_the_count_once(tmp_path, caplog):
-    from crm_backends.base import Backend, BackendSpec, SyncBatch
+    from crm_backends.base import Backend, BackendSpec
     from crm_backends.mirror import MirroredBackend
+    from lookup_core.types import SyncBatch
 
     class Source(Backend):
         type_name = "stored-numbers"
@@ -446,7 +447,7 @@ def test_extraction_never_raises_and_never_invents_digits():
 
     import phonenumbers
 
-    from lookup_service.phone import _clean_characters
+    from lookup_core.phone import _clean_characters
 
     pieces = [*"0123456789" * 6, *"   +()-./;,:#xTelBüro", "\u00a0", "\u2013", "\uff11", "\u00ad", "\n", ":::",
               "ext.", "tel:", ";ext=", "'", "(0)", "+41 ", "00"]

@@ -22,9 +22,9 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from crm_backends.base import Contact
 from crm_backends.contact_store import ContactStore, normalize_phones
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import Contact
 
 REGIONS = (
     "CH DE FR IT AT GB US NL BE ES PT SE NO DK FI PL CZ HU IE LU LI JP AU BR IN ZA MX RU CN TR AR NZ".split()

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from crm_backends import phone_index
-from crm_backends.base import CallRecord, Contact
+from crm_backends import index_build, phone_index
 from crm_backends.contact_store import ContactStore
 from crm_backends.phone_index import InvalidIndex, PhoneIndex, build, index_path
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, Contact
 from tests.conftest import DEMO_CSV, HEADERS
 
 POOL = [f"+41 44 668 {n:02d} 00" for n in range(40)]  # few numbers: many shared by several contacts
@@ -186,5 +186,5 @@ def test_a_replaced_database_moves_past_the_board(directory_path):
 
 def test_a_build_that_cannot_write_says_so_in_one_line(tmp_path):
     with pytest.raises(SystemExit) as failure:
-        phone_index.main([str(tmp_path / "missing" / "directory.sqlite3")])
+        index_build.main([str(tmp_path / "missing" / "directory.sqlite3")])
     assert str(failure.value.code).startswith("phone index of ") and "not built" in str(failure.value.code)

@@ -10,20 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from crm_backends.base import (
+from crm_backends.base import BackendSpec, load_options
+from crm_backends.mirror import MirroredBackend
+from crm_backends.pipedrive import PipedriveBackend, _next_since
+from lookup_core.errors import (
     BackendConfigError,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    load_options,
 )
-from crm_backends.mirror import MirroredBackend
-from crm_backends.pipedrive import PipedriveBackend, _next_since
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord
 from tests.fakes.pipedrive import API_TOKEN, OAUTH_TOKEN, FakePipedrive
 
 NUMBER = parse_number("41215522000")  # +41 21 552 20 00, as the connector sends it

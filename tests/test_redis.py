@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from crm_backends.base import Contact
+from lookup_core.types import Contact
 from tests.conftest import wait_for_background
 from tests.scripted_backend import SCRIPTS, Script
 from tests.servers.redis import redis_server

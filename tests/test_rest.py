@@ -15,21 +15,19 @@ from typing import Any
 
 import pytest
 
-from crm_backends.base import (
+from crm_backends.base import BackendSpec, load_options
+from crm_backends.mirror import MirroredBackend
+from crm_backends.rest import RestBackend
+from lookup_core.errors import (
     BackendConfigError,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
-    WorkflowResult,
-    load_options,
 )
-from crm_backends.mirror import MirroredBackend
-from crm_backends.rest import RestBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, WorkflowResult
 from tests.fakes.rest_api import FakeRestApi, Reply, Request
 
 NUMBER = parse_number("41215522000")

@@ -17,19 +17,18 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from crm_backends.base import (
+from crm_backends.base import BackendSpec, load_options
+from crm_backends.mirror import MirroredBackend
+from crm_backends.sql import SqlBackend
+from lookup_core.errors import (
     BackendConfigError,
-    BackendSpec,
     BackendUnavailable,
-    CallRecord,
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
-    load_options,
 )
-from crm_backends.mirror import MirroredBackend
-from crm_backends.sql import SqlBackend
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord
 from tests.servers import free_port
 from tests.servers.postgres import Postgres, postgres_server
 

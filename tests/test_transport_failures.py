@@ -35,18 +35,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_backends.base import (
-    BACKEND_TYPES,
-    Backend,
-    BackendSpec,
-    BackendUnavailable,
-    CredentialsRejected,
-    RateLimited,
-    load_options,
-)
+from crm_backends.base import BACKEND_TYPES, Backend, BackendSpec, load_options
 from crm_backends.ldap import LdapBackend
 from crm_backends.sql import SqlBackend
-from lookup_service.phone import parse_number
+from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
+from lookup_core.phone import parse_number
 from lookup_service.service import Service
 from tests.servers.misbehaving import GARBAGE, PLAIN_HTTP_400, MisbehavingServer, http_response
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crm_backends.vcard import Tel, VCardEntry, decode_vcard_bytes, derived_id, parse_vcards
-from lookup_service.phone import parse_number
+from lookup_core.phone import parse_number
 
 DATA = Path(__file__).parent / "data"
 

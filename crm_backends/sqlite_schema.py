@@ -1,0 +1,64 @@
+"""The SQLite directory's schema and the queries that read it, shared by the store
+(:mod:`crm_backends.contact_store`) and the build of its phone index snapshot
+(:mod:`crm_backends.phone_index`), so that neither imports the other."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT,
+    company TEXT,
+    contact_uri TEXT,
+    company_uri TEXT,
+    email TEXT,
+    custom_data TEXT,
+    phones TEXT,
+    last_activity REAL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phones (
+    key TEXT NOT NULL,
+    contact_rowid INTEGER NOT NULL,
+    extension TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (key, contact_rowid, extension)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS phones_by_contact ON phones (contact_rowid);
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    status TEXT NOT NULL,
+    originator_number TEXT,
+    originator_name TEXT,
+    destination_number TEXT,
+    destination_name TEXT,
+    started TEXT,
+    answered TEXT,
+    ended TEXT,
+    duration INTEGER NOT NULL,
+    user_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
+INSERT OR IGNORE INTO meta (name, value) VALUES ('contacts_generation', '0');
+"""
+
+# One number's contacts, ranked; and every number's, in the same ranking (the phone index).
+_COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
+       c.email, MIN(p.extension != '') AS loose
+FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
+_RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
+LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {_RANKING} LIMIT ?"
+RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {_RANKING}"
+
+
+def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The store's generation (every write) and contacts generation (the last contact change)."""
+    meta = dict(conn.execute("SELECT name, value FROM meta WHERE name LIKE '%generation'").fetchall())
+    return int(meta.get("generation", 0)), int(meta.get("contacts_generation", 0))
