@@ -3,7 +3,7 @@
 The engine sees only :class:`Coordination`: cached answers (opaque bytes, so a hit costs no
 serialization and a cached entry is no object the garbage collector walks), single-flight locks,
 the shared per-second request counters and 429 blocks of the rate limiters, and a health check.
-In process by default (cachetools); in Redis when ``REDIS_URL`` is set, so every gunicorn worker
+In process by default (a dict per generation of entries); in Redis when ``REDIS_URL`` is set, so every gunicorn worker
 and every machine behind the router shares the cache, the locks and the counters. Redis key
 names come from :mod:`lookup_service.keys`.
 """
@@ -15,8 +15,6 @@ import threading
 import time
 import uuid
 from typing import Protocol
-
-from cachetools import TLRUCache
 
 from crm_backends.resilience import SharedCounters
 from lookup_service import keys
@@ -67,24 +65,39 @@ class Coordination(SharedCounters, Protocol):
 
 class MemoryCache:
     """Per-entry TTL cache local to this process. ``shared`` is False: no cross-process locks or
-    counters (the rate limiters use their own token buckets)."""
+    counters (the rate limiters use their own token buckets).
+
+    An entry is a tuple ``(expires, value)`` of a float and bytes in a plain dict: the garbage
+    collector untracks such tuples, and then the dict, so a full cache adds nothing to a full
+    collection (a ``cachetools.TLRUCache`` of 100,000 entries, one tracked item object each plus
+    its heap, added about 10 ms to each). The size is bounded by generations rather than by
+    evicting entries one at a time: new entries go into ``_young``; when it holds half the maximum
+    it becomes ``_old`` and the previous old half is dropped whole. A read takes no lock.
+    """
 
     shared = False
 
     def __init__(self, maxsize: int = 100_000):
-        self._cache: TLRUCache = TLRUCache(maxsize=maxsize, ttu=lambda _key, value, now: now + value[1])
+        self._half = max(1, maxsize // 2)
+        self._young: dict[str, tuple[float, bytes]] = {}
+        self._old: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            entry = self._cache.get(key)
-        return entry[0] if entry is not None else None
+        entry = self._young.get(key) or self._old.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return None
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
             return
+        entry = (time.monotonic() + ttl, value)
         with self._lock:
-            self._cache[key] = (value, ttl)
+            if len(self._young) >= self._half and key not in self._young:
+                self._old, self._young = self._young, {}
+            self._young[key] = entry
+            self._old.pop(key, None)
 
     # In process the in-process single flight suffices: the lock is always ours, nobody else
     # computes an answer to wait for, and there is no other process to share counters with.

@@ -200,3 +200,43 @@ def test_every_key_the_service_writes_in_redis_is_named_by_the_keys_module(app, 
         assert names and all(name.startswith(keys.PREFIX) for name in names), names
         assert any(name.startswith(keys.OUTBOX) for name in names), names
         service.close()
+
+
+# --- out of the garbage collector's way ------------------------------------------------------------
+
+def test_the_memory_cache_expires_is_bounded_and_is_no_work_for_the_collector():
+    import gc
+    import time
+
+    cache = MemoryCache(maxsize=1000)
+    cache.set("short", b"[1]", 0.05)
+    cache.set("never", b"[2]", 0)  # a zero TTL caches nothing
+    assert cache.get("short") == b"[1]" and cache.get("never") is None
+    deadline = time.monotonic() + 5
+    while cache.get("short") is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.get("short") is None
+    for i in range(3000):
+        cache.set(f"k{i}", b"[]", 60)
+    held = [i for i in range(3000) if cache.get(f"k{i}") is not None]
+    assert len(held) <= 1000 and held[-1] == 2999 and held == list(range(held[0], 3000))
+    cache.set("k0", b"[0]", 60)  # set again after its eviction: the newest value
+    assert cache.get("k0") == b"[0]"
+    gc.collect()
+    assert not gc.is_tracked(cache._young) and not gc.is_tracked(cache._old)
+
+
+def test_freezing_the_startup_objects_leaves_them_to_reference_counting():
+    import gc
+
+    from lookup_service import FULL_COLLECTION_EVERY, freeze_startup_objects
+
+    threshold = gc.get_threshold()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 10_000  # the loaded modules' objects, at least
+        assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY
+        assert len(gc.get_objects(generation=2)) < gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
