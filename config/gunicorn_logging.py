@@ -5,7 +5,8 @@ import os
 
 from gunicorn.glogging import Logger
 
-from lookup_service.logs import mask_numbers, redact_handlers
+from lookup_core.redact import mask_numbers
+from lookup_service.logs import redact_handlers
 
 
 class MaskingLogger(Logger):

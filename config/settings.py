@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from lookup_core.redact import secret_values
+
 MAX_RESULTS_CAP = 5  # the connector's documented recommendation; a lower cap may be configured
 KNOWN_WORKFLOWS = ("CallFlow",)
 
@@ -84,21 +86,8 @@ class Settings:
                 values.append(password)
         for tenant in self.tenants:
             for backend in tenant.backends:
-                values.extend(_secret_values(backend.options))
+                values.extend(secret_values(backend.options))
         return [v for v in values if isinstance(v, str) and len(v) >= 4]
-
-
-_SECRET_NAME = re.compile(r"(password|secret|token|api[_-]?key|authorization|credential|cookie)", re.I)
-
-
-def _secret_values(options: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            found.extend(_secret_values(value))
-        elif isinstance(value, str) and _SECRET_NAME.search(key):
-            found.append(value)
-    return found
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -26,6 +26,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import PhoneNumber, extract_numbers
+from lookup_core.redact import redact_options
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 # The errors and value types live in the core (lookup_core). Their names stay importable from here
@@ -89,7 +90,8 @@ class Backend(ABC):
     default_crm_logo: ClassVar[str | None] = None
     # Requests a second the source allows (None: no limit). Overridable with `rate_per_second`.
     default_rate_per_second: ClassVar[float | None] = None
-    # Keys of `options` that are secrets: never logged, redacted in `config check`.
+    # Keys of `options` that are secrets besides those named like one (lookup_core.redact.is_secret_name):
+    # redacted in `config check`.
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "api_key", "api_token", "access_token", "token"})
 
     def __init__(self, spec: BackendSpec):
@@ -174,10 +176,7 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Options for `config check`, secrets redacted."""
-        return {
-            key: ("***" if key in self.secret_keys and value else value)
-            for key, value in self.options.items()
-        }
+        return redact_options(self.options, self.secret_keys)
 
 
 BACKEND_TYPES: dict[str, type[Backend]] = {}

@@ -52,7 +52,8 @@ from marshmallow import ValidationError, fields, validates, validates_schema
 from requests.adapters import HTTPAdapter
 
 from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
-from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.redact import mask
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog

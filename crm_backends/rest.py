@@ -43,7 +43,8 @@ from lookup_core.errors import (
     DeliveryRefused,
     RateLimited,
 )
-from lookup_core.phone import PhoneNumber, mask, parse_number
+from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.redact import is_secret_name, mask_json_secrets, mask_numbers
 from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
 
 from .base import Backend, BackendOptions, BackendSpec, register
@@ -82,8 +83,6 @@ _PAGE_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
 _PAGE_SIZE_PARAM = {"page": "per_page", "offset": "limit"}
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRETISH = re.compile(r"auth|key|token|secret|passw|signature|session|cookie|credential", re.I)
-_LONG_DIGITS = re.compile(r"\d{7,}")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -496,7 +495,7 @@ def _kind(value: Any) -> str:
 
 def scrub(text: str) -> str:
     """Mask anything that may be a phone number in a text bound for a log or an error message."""
-    return _LONG_DIGITS.sub(lambda m: mask(m.group()), text)
+    return mask_numbers(text)
 
 
 def redact_url(url: str | None) -> str | None:
@@ -510,21 +509,21 @@ def redact_url(url: str | None) -> str | None:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRETISH.search(k) else v) for k, v in pairs], safe="{}*")
+        query = urlencode([(k, "***" if is_secret_name(k) else v) for k, v in pairs], safe="{}*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {name: "***" if _SECRETISH.search(name) else value for name, value in headers.items()}
+    return {name: "***" if is_secret_name(name) else value for name, value in headers.items()}
 
 
 def _redact_body(body: Any) -> Any:
     if isinstance(body, dict):
-        return {k: "***" if _SECRETISH.search(k) else _redact_body(v) for k, v in body.items()}
+        return {k: "***" if is_secret_name(k) else _redact_body(v) for k, v in body.items()}
     if isinstance(body, list):
         return [_redact_body(v) for v in body]
     if isinstance(body, str):
-        return re.sub(r'("[^"]*(?:key|token|secret|passw)[^"]*"\s*:\s*)"[^"]*"', r'\1"***"', body, flags=re.I)
+        return mask_json_secrets(body)
     return body
 
 

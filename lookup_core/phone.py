@@ -25,6 +25,8 @@ from urllib.parse import unquote
 import phonenumbers
 from phonenumbers import PhoneNumberFormat
 
+from lookup_core.redact import mask
+
 MIN_DIGITS = 2
 MAX_DIGITS = 20
 # Internal extensions rarely exceed six digits; longer digit strings are treated as full numbers.
@@ -77,16 +79,6 @@ class PhoneNumber:
 
     def masked(self) -> str:
         return mask(self.key)
-
-
-def mask(text: str | None) -> str:
-    """All but the last 3 digits replaced, for logs."""
-    if not text:
-        return "-"
-    digits = re.sub(r"\D", "", text)
-    if len(digits) <= 3:
-        return "***"
-    return "*" * (len(digits) - 3) + digits[-3:]
 
 
 def parse_number(text: str, region: str = "CH") -> PhoneNumber:

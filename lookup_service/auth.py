@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
-
+from lookup_core.redact import matching_token
 from lookup_service.tenants import Tenant
 
 
 class TokenTable:
     def __init__(self, tenants: list[Tenant]):
-        self._entries = [(token.encode(), tenant) for tenant in tenants for token in tenant.tokens]
+        self._tokens = [token.encode() for tenant in tenants for token in tenant.tokens]
+        self._tenants = [tenant for tenant in tenants for _ in tenant.tokens]
 
     def tenant_for(self, presented: str | None) -> Tenant | None:
-        """The tenant owning ``presented``, or None. Every configured token is compared, with
-        ``hmac.compare_digest``, so the time taken says nothing about which one came close."""
-        if not presented:
-            return None
-        candidate = presented.encode("utf-8", "surrogateescape")
-        found = None
-        for token, tenant in self._entries:
-            if hmac.compare_digest(candidate, token):
-                found = tenant
-        return found
+        """The tenant owning ``presented``, or None; every configured token is compared in constant
+        time (:func:`lookup_core.redact.matching_token`)."""
+        found = matching_token(presented, self._tokens)
+        return None if found is None else self._tenants[found]

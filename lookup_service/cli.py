@@ -4,7 +4,6 @@ outbox list/retry/drop."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -21,7 +20,8 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import ImportFileError, file_size, import_file
 from crm_backends.mirror import MirroredBackend
-from lookup_core.phone import InvalidPhoneNumber, mask, parse_number
+from lookup_core.phone import InvalidPhoneNumber, parse_number
+from lookup_core.redact import mask, mask_numbers
 from lookup_service.schemas import ResponseFormat
 
 
@@ -260,12 +260,11 @@ def sync_command(tenant: str | None, backend: str | None, full: bool) -> None:
 
 
 outbox_group = AppGroup("outbox", help="Workflow calls waiting for delivery, or refused for good.")
-_LONG_DIGITS = re.compile(r"\+?\d[\d ./-]{5,}\d")
 
 
 def _masked_text(text: str | None) -> str:
     """A stored error message with any phone-number-like digit run masked."""
-    return _LONG_DIGITS.sub(lambda m: mask(m.group(0)), text or "")
+    return mask_numbers(text or "")
 
 
 def _age(seconds: float) -> str:

@@ -19,57 +19,11 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
-# What may separate the digits of one number: spaces, - . / ( ) and +, also percent-encoded
-# (%20 space, %2B +, %2D -, %2F /, %28 %29 brackets), as in a URL's query string.
-_SEP = r"(?:[ \t\-./()+]|%2[0BbDdFf89])"
-# Tried in order at each position: the first ones are kept as they are, the last is a number.
-_TOKENS = re.compile(
-    r"(?P<keep>"
-    r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d])"  # IPv4
-    r"|(?<!\d)\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?)?(?!\d)"  # date, date and time
-    r"|(?<!\d)\d{4} \d\d:\d\d(?::\d\d(?:[.,]\d{1,9})?)?(?!\d)"  # a year and a time: 01/Dec/2026 04:35:58
-    r"|(?<![\d.])\d{1,9}\.\d{1,9}(?![\d.])"  # a decimal: a duration, a version
-    r"|:\d{1,5}(?!\d)"  # a port, the minutes of a time
-    r'|(?<=HTTP/1\.[01]" )\d{3} \d{1,9}(?!\d)'  # the status and size after a logged request line
-    r")"
-    rf"|(?P<number>\d(?:{_SEP}{{0,3}}\d)*)"
-)
-_PERCENT_SEP = re.compile(r"%2[0BbDdFf89]")
-# A credential in a URL's query (an API key in a backend's lookup_url) as a library logs the URL.
-_QUERY_SECRET = re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|"
-                           r"passwd|pwd|signature|sig)=)[^&;#\s\"']+")
-MIN_DIGITS = 6  # fewer digits than this are a port, a count, a short extension: not masked
+from lookup_core.redact import MIN_DIGITS, REDACTED, is_secret_name, mask, mask_numbers, mask_secrets
 
-
-def mask_numbers(text: str) -> str:
-    """``text`` with every digit run of six digits or more (separators inside it ignored)
-    replaced by stars and its last three digits, and credentials in URL queries by ``***``."""
-
-    def hide(match: re.Match[str]) -> str:
-        found = match.group("number")
-        if found is None:
-            return match.group(0)
-        digits = [c for c in _PERCENT_SEP.sub("", found) if c.isdigit()]
-        if len(digits) < MIN_DIGITS:
-            return found
-        return "*" * (len(digits) - 3) + "".join(digits[-3:])
-
-    if "=" in text:
-        text = _QUERY_SECRET.sub(r"\1***", text)
-    if not any(c.isdigit() for c in text):
-        return text
-    return _TOKENS.sub(hide, text)
-
-
-def mask_secrets(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-# Fields redacted by name wherever they appear (``extra=`` of a record, the access log).
-SECRET_FIELDS = frozenset({"token", "authorization", "x_execution_token", "headers", "password", "secret"})
+# Fields redacted by name wherever they appear (``extra=`` of a record, the access log), besides
+# those whose name says they hold a secret (lookup_core.redact.is_secret_name).
+SECRET_FIELDS = frozenset({"headers"})
 NUMBER_FIELDS = frozenset({"phone", "phone_number", "phonenumber", "number", "originator_number",
                            "destination_number", "query", "query_string"})
 KEEP_FIELDS = frozenset({"request_id", "tenant", "status", "duration_ms", "bytes", "method", "remote"})
@@ -79,11 +33,11 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 def redact_field(name: str, value: Any, secrets: Iterable[str] = ()) -> Any:
     """``value`` as it may be logged under ``name``."""
     key = name.lower().replace("-", "_")
-    if key in SECRET_FIELDS:
-        return "***" if value not in (None, "") else value
+    if key in SECRET_FIELDS or is_secret_name(key):
+        return REDACTED if value not in (None, "") else value
     if key in NUMBER_FIELDS and value not in (None, ""):
         digits = re.sub(r"\D", "", str(value))
-        return "*" * max(len(digits) - 3, 0) + digits[-3:] if len(digits) >= MIN_DIGITS else mask_numbers(str(value))
+        return mask(digits) if len(digits) >= MIN_DIGITS else mask_numbers(str(value))
     if isinstance(value, str):
         return mask_numbers(mask_secrets(value, secrets))
     if isinstance(value, int) and not isinstance(value, bool):  # six digits or more: as a number in JSON

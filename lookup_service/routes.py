@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -13,6 +12,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from lookup_core.phone import InvalidPhoneNumber, parse_number
+from lookup_core.redact import tokens_equal
 from lookup_service.errors import ApiError
 from lookup_service.logs import set_tenant
 from lookup_service.schemas import find_key
@@ -89,7 +89,7 @@ def register_routes(app: Flask, service: Service) -> None:
         if not metrics_token:
             raise ApiError(404, "not_found", "metrics are disabled; set LOOKUP_METRICS_TOKEN to enable them")
         presented = request.headers.get(header) or _bearer(request.headers.get("Authorization"))
-        if tokens_differ(presented, metrics_token):
+        if not tokens_equal(presented, metrics_token):
             raise ApiError(401, "unauthorized", f"missing or wrong metrics token ({header} or Authorization: Bearer)")
         service.refresh_metrics()
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
@@ -134,10 +134,6 @@ def _not_ready_message(not_ready: list[dict[str, str]]) -> str:
     first = not_ready[0]
     more = f" (and {len(not_ready) - 1} more)" if len(not_ready) > 1 else ""
     return f"not ready: tenant {first['tenant']}, {first['backend']}: {first['reason']}{more}"
-
-
-def tokens_differ(presented: str | None, expected: str) -> bool:
-    return not presented or not hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def _bearer(value: str | None) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from lookup_core.errors import ContactNotFound, DeliveryRefused
-from lookup_core.phone import mask
+from lookup_core.redact import mask
 from lookup_core.types import CallRecord, WorkflowResult
 from lookup_service.errors import ApiError
 from lookup_service.ledger import OutboxUnavailable
