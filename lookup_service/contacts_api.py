@@ -12,6 +12,7 @@ lookup engine (its cache, deadline and breakers).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import unicodedata
@@ -34,6 +35,7 @@ from lookup_service.schemas import find_key
 from lookup_service.service import Service
 from lookup_service.tenants import BackendSlot, Tenant
 
+log = logging.getLogger(__name__)
 # A contact deleted during a listing keeps its place in the listing this long (so later pages do
 # not shift), and a listing's start is remembered this long (its syncTimestamp).
 HOLD_S = 600.0
@@ -141,12 +143,27 @@ def register_contacts_api(app: Flask, service: Service) -> None:
         live = [slot for slot in tenant.slots if _store_of(slot.backend) is None and slot.backend.search_by_name]
         incomplete = False
         if live and words:
-            futures = [(slot, pool.submit(slot.backend.search, text.strip(), limit)) for slot in live]
+            engine = service.engine
+            futures = []
+            for slot in live:  # the lookup's rules: the rate limit and the circuit breaker, the deadline
+                if engine._admit(tenant, slot):
+                    futures.append((slot, pool.submit(slot.backend.search, text.strip(), limit)))
+                else:
+                    incomplete = True
             deadline = time.monotonic() + tenant.deadline_s
             for slot, future in futures:
+                breaker = engine.breakers[(tenant.name, slot.name)]
                 try:
                     found.extend((slot, c) for c in future.result(timeout=max(0.0, deadline - time.monotonic())))
-                except (FutureTimeout, BackendError):
+                    breaker.record_success()
+                except FutureTimeout:
+                    incomplete = True
+                except BackendError as exc:
+                    breaker.record_failure()
+                    log.warning("search in %s/%s failed: %s", tenant.name, slot.name, exc)
+                    incomplete = True
+                except Exception:  # a bug in one backend must not fail the others' answer
+                    log.exception("search in %s/%s crashed", tenant.name, slot.name)
                     incomplete = True
         ranked = _rank(found, words)[:limit]
         headers = {"X-Contacts-Incomplete": "a backend did not answer in time"} if incomplete else None

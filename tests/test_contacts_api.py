@@ -237,3 +237,8 @@ fields = {{ id = "id", name = "name", phones = "phone", contact_uri = "url" }}
     assert [c["id"] for c in matched["031 322 21 11"]] == ["erp:7"] and matched["+41 44 000 00 00"] == []
     view = client.post("/contacts/view", json=matched["031 322 21 11"][0], headers=HEADERS)
     assert view.get_json() == {"url": "https://erp.example/p/7"}
+    with sqlite3.connect(erp) as conn:
+        conn.execute("DROP TABLE people")  # the source fails: the search still answers, and says so
+    broken = client.get("/contacts/search?searchString=Zo", headers=HEADERS)
+    assert broken.status_code == 200 and broken.get_json()["data"] == []
+    assert "X-Contacts-Incomplete" in broken.headers
