@@ -116,6 +116,9 @@ class Backend(ABC):
     # Keys of `options` that are secrets besides those named like one (lookup_core.redact.is_secret_name):
     # redacted in `config check`.
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "api_key", "api_token", "access_token", "token"})
+    # True: the backend says itself, once, that its credentials were rejected (and when they work
+    # again), for lookups, workflows and syncs alike; the engine then adds no line of its own.
+    alerts_credentials: ClassVar[bool] = False
 
     def __init__(self, spec: BackendSpec):
         self.spec = spec

@@ -442,7 +442,8 @@ class LookupEngine:
             self.metrics.backend_error(tenant.name, slot.name, "credentials")
             if ident not in self._credential_alerts:  # one clear line, not one per ring
                 self._credential_alerts.add(ident)
-                log.error("backend %s/%s rejected its credentials: %s", tenant.name, slot.name, exc)
+                if not getattr(slot.backend, "alerts_credentials", False):  # else the backend said it
+                    log.error("backend %s/%s rejected its credentials: %s", tenant.name, slot.name, exc)
             raise
         except BackendUnavailable as exc:
             breaker.record_failure()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import re
 import time
 import tomllib
@@ -1045,3 +1046,29 @@ def test_call_refused_for_good_is_a_permanent_error(api, tmp_path, status):
     api.route("POST", "/api/contacts/C%2F3/calls", lambda r: Reply(status, {"error": "field rejected"}))
     with pytest.raises(DeliveryRefused, match=f"HTTP {status}"):
         build(call_options(api), tmp_path).log_call(CALL)
+
+
+def test_a_rejected_credential_is_one_error_line_through_the_service(api, tmp_path, make_app, caplog):
+    """The HTTP base says it once; the engine adds no second line of its own."""
+    api.route("GET", "/api/contacts", lambda r: Reply(401, {}))
+    config = tmp_path / "lookup.toml"
+    config.write_text(f"""
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+  [[tenant.backend]]
+  name = "erp"
+  type = "rest"
+  lookup_url = "{api.url}/api/contacts?phone={{e164}}"
+    [tenant.backend.fields]
+    id = "id"
+    name = "name"
+    phones = "phones"
+""")
+    client = make_app(LOOKUP_CONFIG=str(config), LOOKUP_BREAKER_FAILURES=100).test_client()
+    with caplog.at_level(logging.DEBUG):
+        for i in range(3):
+            answer = client.get(f"/Lookup?phoneNumber=4121552200{i}", headers={"X-Execution-Token": "acme-token-1234"})
+            assert answer.status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "credentials" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
