@@ -300,11 +300,10 @@ class HubSpotBackend(HttpSource):
         )
         return kept
 
-    @staticmethod
-    def phone_filter_groups(number: PhoneNumber) -> list[dict[str, Any]]:
+    def phone_filter_groups(self, number: PhoneNumber) -> list[dict[str, Any]]:
         """At most four groups (HubSpot allows five), ORed: the calculated numbers by national
         significant number, the typed properties by every usual spelling."""
-        forms = number.search_forms()
+        forms = self.search_forms(number)
         groups: list[dict[str, Any]] = []
         if number.nsn:
             for prop in ("hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number"):

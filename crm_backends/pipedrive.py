@@ -280,7 +280,7 @@ class PipedriveBackend(HttpSource):
                 "national": number.national,
                 "digits": number.digits,
             }
-            forms = [by_name.get(name) for name in self.options["search_terms"]]
+            forms = [by_name.get(name) for name in self.options["search_terms"]] + self.formatted(number)
         # The search needs at least 2 characters.
         return list(dict.fromkeys(f for f in forms if f and len(f) >= 2))
 

@@ -294,6 +294,11 @@ class RestOptions(BackendOptions):
             raise ValidationError(
                 "put {number} in lookup_url or body: it takes each form of try_forms in turn", "try_forms"
             )
+        if data.get("search_formats") and "number" not in placeholders([data.get("lookup_url"), data.get("body")]):
+            raise ValidationError(
+                "put {number} in lookup_url or body: it takes each spelling of search_formats in turn",
+                "search_formats",
+            )
         if data.get("paging") == "cursor" and not data.get("next"):
             raise ValidationError('paging = "cursor" needs `next`, the JMESPath of the next cursor', "next")
         if "CallFlow" in (data.get("workflows") or []) and not data.get("call_log"):
@@ -498,6 +503,7 @@ class RestBackend(HttpSource):
         if o.get("lookup_url"):
             self._lookup = RequestTemplate("lookup_url", o["lookup_url"], o["method"], {}, o.get("body"))
         self.try_forms: list[str] = list(o.get("try_forms") or [])
+        self._number_used = placeholders([o.get("lookup_url"), o.get("body")])
 
         call_log = o.get("call_log")
         self._call: RequestTemplate | None = None
@@ -657,6 +663,8 @@ class RestBackend(HttpSource):
             forms = list(dict.fromkeys(values[form] for form in self.try_forms))
         else:
             forms = [values["number"]]
+        if "number" in self._number_used:  # search_formats: more spellings for an exact search
+            forms = list(dict.fromkeys(forms + self.formatted(number)))
         budget = self.timeout_s  # for the whole lookup: the forms of try_forms share it
         for tried, form in enumerate(forms):
             remaining = budget - (time.perf_counter() - started)

@@ -46,6 +46,10 @@ class MemoryCache:
         with self._lock:
             self._cache[key] = (value, ttl)
 
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
@@ -89,6 +93,12 @@ class RedisCache:
             self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
         except self._errors as exc:
             _warn(f"redis unavailable, answer not cached: {exc}")
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete(self.prefix + key, self.prefix + "partial:" + key)
+        except self._errors as exc:
+            _warn(f"redis unavailable, cached answer not dropped: {exc}")
 
     def clear(self) -> None:
         for name in self.client.scan_iter(match=self.prefix + "*", count=1000):

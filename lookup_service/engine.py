@@ -128,6 +128,13 @@ class LookupEngine:
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
         return f"{tenant.name}|{number.key}|{tenant.data_version()}"
 
+    def forget(self, tenant: Tenant, number: PhoneNumber) -> None:
+        """Drop the cached answer for ``number`` (a contact was just created with it): in this
+        process, and with Redis in every process and machine."""
+        key = self.cache_key(tenant, number)
+        self.cache.delete(key)
+        self.cache.delete("partial:" + key)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -11,6 +11,7 @@ from crm_backends.registry import backend_class, build
 from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
+CREATE_CONTACT = "CreateContact"
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Tenant:
     max_results: int
     cache_ttl: float
     negative_cache_ttl: float
+    create_contacts_in: str | None = None
+    unknown_caller_entry: bool = False
+    unknown_caller_text: str = "Unknown caller \u2013 create contact"
+    new_contact_name: str = "Unknown caller {number}"
     by_name: dict[str, BackendSlot] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,7 +73,14 @@ class Tenant:
         names: list[str] = []
         for slot in self.slots:
             names.extend(w for w in slot.workflows if w not in names)
+        if self.create_contacts_in is not None:
+            names.append(CREATE_CONTACT)
         return names
+
+    @property
+    def create_slot(self) -> BackendSlot | None:
+        """The backend CreateContact writes to (``create_contacts_in``), None when not configured."""
+        return self.by_name.get(self.create_contacts_in) if self.create_contacts_in else None
 
     def close(self) -> None:
         for slot in self.slots:
@@ -101,6 +113,10 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
         max_results=config.max_results,
         cache_ttl=config.cache_ttl,
         negative_cache_ttl=config.negative_cache_ttl,
+        create_contacts_in=config.create_contacts_in,
+        unknown_caller_entry=config.unknown_caller_entry,
+        unknown_caller_text=config.unknown_caller_text,
+        new_contact_name=config.new_contact_name,
     )
 
 
