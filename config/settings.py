@@ -285,7 +285,7 @@ def _contact_creation(table: dict[str, Any], backends: list[BackendSpec], where:
         if spec is None:
             raise ConfigError(f"{where}: key 'create_contacts_in': no backend named {target!r}; "
                               f"this tenant has {[b.name for b in backends]}")
-        if not backend_class(spec.type).creates_contacts:
+        if not backend_class(spec.type).can_create_contacts(spec.options):
             raise ConfigError(f"{where}: key 'create_contacts_in': backend {target!r} (type {spec.type!r}) cannot "
                               "create contacts; name a directory, sql (insert_contact_query), rest (create_contact), "
                               "odoo, pipedrive or hubspot backend")

@@ -136,6 +136,12 @@ class Backend(ABC):
         call logging needs its own settings (sql, rest) override it."""
         return cls.workflows
 
+    @classmethod
+    def can_create_contacts(cls, options: dict[str, Any]) -> bool:
+        """Whether a backend of this type configured with ``options`` can create contacts; types that
+        need a setting for it (sql, rest) override it."""
+        return cls.creates_contacts
+
     @property
     def can_log_calls(self) -> bool:
         return "CallFlow" in self.workflows_for(self.options)

@@ -11,6 +11,8 @@ import pytest
 
 from lookup_core.types import Contact
 from tests.conftest import TOKEN as DEFAULT_TOKEN
+from tests.fakes.rest_api import FakeRestApi, Reply
+from tests.servers.redis import redis_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,3 +138,124 @@ def test_a_tenant_without_create_contacts_in_has_no_create_contact(make_app, tmp
     response = app.test_client().post("/CreateContact", json={"inputs": {"contactCrmId": "new:+41791234567"}},
                                       headers={"X-Execution-Token": DEFAULT_TOKEN})
     assert response.status_code == 404 and response.get_json()["error"] == "unknown_workflow"
+
+
+# --- a live REST CRM, two processes sharing Redis (cache and ledger) ------------------------------------
+REST = """
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+negative_cache_ttl = 600
+create_contacts_in = "erp"
+  [[tenant.backend]]
+  name = "erp"
+  type = "rest"
+  lookup_url = "{api}/people?phone={{e164}}"
+  results = "items"
+    [tenant.backend.fields]
+    id = "id"
+    name = "name"
+    phones = "phone"
+    [tenant.backend.create_contact]
+    request_url = "{api}/people"
+    body = {{name = "{{name}}", phone = "{{e164}}"}}
+    id = "id"
+    url = "link"
+"""
+
+
+class People:
+    """An exact-match people API: GET /people?phone=, POST /people (name and phone required)."""
+
+    def __init__(self, api: FakeRestApi):
+        self.people: list[dict] = []
+        self.lock = threading.Lock()
+        api.route("GET", "/people", self.search)
+        api.route("POST", "/people", self.create)
+
+    def search(self, request) -> Reply:
+        with self.lock:
+            return Reply(200, {"items": [p for p in self.people if p["phone"] == request.query.get("phone")]})
+
+    def create(self, request) -> Reply:
+        body = request.json()
+        if not body.get("name") or not body.get("phone"):
+            return Reply(422, {"error": "name and phone are required"})
+        with self.lock:
+            person = {"id": str(len(self.people) + 1), "link": f"https://erp.example/p/{len(self.people) + 1}", **body}
+            self.people.append(person)
+        return Reply(201, person)
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def people():
+    api = FakeRestApi().start()
+    yield api, People(api)
+    api.stop()
+
+
+def test_two_processes_one_contact_and_the_other_process_sees_it_at_once(make_app, tmp_path, redis_url, people):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushall()
+    api, crm = people
+    config = tmp_path / "lookup.toml"
+    config.write_text(REST.format(api=api.url))
+    first, second = make_app(LOOKUP_CONFIG=str(config), REDIS_URL=redis_url), \
+        make_app(LOOKUP_CONFIG=str(config), REDIS_URL=redis_url)
+    assert lookup(second) == []  # cached in Redis for 600 s
+    start = threading.Barrier(6)
+
+    def post(i):
+        start.wait(5)
+        return create(first if i % 2 else second, name="Alexa Holiday")
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(post, range(6)))
+    assert {status for status, _ in answers} == {200}
+    assert {body["id"] for _, body in answers} == {"erp:1"}
+    assert {body["url"] for _, body in answers} == {"https://erp.example/p/1"}
+    assert len(crm.people) == 1
+    assert [c["id"] for c in lookup(second)] == ["erp:1"]
+    assert [c["id"] for c in lookup(first)] == ["erp:1"]
+
+
+def test_a_refusal_is_a_clear_error_and_nothing_is_created(make_app, tmp_path, people):
+    api, crm = people
+    config = tmp_path / "lookup.toml"
+    config.write_text(REST.format(api=api.url).replace('name = "{name}", ', ""))
+    app = make_app(LOOKUP_CONFIG=str(config))
+    status, body = create(app)
+    assert status == 422 and body["error"] == "refused" and crm.people == []
+
+
+@pytest.mark.parametrize("backend, message", [
+    ('type = "ldap"\n  url = "ldap://127.0.0.1:1"\n  base_dn = "dc=x"', "cannot create contacts"),
+    ('type = "directory"', "no backend named 'nowhere'"),
+])
+def test_create_contacts_in_must_name_a_backend_that_can_create(make_app, tmp_path, backend, message):
+    from config.settings import ConfigError
+
+    target = "nowhere" if "no backend" in message else "dir"
+    config = tmp_path / "lookup.toml"
+    config.write_text(f'[[tenant]]\nname = "acme"\ntokens = ["acme-token-1234"]\ncreate_contacts_in = "{target}"\n'
+                      f'  [[tenant.backend]]\n  name = "dir"\n  {backend}\n')
+    with pytest.raises(ConfigError) as info:
+        make_app(LOOKUP_CONFIG=str(config))
+    assert message in str(info.value) and "create_contacts_in" in str(info.value)
+
+
+def test_the_unknown_caller_entry_needs_a_backend_to_create_in(make_app, tmp_path):
+    from config.settings import ConfigError
+
+    config = tmp_path / "lookup.toml"
+    config.write_text('[[tenant]]\nname = "acme"\ntokens = ["acme-token-1234"]\nunknown_caller_entry = true\n'
+                      f'  [[tenant.backend]]\n  name = "dir"\n  type = "directory"\n  path = "{tmp_path}/d.sqlite3"\n')
+    with pytest.raises(ConfigError, match="create_contacts_in"):
+        make_app(LOOKUP_CONFIG=str(config))
