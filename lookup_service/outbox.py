@@ -256,7 +256,7 @@ class Outbox:
         the cached lookup answers for the number are dropped, so the next lookup finds it."""
         backend = getattr(slot.backend, "source", slot.backend)  # a mirror creates at its source
         number = parse_number(new.number, tenant.region)
-        existing = [c for c in backend.lookup(number, 5) if c.exact]
+        existing = [c for c in slot.backend.lookup(number, 5) if c.exact]  # a mirror answers from its copy
         if existing:
             found = existing[0]
             log.info("outbox: CreateContact for %s/%s: the number has a contact already", tenant.name, slot.name)
