@@ -268,7 +268,8 @@ class Outbox:
                 made = Contact(id=str(result.id), name=new.name, company=new.company, email=new.email,
                                contact_uri=result.url, phones=[new.number])
                 store.upsert([(made, store.normalize_phones(made.phones))])
-        self.engine.forget(tenant, number)
+        self.engine.forget(tenant, number)  # with Redis: the shared entry goes, for every machine
+        tenant.contact_created()  # without Redis: every worker's cache keys of this tenant change
         return WorkflowResult(id=f"{slot.name}:{result.id}", url=result.url or "")
 
     def _refused(self, item: Item, owner: str, reason: str, exc: Exception | None, attempts: int = 0) -> Attempt:

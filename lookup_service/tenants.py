@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 from config.settings import ConfigError, Settings, TenantConfig
 from crm_backends.base import Backend, BackendSpec
+from crm_backends.contact_store import GenerationBoard
 from crm_backends.registry import backend_class, build
 from lookup_core.errors import BackendConfigError
 
@@ -57,6 +60,10 @@ class Tenant:
     new_contact_name: str = "Unknown caller {number}"
     by_name: dict[str, BackendSlot] = field(default_factory=dict)
 
+    # CreateContact without Redis: a counter shared by the processes of this machine (a mapped file),
+    # part of the data version, so a contact one worker created is not hidden by another's cached []
+    creations: GenerationBoard | None = None
+
     def __post_init__(self) -> None:
         self.by_name = {slot.name: slot for slot in self.slots}
         self._versioned = [slot.backend for slot in self.slots if slot.backend.data_version() is not None]
@@ -66,8 +73,17 @@ class Tenant:
         """The data versions of the local stores; part of every cache key so writes show at once."""
         versioned = self._versioned
         if len(versioned) == 1:  # the common case, on the hot path
-            return versioned[0].data_version()
-        return tuple(backend.data_version() for backend in versioned)
+            version = versioned[0].data_version()
+        else:
+            version = tuple(backend.data_version() for backend in versioned)
+        if self.creations is not None:
+            return (version, self.creations.read())
+        return version
+
+    def contact_created(self) -> None:
+        """A contact was created: every process's cached answers of this tenant are stale now."""
+        if self.creations is not None:
+            self.creations.publish(self.creations.read() + 1, 0)
 
     def workflows(self) -> list[str]:
         names: list[str] = []
@@ -83,6 +99,8 @@ class Tenant:
         return self.by_name.get(self.create_contacts_in) if self.create_contacts_in else None
 
     def close(self) -> None:
+        if self.creations is not None:
+            self.creations.close()
         for slot in self.slots:
             try:
                 slot.backend.close()
@@ -117,7 +135,15 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
         unknown_caller_entry=config.unknown_caller_entry,
         unknown_caller_text=config.unknown_caller_text,
         new_contact_name=config.new_contact_name,
+        # with Redis the cache is shared and the created number's entry is dropped there instead
+        creations=_creation_board(config, settings) if config.create_contacts_in and not settings.redis_url else None,
     )
+
+
+def _creation_board(config: TenantConfig, settings: Settings) -> GenerationBoard:
+    name = hashlib.sha256(config.name.encode()).hexdigest()[:16]
+    os.makedirs(settings.instance_dir, exist_ok=True)
+    return GenerationBoard(os.path.join(settings.instance_dir, f"contacts-created-{name}.generation"), 0, 0)
 
 
 def _build_slot(position: int, spec: BackendSpec, settings: Settings) -> BackendSlot:

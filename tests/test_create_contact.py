@@ -226,6 +226,19 @@ def test_two_processes_one_contact_and_the_other_process_sees_it_at_once(make_ap
     assert [c["id"] for c in lookup(first)] == ["erp:1"]
 
 
+def test_without_redis_the_other_workers_of_the_machine_see_it_at_once(make_app, tmp_path, people):
+    """Two apps on one instance folder: two gunicorn workers, each with its own in-process cache."""
+    api, crm = people
+    config = tmp_path / "lookup.toml"
+    config.write_text(REST.format(api=api.url))
+    first, second = make_app(LOOKUP_CONFIG=str(config)), make_app(LOOKUP_CONFIG=str(config))
+    assert lookup(second) == [] and lookup(first) == []  # each caches [] for 600 s
+    status, body = create(first, name="Alexa Holiday")
+    assert status == 200 and body["id"] == "erp:1"
+    assert [c["id"] for c in lookup(second)] == ["erp:1"]
+    assert [c["id"] for c in lookup(first)] == ["erp:1"]
+
+
 def test_a_refusal_is_a_clear_error_and_nothing_is_created(make_app, tmp_path, people):
     api, crm = people
     config = tmp_path / "lookup.toml"
