@@ -52,6 +52,7 @@ def register_routes(app: Flask, service: Service) -> None:
     engine = service.engine
     header = service.settings.token_header
     metrics_token = service.settings.metrics_token
+    formatter = ResponseFormat(service.settings.response_keys)  # the unknown-caller entry's keys
 
     def authenticate():
         tenant = tokens.tenant_for(request.headers.get(header))
@@ -68,9 +69,11 @@ def register_routes(app: Flask, service: Service) -> None:
             number = parse_number(raw, tenant.region)
         except InvalidPhoneNumber as exc:
             raise ApiError(400, "invalid_number", f"PhoneNumber: {exc}") from None
-        body = engine.lookup(tenant, number)
+        # the answer as ResponseFormat.render renders it (create_app gives the engine that
+        # renderer): the engine caches the rendering, so a cache hit serializes nothing
+        body = engine.lookup_rendered(tenant, number)
         if body == EMPTY_ANSWER and tenant.unknown_caller_entry and number.e164:
-            body = unknown_caller_entry(tenant, number.e164, engine.formatter)
+            body = unknown_caller_entry(tenant, number.e164, formatter)
         return Response(body, mimetype=JSON)
 
     @bp.route("/healthz", methods=["GET", "HEAD"])
