@@ -195,6 +195,11 @@ class LookupEngine:
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
         return f"{tenant.name}|{number.key}|{tenant.data_version()}"
 
+    def forget(self, tenant: Tenant, number: PhoneNumber) -> None:
+        """Drop the cached answer for ``number`` (a contact was just created with it): in this
+        process, and with Redis in every process and machine."""
+        self.cache.delete(self.cache_key(tenant, number))
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -499,3 +499,11 @@ def test_ad_style_mirror_with_when_changed(slapd, admin, tmp_path):
     assert hans.id == str(GUID) and hans.company == "Contoso AG"
     assert names(mirror.lookup(parse_number("41319876543"), 5)) == ["Hans Admin (IT)"]
     mirror.close()
+
+
+def test_search_formats_become_equality_assertions(tmp_path):
+    b = make(tmp_path, "ldap://127.0.0.1:1", substring_search="none", attributes={"phones": ["telephoneNumber"]},
+             search_formats=["0##/###.##.##"])
+    assert "(telephoneNumber=021/552.20.00)" in b.lookup_filter(parse_number("41215522000"))
+    plain = make(tmp_path, "ldap://127.0.0.1:1", substring_search="none", attributes={"phones": ["telephoneNumber"]})
+    assert "021/552.20.00" not in plain.lookup_filter(parse_number("41215522000"))
