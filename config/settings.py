@@ -42,6 +42,11 @@ class TenantConfig:
     contacts_service_name: str = "PhoneLookup"
     page_size: int = 500
     allowed_origins: list[str] = field(default_factory=list)
+    # CreateContact and the unknown-caller entry (README "Creating contacts")
+    create_contacts_in: str | None = None
+    unknown_caller_entry: bool = False
+    unknown_caller_text: str = "Unknown caller \u2013 create contact"
+    new_contact_name: str = "Unknown caller {number}"
 
 
 @dataclass
@@ -190,6 +195,7 @@ _TOP_KEYS = {
 _TENANT_KEYS = {
     "name", "tokens", "default_region", "deadline_ms", "max_results", "cache_ttl",
     "negative_cache_ttl", "backend", "contacts_service_name", "page_size", "allowed_origins",
+    "create_contacts_in", "unknown_caller_entry", "unknown_caller_text", "new_contact_name",
 }
 
 
@@ -271,6 +277,7 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
         cache_ttl=_number(table, "cache_ttl", defaults["cache_ttl"], where),
         negative_cache_ttl=_number(table, "negative_cache_ttl", defaults["negative_cache_ttl"], where),
         **_contacts_options(table, where),
+        **_contact_creation(table, backends, where),
     )
 
 
@@ -302,6 +309,43 @@ def _origins(values: list[str], where: str) -> list[str]:
             raise ConfigError(f"{where}: {value!r} is not an origin (scheme://host[:port], e.g. https://app.example.com)")
         origins.append(value.lower())
     return origins
+
+
+
+
+def _contact_creation(table: dict[str, Any], backends: list[BackendSpec], where: str) -> dict[str, Any]:
+    """The tenant's CreateContact settings: the backend named by ``create_contacts_in`` exists and
+    can create contacts; the unknown-caller entry needs it."""
+    from crm_backends.registry import backend_class
+
+    values: dict[str, Any] = {}
+    target = table.get("create_contacts_in")
+    if target is not None:
+        spec = next((b for b in backends if b.name == target), None)
+        if spec is None:
+            raise ConfigError(f"{where}: key 'create_contacts_in': no backend named {target!r}; "
+                              f"this tenant has {[b.name for b in backends]}")
+        if not backend_class(spec.type).can_create_contacts(spec.options):
+            raise ConfigError(f"{where}: key 'create_contacts_in': backend {target!r} (type {spec.type!r}) cannot "
+                              "create contacts; name a directory, sql (insert_contact_query), rest (create_contact), "
+                              "odoo, pipedrive or hubspot backend")
+        values["create_contacts_in"] = target
+    entry = table.get("unknown_caller_entry", False)
+    if not isinstance(entry, bool):
+        raise ConfigError(f"{where}: key 'unknown_caller_entry' must be true or false")
+    if entry and target is None:
+        raise ConfigError(f"{where}: key 'unknown_caller_entry' needs 'create_contacts_in' (where to create)")
+    values["unknown_caller_entry"] = entry
+    for key in ("unknown_caller_text", "new_contact_name"):
+        if key in table:
+            text = table[key]
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"{where}: key {key!r} must be a non-empty string")
+            values[key] = text
+    name = values.get("new_contact_name", "")
+    if name and "{" in name.replace("{number}", ""):
+        raise ConfigError(f"{where}: key 'new_contact_name': the only placeholder is {{number}}")
+    return values
 
 
 def _backend_spec(

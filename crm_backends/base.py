@@ -25,9 +25,9 @@ from lookup_core.errors import (
     DeliveryRefused,
     RateLimited,
 )
-from lookup_core.phone import PhoneNumber, extract_numbers
+from lookup_core.phone import PhoneNumber, extract_numbers, format_number
 from lookup_core.redact import redact_options
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 # The errors and value types live in the core (lookup_core). Their names stay importable from here
 # while branches written against the old layout are merged; new code imports them from the core.
@@ -84,6 +84,12 @@ class BackendOptions(Schema):
     # mirrors: older than this (default 3 x sync_interval) the copy is reported stale
     max_staleness = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1))
     timeout = fields.Float(load_default=None, allow_none=True)
+    # live sources whose search finds only an exact string: spellings the customer types, tried
+    # after the automatic ones ("0## ### ## ##": each "#" the next digit, see lookup_core.phone.format_number)
+    search_formats = fields.List(
+        fields.String(validate=validate.Regexp(r"^[^#]*#[\s\S]*$", error="a format needs at least one '#' (a digit)")),
+        load_default=list, validate=validate.Length(max=10),
+    )
     rate_per_second = fields.Float(load_default=None, allow_none=True)
 
 
@@ -97,6 +103,7 @@ class Backend(ABC):
     ``workflows``: the workflows the type can run (``CallFlow``: it implements :meth:`log_call`);
     :meth:`workflows_for` narrows them to what a given configuration enables.
     ``search_by_name``, ``users``: it can search contacts by name, list the CRM's users.
+    ``creates_contacts``: it implements :meth:`create_contact` (the ``CreateContact`` workflow).
     ``requires``: the optional Python packages it needs (import names), checked before it is built.
     ``inline``: the lookup is local and fast (SQLite); the engine runs it in the request's thread.
     """
@@ -107,6 +114,7 @@ class Backend(ABC):
     workflows: ClassVar[frozenset[str]] = frozenset()
     search_by_name: ClassVar[bool] = False
     users: ClassVar[bool] = False
+    creates_contacts: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     inline: ClassVar[bool] = False
     default_crm_name: ClassVar[str | None] = None
@@ -116,6 +124,9 @@ class Backend(ABC):
     # Keys of `options` that are secrets besides those named like one (lookup_core.redact.is_secret_name):
     # redacted in `config check`.
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "api_key", "api_token", "access_token", "token"})
+    # True: the backend says itself, once, that its credentials were rejected (and when they work
+    # again), for lookups, workflows and syncs alike; the engine then adds no line of its own.
+    alerts_credentials: ClassVar[bool] = False
 
     def __init__(self, spec: BackendSpec):
         self.spec = spec
@@ -127,6 +138,12 @@ class Backend(ABC):
         """The workflows a backend of this type configured with ``options`` can run; types whose
         call logging needs its own settings (sql, rest) override it."""
         return cls.workflows
+
+    @classmethod
+    def can_create_contacts(cls, options: dict[str, Any]) -> bool:
+        """Whether a backend of this type configured with ``options`` can create contacts; types that
+        need a setting for it (sql, rest) override it."""
+        return cls.creates_contacts
 
     @property
     def can_log_calls(self) -> bool:
@@ -141,6 +158,16 @@ class Backend(ABC):
     @property
     def rate_per_second(self) -> float | None:
         return self.options.get("rate_per_second") or self.default_rate_per_second
+
+    def search_forms(self, number: PhoneNumber) -> list[str]:
+        """The spellings a live query asks for: the automatic ones, then the configured
+        ``search_formats`` that fit the number. Candidates are re-checked (:meth:`filter_candidates`)."""
+        return number.search_forms(self.options.get("search_formats") or ())
+
+    def formatted(self, number: PhoneNumber) -> list[str]:
+        """Only the configured ``search_formats`` spellings of ``number`` that fit it."""
+        extra = (format_number(number, pattern) for pattern in self.options.get("search_formats") or ())
+        return list(dict.fromkeys(form for form in extra if form))
 
     def parse(self, raw: str) -> PhoneNumber | None:
         """The (first) number in a value the source holds, read as stored text; ``None`` when it
@@ -192,6 +219,12 @@ class Backend(ABC):
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         raise NotImplementedError(f"backend type {self.type_name!r} cannot log calls")
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        """Create a contact holding ``new.number`` (E.164); the result's id is the backend's own id.
+        Only types with ``creates_contacts`` implement it. Raise DeliveryRefused for a refusal for
+        good, BackendUnavailable to be tried again."""
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot create contacts")
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         """List the source for the mirror: everything when ``cursor`` is None, else what changed

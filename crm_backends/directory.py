@@ -14,7 +14,7 @@ from marshmallow import fields
 
 from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNotFound
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, WorkflowResult
 
 from .base import Backend, BackendOptions, BackendSpec
 from .contact_store import ContactStore, DirectoryStore
@@ -23,6 +23,8 @@ from .contact_store import ContactStore, DirectoryStore
 class DirectoryOptions(BackendOptions):
     path = fields.String(load_default="instance/directory.sqlite3")
     call_url_template = fields.String(load_default="", allow_none=True)
+    # CreateContact: the link answered for a new contact ("{id}" is its id); empty: no link
+    contact_url_template = fields.String(load_default="", allow_none=True)
     # PostgreSQL instead of the SQLite file at `path`; the service sets it from DATABASE_URL.
     database_url = fields.String(load_default=None, allow_none=True)
     pg_schema = fields.String(load_default=None, allow_none=True)  # default: directory_<tenant>_<backend>
@@ -33,6 +35,7 @@ class DirectoryBackend(Backend):
     options_schema = DirectoryOptions
     modes = frozenset({"live"})
     workflows = frozenset({"CallFlow"})
+    creates_contacts = True
     inline = True
     default_crm_name = "Directory"
     secret_keys = Backend.secret_keys | {"database_url"}
@@ -67,6 +70,16 @@ class DirectoryBackend(Backend):
         template = self.options.get("call_url_template") or ""
         url = template.format(id=call_id, contact_id=call.contact_id) if template else ""
         return WorkflowResult(id=call_id, url=url)
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        # the id comes from the request's key: a repeated attempt writes the same row again
+        contact_id = "new-" + hashlib.sha256(new.key.encode()).hexdigest()[:16]
+        template = self.options.get("contact_url_template") or ""
+        url = template.replace("{id}", contact_id) if template else ""
+        contact = Contact(id=contact_id, name=new.name, company=new.company, email=new.email,
+                          contact_uri=url or None, phones=[new.number])
+        self.store.upsert([(contact, self.store.normalize_phones(contact.phones))])
+        return WorkflowResult(id=contact_id, url=url)
 
     def data_version(self) -> object:
         return self.store.generation()

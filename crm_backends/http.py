@@ -63,6 +63,7 @@ class HttpSource(Backend):
     # True: a 4xx the base does not map is an HttpStatusError carrying status and body, for a
     # backend that looks closer at it; False: a plain BackendUnavailable.
     status_errors: ClassVar[bool] = False
+    alerts_credentials: ClassVar[bool] = True  # through CredentialAlert
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)

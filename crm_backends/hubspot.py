@@ -58,7 +58,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.redact import mask
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
 from .base import BackendOptions, BackendSpec
@@ -172,6 +172,7 @@ class HubSpotBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})
+    creates_contacts = True
     default_crm_name = "HubSpot"
     status_errors = True
     default_crm_logo = DEFAULT_LOGO
@@ -327,11 +328,10 @@ class HubSpotBackend(HttpSource):
         portal = self.portal_id(budget_s=deadline - time.monotonic())
         return [c for c in (self._contact(r, portal) for r in self._results(data)) if c is not None][:limit]
 
-    @staticmethod
-    def phone_filter_groups(number: PhoneNumber) -> list[dict[str, Any]]:
+    def phone_filter_groups(self, number: PhoneNumber) -> list[dict[str, Any]]:
         """At most four groups (HubSpot allows five), ORed: the calculated numbers by national
         significant number, the typed properties by every usual spelling."""
-        forms = number.search_forms()
+        forms = self.search_forms(number)
         groups: list[dict[str, Any]] = []
         if number.nsn:
             for prop in ("hs_searchable_calculated_phone_number", "hs_searchable_calculated_mobile_number"):
@@ -420,6 +420,31 @@ class HubSpotBackend(HttpSource):
             contact.company_uri = self.company_url(company_id, portal)
 
     # CallFlow --------------------------------------------------------------------------------
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        """POST /crm/v3/objects/contacts (developers.hubspot.com/docs/api/crm/contacts, "Create
+        contacts"): firstname/lastname from the name, the number in ``phone``. A 409 for an e-mail
+        that has a contact already answers that contact."""
+        first, _, last = new.name.strip().partition(" ")
+        props = {"firstname": first, "lastname": last, "phone": new.number, "company": new.company or "",
+                 "email": new.email or ""}
+        body = {"properties": {key: value for key, value in props.items() if value}}
+        try:
+            _, data = self._request("POST", "/crm/v3/objects/contacts", json=body, timeout=max(self.timeout_s, 5.0))
+        except HttpStatusError as exc:
+            message = str((exc.body or {}).get("message") or "") if isinstance(exc.body, dict) else ""
+            existing = re.search(r"Existing ID: (\d+)", message)
+            if exc.status == 409 and existing:
+                contact_id = existing.group(1)
+            elif exc.status in (400, 409, 422):
+                raise DeliveryRefused(self.fail(f"refused the new contact: HTTP {exc.status}")) from None
+            else:
+                raise
+        else:
+            contact_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
+            if not contact_id:
+                raise DeliveryRefused(self.fail("created the contact but answered without its id"))
+        return WorkflowResult(id=contact_id, url=self.contact_url(contact_id, self.portal_id()) or "")
+
     def log_call(self, call: CallRecord) -> WorkflowResult:
         contact_id = str(call.contact_id or "").strip()
         if not contact_id.isdigit():

@@ -451,7 +451,7 @@ class LdapBackend(Backend):
         return self._and("(|" + "".join(assertions) + ")")
 
     def _spellings(self, number: PhoneNumber) -> list[str]:
-        forms = number.search_forms()
+        forms = self.search_forms(number)
         parsed = self._phonenumber(number)
         if parsed is not None:
             # For directories that compare plain strings (AD): the usual written forms.

@@ -43,7 +43,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import HttpSource, positive_int, retry_after, text
@@ -137,6 +137,7 @@ class OdooBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})
+    creates_contacts = True
     default_crm_name = "Odoo"
     default_crm_logo = ODOO_LOGO
     secret_keys = frozenset({"api_key", "password"})
@@ -213,6 +214,26 @@ class OdooBackend(HttpSource):
             raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a partner id"))
         with self._timeout(self.options["write_timeout"]):
             return self._log_call(partner_id, call)
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        """``res.partner`` ``create`` through ``execute_kw`` (Odoo's external API, "Create records"):
+        name, phone, and e-mail and company name when given; answers the new partner's id."""
+        values: dict[str, Any] = {"name": new.name, "phone": new.number}
+        if new.email:
+            values["email"] = new.email
+        if new.company:
+            values["company_name"] = new.company
+        with self._timeout(self.options["write_timeout"]):
+            try:
+                created = positive_int(_single(self._execute("res.partner", "create", [values])))
+            except _OdooError as exc:
+                if exc.name in _REFUSED_ERRORS or exc.name.endswith(".ValueError"):  # a field Odoo does not take
+                    raise DeliveryRefused(self.fail(f"refused the new contact: {exc.name}: {exc.odoo_message}")) \
+                        from None
+                raise
+        if created is None:
+            raise DeliveryRefused(self.fail("create did not return the new partner's id"))
+        return WorkflowResult(id=str(created), url=self._form_url(created))
 
     def _log_call(self, partner_id: int, call: CallRecord) -> WorkflowResult:
         url = self._form_url(partner_id)

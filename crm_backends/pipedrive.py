@@ -51,7 +51,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import (
@@ -72,6 +72,7 @@ SEARCH_PATH = "/api/v2/persons/search"
 PERSONS_PATH = "/api/v2/persons"
 ORGANIZATIONS_PATH = "/api/v2/organizations"
 ACTIVITIES_PATH = "/api/v2/activities"
+PERSONS_CREATE_PATH = "/api/v2/persons"
 CALL_LOGS_PATH = "/api/v1/callLogs"
 ME_PATH = "/api/v1/users/me"
 
@@ -153,6 +154,7 @@ class PipedriveBackend(HttpSource):
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})
+    creates_contacts = True
     default_crm_name = "Pipedrive"
     default_crm_logo = "https://www.pipedrive.com/favicon.ico"
     # The search API allows 10 requests per 2 seconds on every plan.
@@ -281,7 +283,7 @@ class PipedriveBackend(HttpSource):
                 "national": number.national,
                 "digits": number.digits,
             }
-            forms = [by_name.get(name) for name in self.options["search_terms"]]
+            forms = [by_name.get(name) for name in self.options["search_terms"]] + self.formatted(number)
         # The search needs at least 2 characters.
         return list(dict.fromkeys(f for f in forms if f and len(f) >= 2))
 
@@ -555,6 +557,20 @@ class PipedriveBackend(HttpSource):
             if not cursor:
                 return None
         return None
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        """POST /api/v2/persons (developers.pipedrive.com/docs/api/v1/Persons#addPerson, API v2):
+        the name and the number as the primary work phone. A company name is not an organization
+        id: it is left out (the person can be linked in Pipedrive)."""
+        body: dict[str, Any] = {"name": new.name,
+                                "phones": [{"value": new.number, "primary": True, "label": "work"}]}
+        if new.email:
+            body["emails"] = [{"value": new.email, "primary": True, "label": "work"}]
+        try:
+            person_id = self._create(PERSONS_CREATE_PATH, body, "person")
+        except ContactNotFound as exc:  # a 404 here is no person gone: the request was refused
+            raise DeliveryRefused(str(exc)) from None
+        return WorkflowResult(id=person_id, url=f"{self.app_url}/person/{person_id}")
 
     def _create(self, path: str, body: dict[str, Any], what: str) -> str:
         """POST ``body`` and return the id of what it created."""

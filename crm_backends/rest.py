@@ -41,7 +41,7 @@ from lookup_core.errors import (
     DeliveryRefused,
 )
 from lookup_core.phone import PhoneNumber, parse_number
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import HttpSource, read_time, redact_url, scalar, scrub
@@ -71,6 +71,7 @@ CALL_PLACEHOLDERS = frozenset(
         "summary",
     }
 )
+CREATE_PLACEHOLDERS = frozenset({"name", "company", "email", "e164", "digits", "request_key"})
 PAGING_STYLES = ("none", "page", "offset", "cursor", "link")
 # Defaults of page_param / page_size_param per paging style.
 _PAGE_PARAM = {"page": "page", "offset": "offset", "cursor": "cursor"}
@@ -243,6 +244,17 @@ class CallLogOptions(Schema):
     find_call = fields.Nested(FindCallOptions, load_default=None)
 
 
+class CreateContactOptions(Schema):
+    """The request that creates a contact (CreateContact) and where its answer holds the id and link."""
+
+    request_url = TemplateField(CREATE_PLACEHOLDERS, required=True)
+    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(CREATE_PLACEHOLDERS), load_default=dict)
+    body = BodyField(CREATE_PLACEHOLDERS, load_default=None)
+    id = JMESPathField(required=True)
+    url = JMESPathField(load_default=None)
+
+
 class RestOptions(BackendOptions):
     # live lookup request
     lookup_url = TemplateField(LOOKUP_PLACEHOLDERS, load_default=None)
@@ -281,6 +293,7 @@ class RestOptions(BackendOptions):
     list_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
     # call logging
     call_log = fields.Nested(CallLogOptions, load_default=None)
+    create_contact = fields.Nested(CreateContactOptions, load_default=None)
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -296,6 +309,11 @@ class RestOptions(BackendOptions):
         if data.get("try_forms") and "number" not in placeholders([data.get("lookup_url"), data.get("body")]):
             raise ValidationError(
                 "put {number} in lookup_url or body: it takes each form of try_forms in turn", "try_forms"
+            )
+        if data.get("search_formats") and "number" not in placeholders([data.get("lookup_url"), data.get("body")]):
+            raise ValidationError(
+                "put {number} in lookup_url or body: it takes each spelling of search_formats in turn",
+                "search_formats",
             )
         if data.get("paging") == "cursor" and not data.get("next"):
             raise ValidationError('paging = "cursor" needs `next`, the JMESPath of the next cursor', "next")
@@ -467,6 +485,8 @@ def _probe_number(region: str) -> PhoneNumber:
 class RestBackend(HttpSource):
     """Any JSON API, described by URL templates and JMESPath expressions."""
 
+    creates_contacts = True  # with a [create_contact] request (can_create_contacts)
+
     pool_size = 32
 
     type_name: ClassVar[str] = "rest"
@@ -505,6 +525,7 @@ class RestBackend(HttpSource):
         self._search = RequestTemplate("search_url", o["search_url"], "GET", {}, None) if o.get("search_url") else None
         search_key = "search_results" if o.get("search_results") else "results"
         self._search_results = self._compile(o.get(search_key) or "@", search_key)
+        self._number_used = placeholders([o.get("lookup_url"), o.get("body")])
 
         call_log = o.get("call_log")
         self._call: RequestTemplate | None = None
@@ -521,6 +542,14 @@ class RestBackend(HttpSource):
                 self._call_id = self._compile(call_log["id"], "call_log.id")
             if call_log.get("url"):
                 self._call_url = self._compile(call_log["url"], "call_log.url")
+        create = o.get("create_contact")
+        self._create: RequestTemplate | None = None
+        if create:
+            self._create = RequestTemplate(
+                "create_contact", create["request_url"], create["method"], dict(create["headers"]), create["body"]
+            )
+            self._create_id = self._compile(create["id"], "create_contact.id")
+            self._create_url = self._compile(create["url"], "create_contact.url") if create.get("url") else None
         find = (call_log or {}).get("find_call")
         self._find: RequestTemplate | None = None
         if find:
@@ -664,6 +693,8 @@ class RestBackend(HttpSource):
             forms = list(dict.fromkeys(values[form] for form in self.try_forms))
         else:
             forms = [values["number"]]
+        if "number" in self._number_used:  # search_formats: more spellings for an exact search
+            forms = list(dict.fromkeys(forms + self.formatted(number)))
         budget = self.timeout_s  # for the whole lookup: the forms of try_forms share it
         for tried, form in enumerate(forms):
             remaining = budget - (time.perf_counter() - started)
@@ -874,6 +905,32 @@ class RestBackend(HttpSource):
             id=scalar(self._value(self._call_id, answer)) if answer is not None else None,
             url=scalar(self._value(self._call_url, answer)) if answer is not None else None,
         )
+
+    @classmethod
+    def can_create_contacts(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("create_contact"))
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        if self._create is None:
+            return super().create_contact(new)
+        template = self._create
+        what = template.describe()
+        url, headers, data = template.render(new.values())
+        if new.key and not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = new.key
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
+        if response.status_code in (400, 404, 409, 410, 422):
+            status = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+            raise DeliveryRefused(self._fail(what, f"refused the new contact: {status}"))
+        self.check_status(response, what)
+        answer = self._json(response, what)
+        contact_id = scalar(self._value(self._create_id, answer)) if answer is not None else None
+        if contact_id is None:
+            # created (2xx) but the id is not where `create_contact.id` says: the next lookup finds it
+            raise DeliveryRefused(self._fail(what, "created the contact but its answer has no id at "
+                                             f"`create_contact.id` = {self.options['create_contact']['id']!r}"))
+        link = scalar(self._value(self._create_url, answer)) if self._create_url is not None else None
+        return WorkflowResult(id=contact_id, url=link)
 
     def _find_call(self, values: dict[str, Any]) -> WorkflowResult | None:
         """The call as an earlier attempt recorded it, or None (404, nothing listed)."""

@@ -43,12 +43,13 @@ from lookup_core.errors import (
     DeliveryRefused,
 )
 from lookup_core.phone import PhoneNumber, parse_number
-from lookup_core.types import CallRecord, Contact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import Backend, BackendOptions, BackendSpec
 
 log = logging.getLogger(__name__)
 
+CREATE_PARAMS = frozenset({"name", "company", "email", "e164", "digits", "request_key"})
 LOOKUP_PARAMS = frozenset({"e164", "digits", "national", "nsn", "digits00", "short", "limit"})
 SINCE_PARAMS = frozenset({"since"})
 # name_query (GET /contacts/search): the text as typed, '%text%', 'text%', the row cap
@@ -131,6 +132,9 @@ class SqlOptions(BackendOptions):
     # INSERT wrote nothing (ON CONFLICT DO NOTHING) or hit the unique key
     call_find_query = fields.String(load_default=None, allow_none=True)
     call_url_template = fields.String(load_default=None, allow_none=True)
+    # CreateContact: inserts a contact (:name, :company, :email, :e164, :digits, :request_key);
+    # RETURNING its id is optional (the contact is then read back by its number with `query`)
+    insert_contact_query = fields.String(load_default=None, allow_none=True)
     contact_uri_template = fields.String(load_default=None, allow_none=True)
     company_uri_template = fields.String(load_default=None, allow_none=True)
     # "fields" is also the name of Schema's own attribute: declared under another name
@@ -160,6 +164,7 @@ class SqlOptions(BackendOptions):
             "deleted_query": SINCE_PARAMS,
             "call_log_query": CALL_PARAMS,
             "call_find_query": CALL_PARAMS,
+            "insert_contact_query": CREATE_PARAMS,
         }
         for key, names in allowed.items():
             query = data.get(key)
@@ -478,6 +483,7 @@ class SqlBackend(Backend):
     requires = ("sqlalchemy",)
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})  # when call_log_query is configured: see workflows_for
+    creates_contacts = True  # when insert_contact_query is configured: see can_create_contacts
     default_crm_name = "Database"
     search_by_name = True  # with name_query
     secret_keys = Backend.secret_keys | {"connect_args"}
@@ -507,7 +513,7 @@ class SqlBackend(Backend):
         self._queries: dict[str, TextClause] = {}
         self._params: dict[str, set[str]] = {}
         for key in ("query", "list_query", "name_query", "since_query", "deleted_query", "call_log_query",
-                    "call_find_query"):
+                    "call_find_query", "insert_contact_query"):
             if options.get(key):
                 self._queries[key] = text(options[key])
                 self._params[key] = query_params(options[key])
@@ -855,6 +861,34 @@ class SqlBackend(Backend):
             else None
         )
         return WorkflowResult(id=call_id, url=url)
+
+    @classmethod
+    def can_create_contacts(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("insert_contact_query")) and bool(options.get("query"))
+
+    def create_contact(self, new: NewContact) -> WorkflowResult:
+        if "insert_contact_query" not in self._queries:
+            return super().create_contact(new)
+        values = new.values()
+        params = {name: values[name] for name in self._params["insert_contact_query"]}
+        try:
+            with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
+                result = conn.execute(self._queries["insert_contact_query"], params)
+                row = result.first() if result.returns_rows else None
+                contact_id = _text(row[0]) if row is not None and len(row) else None
+        except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
+            raise DeliveryRefused(f"{self.spec.where()}, insert_contact_query: {_reason(exc)}") from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "insert_contact_query") from None
+        # read it back with the lookup query: its id (without RETURNING) and its link as lookups give it
+        found = [c for c in self.lookup(parse_number(new.number, self.spec.default_region), 50) if c.exact]
+        match = next((c for c in found if contact_id is None or c.id == contact_id), None)
+        if match is None:
+            if contact_id is None:
+                raise DeliveryRefused(f"{self.spec.where()}, insert_contact_query: the new contact is not found by "
+                                      "`query`; add RETURNING <id column> or check the inserted phone column")
+            return WorkflowResult(id=contact_id, url=None)
+        return WorkflowResult(id=match.id, url=match.contact_uri)
 
     def _find_call(self, call: CallRecord) -> str | None:
         try:

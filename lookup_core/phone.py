@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import unquote
@@ -70,15 +71,49 @@ class PhoneNumber:
         """International digits without '+', the form the connector sends."""
         return self.e164[1:] if self.e164 else self.key[4:]
 
-    def search_forms(self) -> list[str]:
-        """The spellings a remote source may hold, most specific first, for live queries."""
+    def search_forms(self, patterns: Iterable[str] = ()) -> list[str]:
+        """The spellings a remote source may hold, most specific first, for live queries; then the
+        number written in each of ``patterns`` (see :func:`format_number`) that fits it."""
         if self.is_short:
-            return [self.key[4:]]
-        forms = [self.e164, self.digits, self.national, self.nsn, "00" + self.digits]
+            forms = [self.key[4:]]
+        else:
+            forms = [self.e164, self.digits, self.national, self.nsn, "00" + self.digits]
+        forms += [format_number(self, pattern) for pattern in patterns]
         return list(dict.fromkeys(f for f in forms if f))
 
     def masked(self) -> str:
         return mask(self.key)
+
+
+def format_number(number: PhoneNumber, pattern: str) -> str | None:
+    """``number`` written in ``pattern``, a customer's spelling such as ``"0## ### ## ##"`` or
+    ``"+41 ## ### ## ##"``: each ``#`` takes the next digit of the national significant number, or
+    of the national number with its trunk prefix when the pattern's first digit or ``#`` is written
+    as ``0``; every other character is copied. None when the number's digits do not fill the
+    ``#``s exactly, or a country code written in the pattern is not the number's."""
+    if number.is_short or not number.nsn:
+        return None
+    holes = pattern.count("#")
+    leading = re.match(r"[^0-9#+]*(\+?)(\d*)", pattern)
+    written = leading.group(2) if leading else ""
+    if leading and leading.group(1):  # "+41 ## ..." : the country code is part of the pattern
+        if not number.digits.startswith(written) or number.digits[len(written):] != number.nsn:
+            return None
+        digits = number.nsn
+    elif written.startswith("0") and len(written) == 1:  # "0## ..." : the trunk prefix is written
+        national = number.national or ""
+        if not national.startswith("0"):
+            return None
+        digits = national[1:]
+    elif written:
+        return None
+    else:  # only "#"s: the national significant number, or the national number if that fills them
+        national = number.national or ""
+        digits = national if len(national) == holes and len(number.nsn) != holes else number.nsn
+    if len(digits) != holes:
+        return None
+    feed = iter(digits)
+    return "".join(next(feed) if char == "#" else char for char in pattern)
 
 
 def parse_number(text: str, region: str = "CH") -> PhoneNumber:

@@ -108,6 +108,23 @@ class CallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NewContact:
+    """A contact to create (``CreateContact``): the remote party's number in E.164 and what the
+    connector knows of them. ``key`` identifies the request: the same tenant and number, one key."""
+
+    number: str
+    name: str
+    company: str | None = None
+    email: str | None = None
+    key: str = ""
+
+    def values(self) -> dict[str, Any]:
+        """Every field by the name configuration templates use (``{name}``, ``{e164}``...)."""
+        return {"name": self.name, "company": self.company, "email": self.email, "e164": self.number,
+                "digits": self.number.lstrip("+"), "request_key": self.key}
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowResult:
     id: str | None
     url: str | None = None

@@ -57,6 +57,9 @@ class Coordination(SharedCounters, Protocol):
 
     def get_partial(self, key: str) -> bytes | None: ...
 
+    def delete(self, key: str) -> None:
+        """Drop the cached answer (and partial answer) for the engine's cache key ``key``."""
+
     def ping(self) -> None:
         """Raises when the shared store cannot be reached."""
 
@@ -97,6 +100,11 @@ class MemoryCache:
             if len(self._young) >= self._half and key not in self._young:
                 self._old, self._young = self._young, {}
             self._young[key] = entry
+            self._old.pop(key, None)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._young.pop(key, None)
             self._old.pop(key, None)
 
     # In process the in-process single flight suffices: the lock is always ours, nobody else
@@ -169,6 +177,12 @@ class RedisCache:
 
     def set_partial(self, key: str, value: bytes, ttl: float) -> None:
         self._set(keys.partial_answer(key), value, ttl)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete(keys.answer(key), keys.partial_answer(key))
+        except self._errors as exc:
+            _warn(f"redis unavailable, cached answer not dropped: {exc}")
 
     def get_partial(self, key: str) -> bytes | None:
         return self._get(keys.partial_answer(key))

@@ -195,6 +195,11 @@ class LookupEngine:
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
         return f"{tenant.name}|{number.key}|{tenant.data_version()}"
 
+    def forget(self, tenant: Tenant, number: PhoneNumber) -> None:
+        """Drop the cached answer for ``number`` (a contact was just created with it): in this
+        process, and with Redis in every process and machine."""
+        self.cache.delete(self.cache_key(tenant, number))
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -442,7 +447,8 @@ class LookupEngine:
             self.metrics.backend_error(tenant.name, slot.name, "credentials")
             if ident not in self._credential_alerts:  # one clear line, not one per ring
                 self._credential_alerts.add(ident)
-                log.error("backend %s/%s rejected its credentials: %s", tenant.name, slot.name, exc)
+                if not getattr(slot.backend, "alerts_credentials", False):  # else the backend said it
+                    log.error("backend %s/%s rejected its credentials: %s", tenant.name, slot.name, exc)
             raise
         except BackendUnavailable as exc:
             breaker.record_failure()

@@ -325,13 +325,29 @@ def _contacts_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _create_contact_operation() -> dict[str, Any]:
+    operation = _workflow_operations("CreateContact")
+    post = operation["post"]
+    post["summary"] = "Create a contact for the remote party's number (tenants with create_contacts_in)"
+    post["description"] = ("Creates a contact with the remote party's number (originatorNumber for an incoming "
+                           "call, destinationNumber for an outgoing one, or the number of contactCrmId "
+                           "`new:<e164>`) and the optional inputs name, company, email, in the tenant's "
+                           "create_contacts_in backend; once per tenant and number: a repeated post returns the "
+                           "same contact.")
+    post["requestBody"]["content"]["application/json"]["example"] = {"inputs": {"contactCrmId": "new:+41791234567",
+                                                                                "name": "Alexa Holiday"}}
+    post["responses"]["422"] = _error("refused: the CRM rejected the new contact")
+    return operation
+
+
 def _described_paths(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every Flask rule the service registers, by its rule text, with the paths describing it."""
     style = settings.response_keys
     return {
         **_contacts_paths(),
         "/Lookup": {"/Lookup": _lookup_operations(style)},
-        "/<workflow>": {f"/{name}": _workflow_operations(name) for name in KNOWN_WORKFLOWS},
+        "/<workflow>": {**{f"/{name}": _workflow_operations(name) for name in KNOWN_WORKFLOWS},
+                        "/CreateContact": _create_contact_operation()},
         "/healthz": {"/healthz": {"get": {
             "tags": ["operations"], "operationId": "healthz", "summary": "Liveness: the process answers",
             "security": _PUBLIC,

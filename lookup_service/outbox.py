@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
-from lookup_core.types import CallRecord, WorkflowResult
+from lookup_core.phone import parse_number
+from lookup_core.types import CallRecord, Contact, NewContact, WorkflowResult
 from lookup_service.ledger import (
     DONE,
     FAILED,
@@ -38,6 +39,7 @@ from lookup_service.ledger import (
     OutboxUnavailable,
     owner_id,
 )
+from lookup_service.tenants import CREATE_CONTACT
 
 if TYPE_CHECKING:
     from lookup_service.engine import LookupEngine
@@ -102,7 +104,8 @@ class Outbox:
         self._last_store_warning = -HEALTH_EVERY_S
 
     # --- the request path ---------------------------------------------------------------------
-    def submit(self, tenant: Tenant, workflow: str, slot: BackendSlot, call: CallRecord) -> tuple[WorkflowResult, str]:
+    def submit(self, tenant: Tenant, workflow: str, slot: BackendSlot,
+               call: CallRecord | NewContact) -> tuple[WorkflowResult, str]:
         """Store ``call`` and try to deliver it within the budget. Returns (answer, outcome) where
         outcome is ``created``, ``duplicate`` or ``queued``; raises the backend's refusal
         (ContactNotFound, DeliveryRefused) when the CRM refused it for good within the budget, and
@@ -188,7 +191,10 @@ class Outbox:
         now = time.time()
         tenant = self.tenants.get(item.tenant)
         slot = tenant.by_name.get(item.backend) if tenant is not None else None
-        if tenant is None or slot is None or item.workflow not in slot.workflows:
+        creating = item.workflow == CREATE_CONTACT
+        offered = (tenant.create_slot is slot) if creating and tenant is not None else (
+            slot is not None and item.workflow in slot.workflows)
+        if tenant is None or slot is None or not offered:
             reason = f"tenant {item.tenant!r} has no backend {item.backend!r} offering {item.workflow} any more"
             return self._refused(item, owner, reason, None)
         if now - item.created_at > self.max_age_s:
@@ -208,9 +214,11 @@ class Outbox:
                                    "the backend", item.attempts)
             return Attempt()
         attempts = item.attempts + 1
-        call = decode_call(item.payload)
         try:
-            result = slot.backend.log_call(call)
+            if creating:
+                result = self._create(tenant, slot, NewContact(**json.loads(item.payload)))
+            else:
+                result = slot.backend.log_call(decode_call(item.payload))
         except (ContactNotFound, DeliveryRefused) as exc:
             if breaker is not None:
                 breaker.record_success()  # the CRM answered
@@ -241,6 +249,28 @@ class Outbox:
             log.info("outbox: call %s delivered to %s/%s at attempt %d -> %s", key[:12], item.tenant, item.backend,
                      attempts, stored.id)
         return Attempt(result=stored)
+
+    def _create(self, tenant: Tenant, slot: BackendSlot, new: NewContact) -> WorkflowResult:
+        """Create the contact unless the backend has the number already (an earlier attempt whose
+        answer was lost, or a contact made meanwhile): then that contact is the answer. Either way
+        the cached lookup answers for the number are dropped, so the next lookup finds it."""
+        backend = getattr(slot.backend, "source", slot.backend)  # a mirror creates at its source
+        number = parse_number(new.number, tenant.region)
+        existing = [c for c in slot.backend.lookup(number, 5) if c.exact]  # a mirror answers from its copy
+        if existing:
+            found = existing[0]
+            log.info("outbox: CreateContact for %s/%s: the number has a contact already", tenant.name, slot.name)
+            result = WorkflowResult(id=found.id, url=found.contact_uri)
+        else:
+            result = backend.create_contact(new)
+            store = getattr(slot.backend, "store", None) if slot.backend is not backend else None
+            if store is not None:  # a mirror: its copy has the contact now, not at the next sync
+                made = Contact(id=str(result.id), name=new.name, company=new.company, email=new.email,
+                               contact_uri=result.url, phones=[new.number])
+                store.upsert([(made, store.normalize_phones(made.phones))])
+        self.engine.forget(tenant, number)  # with Redis: the shared entry goes, for every machine
+        tenant.contact_created()  # without Redis: every worker's cache keys of this tenant change
+        return WorkflowResult(id=f"{slot.name}:{result.id}", url=result.url or "")
 
     def _refused(self, item: Item, owner: str, reason: str, exc: Exception | None, attempts: int = 0) -> Attempt:
         self.ledger.fail(item.key, owner, reason, attempts or item.attempts)

@@ -13,11 +13,13 @@ from werkzeug.exceptions import HTTPException
 
 from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import tokens_equal
+from lookup_core.types import Contact
 from lookup_service.errors import ApiError
 from lookup_service.logs import set_tenant
-from lookup_service.schemas import find_key
+from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat, find_key
 from lookup_service.service import Service
-from lookup_service.workflows import run_workflow
+from lookup_service.tenants import CREATE_CONTACT, Tenant
+from lookup_service.workflows import NEW_PREFIX, run_workflow
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def register_routes(app: Flask, service: Service) -> None:
     engine = service.engine
     header = service.settings.token_header
     metrics_token = service.settings.metrics_token
+    formatter = ResponseFormat(service.settings.response_keys)  # the unknown-caller entry's keys
 
     def authenticate():
         tenant = tokens.tenant_for(request.headers.get(header))
@@ -68,7 +71,10 @@ def register_routes(app: Flask, service: Service) -> None:
             raise ApiError(400, "invalid_number", f"PhoneNumber: {exc}") from None
         # the answer as ResponseFormat.render renders it (create_app gives the engine that
         # renderer): the engine caches the rendering, so a cache hit serializes nothing
-        return Response(engine.lookup_rendered(tenant, number), mimetype=JSON)
+        body = engine.lookup_rendered(tenant, number)
+        if body == EMPTY_ANSWER and tenant.unknown_caller_entry and number.e164:
+            body = unknown_caller_entry(tenant, number.e164, formatter)
+        return Response(body, mimetype=JSON)
 
     @bp.route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> Response:
@@ -128,6 +134,17 @@ def register_routes(app: Flask, service: Service) -> None:
         return json_response({"id": result.id, "url": result.url or ""})
 
     _register_errors(app)
+
+
+def unknown_caller_entry(tenant: Tenant, e164: str, formatter: ResponseFormat) -> bytes:
+    """The one entry answered instead of ``[]`` when the tenant enables it: a card whose only action
+    creates the contact (CreateContact with contactCrmId ``new:<e164>``). Never cached: the cache
+    keeps ``[]``, so a contact created meanwhile shows at once."""
+    slot = tenant.create_slot
+    assert slot is not None  # the configuration requires create_contacts_in with the entry
+    entry = Contact(id="", name=tenant.unknown_caller_text)
+    return formatter.dumps([formatter.contact(entry, NEW_PREFIX + e164, slot.crm_name, slot.crm_logo,
+                                              [CREATE_CONTACT])])
 
 
 def _not_ready_message(not_ready: list[dict[str, str]]) -> str:

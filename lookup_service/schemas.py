@@ -124,3 +124,13 @@ class WorkflowInputs(_CaseInsensitive):
     answeredTime = fields.Raw(load_default=None, allow_none=True)
     endedTime = fields.Raw(load_default=None, allow_none=True)
     declinedTime = fields.Raw(load_default=None, allow_none=True)
+
+
+class CreateContactInputs(WorkflowInputs):
+    """CreateContact: the usual inputs (``contactCrmId`` optional: the unknown-caller entry sends
+    ``new:<e164>``) and the optional ``name``, ``company`` and ``email`` of the new contact."""
+
+    contactCrmId = _Text(load_default=None, allow_none=True)
+    name = _Text(load_default=None, allow_none=True)
+    company = _Text(load_default=None, allow_none=True)
+    email = _Text(load_default=None, allow_none=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 from config.settings import ConfigError, Settings, TenantConfig
 from crm_backends.base import Backend, BackendSpec
+from crm_backends.contact_store import GenerationBoard
 from crm_backends.registry import backend_class, build
 from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
+CREATE_CONTACT = "CreateContact"
 
 
 @dataclass
@@ -50,7 +54,15 @@ class Tenant:
     max_results: int
     cache_ttl: float
     negative_cache_ttl: float
+    create_contacts_in: str | None = None
+    unknown_caller_entry: bool = False
+    unknown_caller_text: str = "Unknown caller \u2013 create contact"
+    new_contact_name: str = "Unknown caller {number}"
     by_name: dict[str, BackendSlot] = field(default_factory=dict)
+
+    # CreateContact without Redis: a counter shared by the processes of this machine (a mapped file),
+    # part of the data version, so a contact one worker created is not hidden by another's cached []
+    creations: GenerationBoard | None = None
 
     def __post_init__(self) -> None:
         self.by_name = {slot.name: slot for slot in self.slots}
@@ -61,16 +73,34 @@ class Tenant:
         """The data versions of the local stores; part of every cache key so writes show at once."""
         versioned = self._versioned
         if len(versioned) == 1:  # the common case, on the hot path
-            return versioned[0].data_version()
-        return tuple(backend.data_version() for backend in versioned)
+            version = versioned[0].data_version()
+        else:
+            version = tuple(backend.data_version() for backend in versioned)
+        if self.creations is not None:
+            return (version, self.creations.read())
+        return version
+
+    def contact_created(self) -> None:
+        """A contact was created: every process's cached answers of this tenant are stale now."""
+        if self.creations is not None:
+            self.creations.publish(self.creations.read() + 1, 0)
 
     def workflows(self) -> list[str]:
         names: list[str] = []
         for slot in self.slots:
             names.extend(w for w in slot.workflows if w not in names)
+        if self.create_contacts_in is not None:
+            names.append(CREATE_CONTACT)
         return names
 
+    @property
+    def create_slot(self) -> BackendSlot | None:
+        """The backend CreateContact writes to (``create_contacts_in``), None when not configured."""
+        return self.by_name.get(self.create_contacts_in) if self.create_contacts_in else None
+
     def close(self) -> None:
+        if self.creations is not None:
+            self.creations.close()
         for slot in self.slots:
             try:
                 slot.backend.close()
@@ -101,7 +131,19 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
         max_results=config.max_results,
         cache_ttl=config.cache_ttl,
         negative_cache_ttl=config.negative_cache_ttl,
+        create_contacts_in=config.create_contacts_in,
+        unknown_caller_entry=config.unknown_caller_entry,
+        unknown_caller_text=config.unknown_caller_text,
+        new_contact_name=config.new_contact_name,
+        # with Redis the cache is shared and the created number's entry is dropped there instead
+        creations=_creation_board(config, settings) if config.create_contacts_in and not settings.redis_url else None,
     )
+
+
+def _creation_board(config: TenantConfig, settings: Settings) -> GenerationBoard:
+    name = hashlib.sha256(config.name.encode()).hexdigest()[:16]
+    os.makedirs(settings.instance_dir, exist_ok=True)
+    return GenerationBoard(os.path.join(settings.instance_dir, f"contacts-created-{name}.generation"), 0, 0)
 
 
 def _build_slot(position: int, spec: BackendSpec, settings: Settings) -> BackendSlot:

@@ -13,13 +13,14 @@ from typing import Any
 from marshmallow import ValidationError
 
 from lookup_core.errors import ContactNotFound, DeliveryRefused
+from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import mask
-from lookup_core.types import CallRecord, WorkflowResult
+from lookup_core.types import CallRecord, NewContact, WorkflowResult
 from lookup_service.errors import ApiError
 from lookup_service.ledger import OutboxUnavailable
 from lookup_service.outbox import Outbox
-from lookup_service.schemas import WorkflowInputs
-from lookup_service.tenants import BackendSlot, Tenant
+from lookup_service.schemas import CreateContactInputs, WorkflowInputs
+from lookup_service.tenants import CREATE_CONTACT, BackendSlot, Tenant
 from lookup_service.timeparse import InvalidTime, parse_time
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ _DIRECTIONS = {"incoming": "incoming", "inbound": "incoming", "in": "incoming",
                "outgoing": "outgoing", "outbound": "outgoing", "out": "outgoing"}
 _TIME_FIELDS = ("startedTime", "answeredTime", "endedTime", "declinedTime")
 _INPUTS_SCHEMA = WorkflowInputs()
+_CREATE_SCHEMA = CreateContactInputs()
+NEW_PREFIX = "new:"  # the id of the unknown-caller entry: new:<e164>
 
 
 def run_workflow(
@@ -40,12 +43,9 @@ def run_workflow(
     """Run ``workflow`` for ``inputs``; returns (result, outcome): ``created``, ``duplicate`` or
     ``queued`` (stored durably, delivered in the background; the id is then the call's key).
     Raises :class:`ApiError`."""
-    try:
-        data = _INPUTS_SCHEMA.load(inputs)
-    except ValidationError as exc:
-        field, messages = next(iter(exc.messages.items()))  # type: ignore[union-attr]
-        text = messages[0] if isinstance(messages, list) else str(messages)
-        raise ApiError(400, "invalid_input", f"inputs.{field}: {text}") from None
+    if workflow == CREATE_CONTACT:
+        return create_contact(tenant, inputs, outbox)
+    data = _load(_INPUTS_SCHEMA, inputs)
     slot, native_id = route(tenant, workflow, data["contactCrmId"].strip())
     call = _call_record(tenant, workflow, slot, native_id, data, naive_zone)
     try:
@@ -61,6 +61,84 @@ def run_workflow(
     log.info("workflow %s on %s/%s: %s call with %s -> %s (%s)", workflow, tenant.name, slot.name, call.status,
              mask(call.remote_number), result.id if outcome != "queued" else "queued", outcome)
     return result, outcome
+
+
+def _load(schema: WorkflowInputs, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(inputs)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.messages.items()))  # type: ignore[union-attr]
+        text = messages[0] if isinstance(messages, list) else str(messages)
+        raise ApiError(400, "invalid_input", f"inputs.{field}: {text}") from None
+
+
+def create_contact(tenant: Tenant, inputs: Mapping[str, Any], outbox: Outbox) -> tuple[WorkflowResult, str]:
+    """CreateContact: a contact with the remote party's number in the tenant's ``create_contacts_in``
+    backend, once per tenant and number however often it is posted.
+
+    It goes through the ledger and outbox like a call (see README "Creating contacts"): the first
+    post claims the request and creates the contact within the workflow budget while the user
+    waits for its id; a concurrent or later post of the same number gets the same answer; a
+    creation the backend could not finish in time goes on in the background, never twice."""
+    slot = tenant.create_slot
+    if slot is None:
+        raise ApiError(404, "unknown_workflow", "CreateContact is not enabled for this tenant (create_contacts_in)")
+    data = _load(_CREATE_SCHEMA, inputs)
+    number = _remote_number(tenant, data)
+    remote_name = data.get("originatorName") if _direction(data) == "incoming" else data.get("destinationName")
+    name = _clean(data.get("name")) or _clean(remote_name) or tenant.new_contact_name.replace(
+        "{number}", _international(number))
+    key = hashlib.sha256(json.dumps([tenant.name, CREATE_CONTACT, slot.name, number]).encode()).hexdigest()
+    new = NewContact(number=number, name=name, company=_clean(data.get("company")), email=_clean(data.get("email")),
+                     key=key)
+    try:
+        result, outcome = outbox.submit(tenant, CREATE_CONTACT, slot, new)  # type: ignore[arg-type]
+    except OutboxUnavailable as exc:
+        log.error("CreateContact on %s/%s: cannot store the request: %s", tenant.name, slot.name, exc)
+        raise ApiError(503, "outbox_unavailable", "the service cannot store the request durably right now "
+                       f"({exc}); nothing was created; retry later", {"Retry-After": "5"}) from None
+    except DeliveryRefused as exc:
+        raise ApiError(422, "refused", f"{slot.name} refused the new contact: {exc}") from None
+    log.info("CreateContact on %s/%s: %s -> %s (%s)", tenant.name, slot.name, mask(number),
+             result.id if outcome != "queued" else "queued", outcome)
+    return result, outcome
+
+
+def _direction(data: Mapping[str, Any]) -> str | None:
+    return _DIRECTIONS.get((data.get("direction") or "").strip().lower())
+
+
+def _remote_number(tenant: Tenant, data: Mapping[str, Any]) -> str:
+    """The new contact's number in E.164: from ``contactCrmId`` ``new:<e164>``, else the remote
+    party's (``originatorNumber`` incoming, ``destinationNumber`` outgoing)."""
+    crm_id = (data.get("contactCrmId") or "").strip()
+    if crm_id.startswith(NEW_PREFIX):
+        raw, field = crm_id[len(NEW_PREFIX):], "contactCrmId"
+    else:
+        direction = _direction(data)
+        if direction is None:
+            raise ApiError(400, "invalid_input", "inputs.direction: must be 'incoming' or 'outgoing' (it says "
+                           "whose number the new contact gets)")
+        field = "originatorNumber" if direction == "incoming" else "destinationNumber"
+        raw = data.get(field) or ""
+    if not raw.strip():
+        raise ApiError(400, "invalid_input", f"inputs.{field}: the remote party's number is required")
+    try:
+        number = parse_number(raw, tenant.region)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(400, "invalid_number", f"inputs.{field}: {exc}") from None
+    if number.e164 is None:
+        raise ApiError(400, "invalid_number", f"inputs.{field}: an internal short number cannot become a contact")
+    return number.e164
+
+
+def _international(e164: str) -> str:
+    import phonenumbers
+
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(e164, None), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        return e164
 
 
 def route(tenant: Tenant, workflow: str, contact_id: str) -> tuple[BackendSlot, str]:

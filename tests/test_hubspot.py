@@ -877,3 +877,49 @@ def test_search_by_name_prefixes_first_last_and_company(fake, make):
     assert [c.id for c in backend.search("ann mu", 20)] == [anna]
     assert [c.id for c in backend.search("BRU", 20)] == [bruno]
     assert backend.search("zz", 20) == [] and backend.search(" ", 20) == []
+
+
+# CreateContact ----------------------------------------------------------------------------------
+def test_create_contact_posts_the_documented_body_and_the_next_lookup_finds_it(fake, make):
+    from lookup_core.types import NewContact
+
+    backend = make()
+    number = parse_number("41791234567")
+    assert backend.lookup(number, 5) == []
+    result = backend.create_contact(NewContact(number="+41791234567", name="Alexa Holiday", company="Holiday AG"))
+    [sent] = fake.recorded("POST", "/crm/v3/objects/contacts")
+    assert sent.body == {"properties": {"firstname": "Alexa", "lastname": "Holiday", "phone": "+41791234567",
+                                        "company": "Holiday AG"}}
+    assert result.url == contact_url(result.id)
+    [found] = backend.lookup(number, 5)
+    assert found.id == result.id and found.name == "Alexa Holiday"
+
+
+def test_create_contact_with_an_email_that_exists_answers_that_contact(fake, make):
+    from lookup_core.types import NewContact
+
+    existing = fake.add_contact(firstname="Alexa", email="alexa@example.com")
+    backend = make()
+    result = backend.create_contact(NewContact(number="+41791234567", name="Alexa", email="alexa@example.com"))
+    assert result.id == existing
+
+
+def test_the_fake_refuses_what_hubspot_refuses(fake):
+    url = fake.url + "/crm/v3/objects/contacts"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.post(url, json={"firstname": "x"}, headers=headers, timeout=5).status_code == 400
+    assert requests.post(url, json={"properties": {"phone": "+41791234567"}}, headers=headers,
+                         timeout=5).status_code == 400  # no email, firstname or lastname
+    answer = requests.post(url, json={"properties": {"firstname": "x", "fax_number": "1"}}, headers=headers, timeout=5)
+    assert answer.status_code == 400 and answer.json()["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+
+
+def test_search_formats_are_asked_for_in_the_typed_properties(fake, make):
+    fake.add_contact(firstname="Anna", phone="021/552.20.00")
+    # a portal where the calculated properties do not hold it: only the typed text can match
+    fake.unindexed_properties.update({"hs_searchable_calculated_phone_number",
+                                      "hs_searchable_calculated_mobile_number"})
+    number = parse_number("41215522000")
+    assert make().lookup(number, 5) == []
+    [found] = make(search_formats=["0##/###.##.##"]).lookup(number, 5)
+    assert found.name == "Anna"

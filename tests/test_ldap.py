@@ -508,3 +508,11 @@ def test_search_by_name_as_typed(backend, tmp_path):
     assert len(backend.search("a", 2)) == 2 and backend.search("  ", 20) == []
     assert backend.search("*)(uid=*", 20) == []  # filter characters are escaped, not obeyed
     assert backend.search_filter("a*b") == r"(|(cn=*a\2ab*)(displayName=*a\2ab*))"
+
+
+def test_search_formats_become_equality_assertions(tmp_path):
+    b = make(tmp_path, "ldap://127.0.0.1:1", substring_search="none", attributes={"phones": ["telephoneNumber"]},
+             search_formats=["0##/###.##.##"])
+    assert "(telephoneNumber=021/552.20.00)" in b.lookup_filter(parse_number("41215522000"))
+    plain = make(tmp_path, "ldap://127.0.0.1:1", substring_search="none", attributes={"phones": ["telephoneNumber"]})
+    assert "021/552.20.00" not in plain.lookup_filter(parse_number("41215522000"))

@@ -908,3 +908,30 @@ def test_search_by_name_is_name_ilike(odoo, tmp_path):
     assert [c.id for c in backend.search("zoë mü", 20)] == [str(zoe)]  # any case, the words as typed
     assert {"Zoë Müller", "Max Meier"} <= {c.name for c in backend.search("m", 20)}
     assert len(backend.search("m", 1)) == 1 and backend.search("  ", 20) == [] and backend.search("nobody", 5) == []
+
+
+# CreateContact ------------------------------------------------------------------------------------
+def test_create_contact_creates_a_partner_and_the_next_lookup_finds_it(odoo, tmp_path):
+    from lookup_core.types import NewContact
+
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    number = parse_number("41791234567")
+    assert backend.lookup(number, 5) == []
+    result = backend.create_contact(NewContact(number="+41791234567", name="Alexa Holiday", company="Holiday AG"))
+    [(args, _kwargs)] = fake.model_calls("res.partner", "create")
+    assert args == [{"name": "Alexa Holiday", "phone": "+41791234567", "company_name": "Holiday AG"}]
+    assert fake.partner(int(result.id))["name"] == "Alexa Holiday"
+    assert result.url.endswith(f"/odoo/res.partner/{result.id}") or f"id={result.id}&" in result.url
+    [found] = backend.lookup(number, 5)
+    assert found.id == result.id
+
+
+def test_a_partner_odoo_refuses_is_a_refusal_for_good(odoo, tmp_path):
+    from lookup_core.errors import DeliveryRefused
+    from lookup_core.types import NewContact
+
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    with pytest.raises(DeliveryRefused, match="Contacts require a name"):
+        backend.create_contact(NewContact(number="+41791234567", name=""))

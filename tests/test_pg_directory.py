@@ -496,3 +496,28 @@ def test_a_forked_process_polls_and_connects_on_its_own(pg, tmp_path, monkeypatc
     finally:
         store.close()
         writer.close()
+
+
+# --- CreateContact on the directory, both stores -----------------------------------------------------
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_create_contact_writes_one_contact_that_the_next_lookup_finds(pg, tmp_path, kind):
+    from crm_backends.directory import DirectoryBackend
+    from crm_backends.registry import load_spec
+    from lookup_core.types import NewContact
+
+    table = {"name": "dir", "type": "directory", "path": str(tmp_path / "d.sqlite3")}
+    if kind == "postgres":
+        table["database_url"] = paas_url(pg)
+    backend = DirectoryBackend(load_spec(table, "t", "test", ("CallFlow",), instance_dir=str(tmp_path)))
+    try:
+        number = parse_number("41791234567", "CH")
+        assert backend.lookup(number, 5) == []
+        before = backend.data_version()
+        new = NewContact(number="+41791234567", name="Alexa Holiday", company="Holiday AG", key="k" * 64)
+        first = backend.create_contact(new)
+        assert backend.create_contact(new) == first  # an attempt repeated after a lost answer: the same row
+        [found] = backend.lookup(number, 5)
+        assert (found.id, found.name, found.company) == (first.id, "Alexa Holiday", "Holiday AG")
+        assert backend.data_version() != before  # cached answers of this directory are stale at once
+    finally:
+        backend.close()

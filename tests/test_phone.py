@@ -469,3 +469,29 @@ def test_extraction_never_raises_and_never_invents_digits():
             assert all(char in digits for char in core), (text, number)
             checked += 1
     assert checked > 500
+
+
+# --- search_formats: a number written in a customer's pattern ----------------------------------------
+@pytest.mark.parametrize("digits, pattern, written", [
+    ("41215522000", "0## ### ## ##", "021 552 20 00"),
+    ("41215522000", "+41 ## ### ## ##", "+41 21 552 20 00"),
+    ("41215522000", "(0##) ###-####", "(021) 552-2000"),
+    ("41215522000", "## ### ## ##", "21 552 20 00"),
+    ("41215522000", "### ### ## ##", "021 552 20 00"),  # ten "#": the national number with its trunk prefix
+    ("41791234567", "0##/###.##.##", "079/123.45.67"),
+    ("41215522000", "+33 # ## ## ## ##", None),  # another country's code
+    ("41215522000", "0## ### ##", None),  # the digits do not fill the pattern
+    ("4930123456", "0## ### ## ##", None),
+])
+def test_format_number(digits, pattern, written):
+    from lookup_core.phone import format_number
+
+    assert format_number(parse_number(digits), pattern) == written
+
+
+def test_search_forms_add_the_patterns_after_the_automatic_spellings():
+    number = parse_number("41215522000")
+    forms = number.search_forms(["0## ### ## ##", "+33 # ## ## ## ##"])
+    assert forms[:len(number.search_forms())] == number.search_forms()
+    assert forms[len(number.search_forms()):] == ["021 552 20 00"]
+    assert parse_number("201").search_forms(["0## ### ## ##"]) == ["201"]  # a short number has no format

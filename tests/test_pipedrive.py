@@ -764,3 +764,35 @@ def test_search_by_name_asks_the_persons_search_on_name(fake, make):
     backend = make()
     assert [(c.id, c.name) for c in backend.search("muster", 20)] == [(str(anna), "Anna Muster")]
     assert backend.search("m", 20) == [] and backend.search("nobody", 20) == []  # Pipedrive wants 2 characters
+
+
+# CreateContact ------------------------------------------------------------------------------------
+def test_create_contact_adds_a_person_as_documented_and_the_next_lookup_finds_it(fake, make):
+    from lookup_core.types import NewContact
+
+    backend = make()
+    number = parse_number("41791234567")
+    assert backend.lookup(number, 5) == []
+    result = backend.create_contact(NewContact(number="+41791234567", name="Alexa Holiday", email="a@h.example"))
+    [sent] = fake.recorded("POST", "/api/v2/persons")
+    assert sent.body == {"name": "Alexa Holiday",
+                         "phones": [{"value": "+41791234567", "primary": True, "label": "work"}],
+                         "emails": [{"value": "a@h.example", "primary": True, "label": "work"}]}
+    assert result.url == f"https://acme.pipedrive.com/person/{result.id}"
+    [found] = backend.lookup(number, 5)
+    assert found.id == result.id and found.name == "Alexa Holiday"
+
+
+def test_the_fake_refuses_a_person_pipedrive_refuses(fake):
+    url = fake.base_url + "/api/v2/persons"
+    headers = {"x-api-token": API_TOKEN}
+    assert requests.post(url, headers=headers, json={"phones": [{"value": "1"}]}, timeout=5).status_code == 400
+    assert requests.post(url, headers=headers, json={"name": "x", "phones": ["+41"]}, timeout=5).status_code == 400
+    assert requests.post(url, headers=headers, json={"name": "x", "phone": "+41"}, timeout=5).status_code == 400
+    assert requests.post(url, headers=headers, json={"name": "x"}, timeout=5).status_code == 200
+
+
+def test_search_formats_become_search_terms(fake, make):
+    fake.add_person("Anna", ["021/552.20.00"])
+    make(search_formats=["0##/###.##.##"]).lookup(parse_number("41215522000"), 5)
+    assert "021/552.20.00" in [r.query.get("term") for r in searches(fake)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import re
 import time
 import tomllib
@@ -1063,3 +1064,133 @@ def test_search_url_searches_by_name_as_typed(api, tmp_path):
     api.route("GET", "/api/search", lambda r: Reply(200, {"unexpected": True}))
     with pytest.raises(BackendUnavailable, match="search_results"):
         backend.search("anna", 20)
+
+
+def test_a_rejected_credential_is_one_error_line_through_the_service(api, tmp_path, make_app, caplog):
+    """The HTTP base says it once; the engine adds no second line of its own."""
+    api.route("GET", "/api/contacts", lambda r: Reply(401, {}))
+    config = tmp_path / "lookup.toml"
+    config.write_text(f"""
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+  [[tenant.backend]]
+  name = "erp"
+  type = "rest"
+  lookup_url = "{api.url}/api/contacts?phone={{e164}}"
+    [tenant.backend.fields]
+    id = "id"
+    name = "name"
+    phones = "phones"
+""")
+    client = make_app(LOOKUP_CONFIG=str(config), LOOKUP_BREAKER_FAILURES=100).test_client()
+    with caplog.at_level(logging.DEBUG):
+        for i in range(3):
+            answer = client.get(f"/Lookup?phoneNumber=4121552200{i}", headers={"X-Execution-Token": "acme-token-1234"})
+            assert answer.status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "credentials" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+# --- search_formats: a source whose search finds only the exact string stored ------------------------
+class ExactPhoneApi:
+    """GET /people?phone=... answers the people whose stored phone is exactly that text."""
+
+    def __init__(self, api: FakeRestApi, people: list[dict[str, Any]]):
+        self.people = people
+        self.asked: list[str] = []
+        api.route("GET", "/people", self.search)
+        api.route("POST", "/people", self.create)
+
+    def search(self, request: Request) -> Reply:
+        wanted = request.query.get("phone", "")
+        self.asked.append(wanted)
+        return Reply(200, {"items": [p for p in self.people if p["phone"] == wanted]})
+
+    def create(self, request: Request) -> Reply:
+        body = request.json()
+        if not isinstance(body.get("name"), str) or not body["name"] or not isinstance(body.get("phone"), str):
+            return Reply(422, {"error": "name and phone are required"})
+        person = {"id": 100 + len(self.people), "name": body["name"], "phone": body["phone"],
+                  "company": body.get("company")}
+        self.people.append(person)
+        return Reply(201, {"data": {**person, "link": f"https://erp.example/people/{person['id']}"}})
+
+
+EXACT = {
+    "lookup_url": "/people?phone={number}",
+    "results": "items",
+    "fields": {"id": "id", "name": "name", "phones": "phone", "company": "company"},
+}
+
+
+def exact_options(api: FakeRestApi, **more: Any) -> dict[str, Any]:
+    return {**EXACT, "lookup_url": api.url + EXACT["lookup_url"], **more}
+
+
+def test_a_search_format_finds_a_contact_stored_only_in_that_spelling(api, tmp_path):
+    ExactPhoneApi(api, [{"id": 7, "name": "Anna Muster", "phone": "(021) 552-2000"}])
+    without = build(exact_options(api), tmp_path)
+    assert without.lookup(NUMBER, 5) == []
+    backend = build(exact_options(api, try_forms=["e164", "national"],
+                                  search_formats=["0## ### ## ##", "(0##) ###-####"]), tmp_path)
+    [found] = backend.lookup(NUMBER, 5)
+    assert found.id == "7" and found.exact
+    # the automatic spellings first, then each format that fits, until one finds
+    assert [r.query["phone"] for r in api.requests[-4:]] == [
+        "+41215522000", "0215522000", "021 552 20 00", "(021) 552-2000"]
+
+
+def test_a_formatted_candidate_is_still_rechecked(api, tmp_path):
+    # the source answers a wrong record for the formatted spelling: the re-check drops it
+    api.route("GET", "/people", lambda request: Reply(200, {"items": [{"id": 9, "name": "Other",
+                                                                       "phone": "021 552 20 01"}]}))
+    backend = build(exact_options(api, search_formats=["0## ### ## ##"]), tmp_path)
+    assert backend.lookup(NUMBER, 5) == []
+
+
+def test_search_formats_need_the_number_placeholder_and_a_digit_each(api, tmp_path):
+    error = config_error(exact_options(api, lookup_url=api.url + "/people?phone={e164}",
+                                       search_formats=["0## ### ## ##"]), tmp_path)
+    assert error.key == "search_formats" and "{number}" in str(error)
+    error = config_error(exact_options(api, search_formats=["021 552"]), tmp_path)
+    assert "search_formats" in str(error) and "'#'" in str(error)
+
+
+# --- CreateContact: the [create_contact] request ------------------------------------------------------
+CREATE = {
+    "request_url": "/people",
+    "body": {"name": "{name}", "phone": "{e164}", "company": "{company}"},
+    "id": "data.id",
+    "url": "data.link",
+}
+
+
+def test_create_contact_sends_the_template_and_reads_id_and_link(api, tmp_path):
+    from lookup_core.types import NewContact
+
+    people = ExactPhoneApi(api, [])
+    backend = build(exact_options(api, create_contact={**CREATE, "request_url": api.url + "/people"}), tmp_path)
+    assert type(backend).can_create_contacts(backend.options)
+    result = backend.create_contact(NewContact(number="+41215522000", name="Anna Muster", company="Muster AG",
+                                               key="k" * 64))
+    assert result == WorkflowResult(id="100", url="https://erp.example/people/100")
+    sent = api.requests[-1]
+    assert sent.json() == {"name": "Anna Muster", "phone": "+41215522000", "company": "Muster AG"}
+    assert sent.headers["idempotency-key"] == "k" * 64
+    assert people.people[0]["phone"] == "+41215522000"
+    assert backend.lookup(NUMBER, 5)[0].id == "100"
+
+
+def test_create_contact_refused_by_the_api_is_a_refusal_for_good(api, tmp_path):
+    from lookup_core.types import NewContact
+
+    ExactPhoneApi(api, [])
+    backend = build(exact_options(api, create_contact={**CREATE, "request_url": api.url + "/people",
+                                                       "body": {"phone": "{e164}"}}), tmp_path)
+    with pytest.raises(DeliveryRefused) as info:
+        backend.create_contact(NewContact(number="+41215522000", name="x"))
+    assert "422" in str(info.value) and "+41215522000" not in str(info.value)
+
+
+def test_without_a_create_contact_request_the_backend_cannot_create(api, tmp_path):
+    backend = build(exact_options(api), tmp_path)
+    assert not type(backend).can_create_contacts(backend.options)

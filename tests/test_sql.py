@@ -785,3 +785,38 @@ def test_name_query_searches_by_name_as_typed(db, tmp_path):
     assert backend.search("  ", 20) == [] and make_backend(db, tmp_path).search("rossi", 20) == []
     with pytest.raises(BackendConfigError, match="unknown parameter"):
         make_backend(db, tmp_path, name_query="SELECT * FROM customers WHERE first_name = :e164")
+
+
+# CreateContact: insert_contact_query ---------------------------------------------------------------
+INSERT_CONTACT = ("INSERT INTO customers (id, first_name, company, phone, email) "
+                  "VALUES ((SELECT MAX(id) + 1 FROM customers), :name, :company, :e164, :email)")
+
+
+@pytest.mark.parametrize("returning", [False, True])
+def test_create_contact_inserts_and_reads_the_contact_back(db, tmp_path, returning):
+    from lookup_core.types import NewContact
+
+    query = INSERT_CONTACT + (" RETURNING id" if returning else "")
+    backend = make_backend(db, tmp_path, insert_contact_query=query,
+                           contact_uri_template="https://erp.example/customers/{id}")
+    assert type(backend).can_create_contacts(backend.options)
+    assert lookup(backend, "41791112233") == []
+    result = backend.create_contact(NewContact(number="+41791112233", name="Alexa Holiday", company="Holiday AG"))
+    assert result.id == "8" and result.url == "https://erp.example/customers/8"
+    [found] = lookup(backend, "41791112233")
+    assert found.id == "8" and found.company == "Holiday AG"
+
+
+def test_create_contact_refused_by_a_constraint_is_a_refusal_for_good(db, tmp_path):
+    from lookup_core.errors import DeliveryRefused
+    from lookup_core.types import NewContact
+
+    backend = make_backend(db, tmp_path, insert_contact_query="INSERT INTO customers (id, phone) VALUES (1, :e164)")
+    with pytest.raises(DeliveryRefused, match="insert_contact_query"):
+        backend.create_contact(NewContact(number="+41791112233", name="x"))
+
+
+def test_insert_contact_query_parameters_are_checked(tmp_path):
+    with pytest.raises(BackendConfigError, match="insert_contact_query.*:phone"):
+        make_backend("sqlite:///" + str(tmp_path / "x.sqlite3"), tmp_path,
+                     insert_contact_query="INSERT INTO customers (phone) VALUES (:phone)")

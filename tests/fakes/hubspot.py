@@ -456,6 +456,8 @@ class FakeHubSpot:
             return self._company_batch(body)
         if method == "POST" and path == "/crm/v3/objects/calls":
             return 201, self._create_call(body)
+        if method == "POST" and path == "/crm/v3/objects/contacts":
+            return 201, self._create_contact(body)
         if method == "POST" and path == "/crm/v3/objects/calls/search":
             return 200, self._search(body, "calls")
         match = re.fullmatch(r"/crm/v3/objects/calls/([^/]+)", path)
@@ -756,6 +758,41 @@ class FakeHubSpot:
     # COMPLETED, CONNECTING, FAILED, IN_PROGRESS, NO_ANSWER, QUEUED, RINGING; hs_call_duration in
     # milliseconds; associations [{"to": {"id"}, "types": [{"associationCategory":
     # "HUBSPOT_DEFINED", "associationTypeId": 194}]}] (194: call to contact). Answers 201.
+    # POST /crm/v3/objects/contacts
+    # developers.hubspot.com/docs/api/crm/contacts ("Create contacts"): a `properties` object (and
+    # optional `associations`); at least one of email, firstname, lastname; email is the unique key,
+    # a second contact with the same email is refused (409 CONFLICT, "Existing ID: ...").
+    CONTACT_PROPERTIES = frozenset({"email", "firstname", "lastname", "phone", "mobilephone", "company", "jobtitle",
+                                    "lifecyclestage", "hubspot_owner_id"})
+
+    def _create_contact(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - {"properties", "associations"}:
+            raise _ApiError(400, "Invalid input JSON: expected {properties, associations}")
+        props = body.get("properties")
+        if not isinstance(props, dict):
+            raise _ApiError(400, "`properties` is required")
+        for key, value in props.items():
+            if key not in self.CONTACT_PROPERTIES:
+                raise _ApiError(400, f'Property "{key}" does not exist', "VALIDATION_ERROR",
+                                errors=[{"code": "PROPERTY_DOESNT_EXIST", "context": {"propertyName": [key]}}])
+            if not isinstance(value, str):
+                raise _ApiError(400, f"Property values are strings: {key!r}")
+        if not any(props.get(name) for name in ("email", "firstname", "lastname")):
+            raise _ApiError(400, "A contact needs at least one of email, firstname, lastname")
+        with self.lock:
+            email = (props.get("email") or "").lower()
+            clash = next((r for r in self.contacts.values() if email and r.properties.get("email", "").lower() == email
+                          and not r.archived), None)
+            if clash is not None:
+                raise _ApiError(409, f"Contact already exists. Existing ID: {clash.id}", "CONFLICT")
+            contact_id = self._new_id()
+            stamp = iso_ms()
+            record = _Record(contact_id, {k: v for k, v in props.items() if v}, stamp, stamp)
+            self._finish_contact(record)
+            self.contacts[contact_id] = record
+        return {"id": contact_id, "properties": dict(record.properties), "createdAt": stamp, "updatedAt": stamp,
+                "archived": False}
+
     def _create_call(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - {"properties", "associations"}:
             raise _ApiError(400, "Invalid input JSON: expected {properties, associations}")

@@ -363,6 +363,8 @@ class FakePipedrive:
             return self._get_person(int(match.group(1)), query)
         if method == "GET" and path == "/api/v2/organizations":
             return self._list_orgs(query)
+        if method == "POST" and path == "/api/v2/persons":
+            return self._add_person(headers, body, query)
         if method == "POST" and path == "/api/v1/callLogs":
             return self._add_call_log(headers, body, query)
         if method == "POST" and path == "/api/v2/activities":
@@ -560,6 +562,37 @@ class FakePipedrive:
         record = dict(body, id=uuid.uuid4().hex[:24], activity_id=activity_id, has_recording=False, company_id=1)
         self.call_logs.append(record)
         return {"success": True, "data": record}
+
+    def _add_person(self, headers: dict[str, str], body: Any, query: dict[str, str]) -> dict[str, Any]:
+        # https://developers.pipedrive.com/docs/api/v1/Persons#addPerson (API v2: POST /api/v2/persons):
+        # JSON only; name required; emails and phones are lists of {value, primary, label} (only
+        # value required); owner_id, org_id, visible_to numbers.
+        _only(query, set())
+        _json_body(headers, body)
+        _only_keys(body, {"name", "owner_id", "org_id", "emails", "phones", "visible_to", "label_ids",
+                          "marketing_status", "add_time", "custom_fields"})
+        if not isinstance(body.get("name"), str) or not body["name"].strip():
+            raise _invalid("name is required")
+        _typed(body, int, "owner_id", "org_id", "visible_to")
+        for key in ("emails", "phones"):
+            items = body.get(key, [])
+            if not isinstance(items, list) or not all(
+                isinstance(item, dict) and set(item) <= {"value", "primary", "label"}
+                and isinstance(item.get("value"), str) and isinstance(item.get("primary", False), bool)
+                for item in items
+            ):
+                raise _invalid(f"{key} must be a list of {{value: string, primary: boolean, label: string}}")
+        if body.get("org_id") is not None and body["org_id"] not in self.orgs:
+            raise _Reject(404, "Organization not found")
+        person_id = self._new_id()  # the caller holds the lock
+        now = self._tick()
+        self.persons[person_id] = {
+            "id": person_id, "name": body["name"].strip(), "owner_id": body.get("owner_id", USER_ID),
+            "org_id": body.get("org_id"), "phones": _items(body.get("phones", [])),
+            "emails": _items(body.get("emails", [])), "add_time": now, "update_time": now, "is_deleted": False,
+            "visible_to": body.get("visible_to", 3),
+        }
+        return {"success": True, "data": self._person_v2(self.persons[person_id])}
 
     def _add_activity(self, headers: dict[str, str], body: Any, query: dict[str, str]) -> dict[str, Any]:
         # https://developers.pipedrive.com/docs/api/v1/Activities#addActivity (API v2:
