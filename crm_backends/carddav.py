@@ -77,6 +77,10 @@ _TEXT_MATCH = (
     '<C:prop-filter name="TEL"><C:text-match collation="i;unicode-casemap" match-type="contains">'
     "{}</C:text-match></C:prop-filter>"
 )
+_NAME_MATCH = (
+    '<C:prop-filter name="{}"><C:text-match collation="i;unicode-casemap" match-type="contains">'
+    "{}</C:text-match></C:prop-filter>"
+)
 _TEMPLATE_KEYS = {"id", "uid", "href"}
 
 
@@ -148,6 +152,7 @@ class CardDAVBackend(HttpSource):
     options_schema = CardDAVOptions
     requires = ("requests",)
     modes = frozenset({"live", "mirror"})
+    search_by_name = True
     default_crm_name = "CardDAV"
     secret_keys = frozenset({"password"})
 
@@ -203,6 +208,23 @@ class CardDAVBackend(HttpSource):
             len(found),
             number.masked(),
         )
+        return found[:limit]
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Cards whose FN or ORG contains the typed text (an addressbook-query, any case), sorted by name."""
+        term = " ".join(term.split())
+        if not term:
+            return []
+        filters = "".join(_NAME_MATCH.format(prop, escape(term)) for prop in ("FN", "ORG"))
+        response = self._send("REPORT", self.url, _QUERY.format(filters=filters), self.timeout_s, depth="1")
+        found = [
+            contact
+            for member in _members(self._multistatus(response, "addressbook-query"))
+            if member.status == 200 and member.vcard
+            for contact in [self._contact(member)]
+            if contact is not None
+        ]
+        found.sort(key=lambda c: ((c.name or "").casefold(), c.id))
         return found[:limit]
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:

@@ -170,6 +170,7 @@ class HubSpotBackend(HttpSource):
     options_schema = HubSpotOptions
     requires = ("requests",)
     modes = frozenset({"live", "mirror"})
+    search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
     default_crm_name = "HubSpot"
@@ -300,6 +301,32 @@ class HubSpotBackend(HttpSource):
             (time.monotonic() - started) * 1000,
         )
         return kept
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Contacts by name: the first typed word as a prefix (``CONTAINS_TOKEN`` with ``*``) of the
+        first name, last name or company, and a second word of the last name after a first name;
+        most recently changed first, within the lookup deadline."""
+        words = [w.lower() for w in term.split() if "*" not in w][:2]
+        if not words:
+            return []
+        deadline = time.monotonic() + self.spec.deadline_s
+        first = words[0] + "*"
+        groups = [[{"propertyName": name, "operator": "CONTAINS_TOKEN", "value": first}]
+                  for name in ("firstname", "lastname", "company")]
+        if len(words) > 1:
+            groups = [groups[0] + [{"propertyName": "lastname", "operator": "CONTAINS_TOKEN", "value": words[1] + "*"}],
+                      [{"propertyName": "company", "operator": "CONTAINS_TOKEN", "value": " ".join(words) + "*"}]]
+        body = {
+            "filterGroups": [{"filters": filters} for filters in groups],
+            "properties": self.properties,
+            "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
+            "limit": min(SEARCH_PAGE, max(limit, 1)),
+        }
+        _, data = self._request(
+            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self.budget(deadline), search=True
+        )
+        portal = self.portal_id(budget_s=deadline - time.monotonic())
+        return [c for c in (self._contact(r, portal) for r in self._results(data)) if c is not None][:limit]
 
     def phone_filter_groups(self, number: PhoneNumber) -> list[dict[str, Any]]:
         """At most four groups (HubSpot allows five), ORed: the calculated numbers by national

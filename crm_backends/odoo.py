@@ -135,6 +135,7 @@ class OdooBackend(HttpSource):
     options_schema = OdooOptions
     requires = ("requests",)
     modes = frozenset({"live", "mirror"})
+    search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
     default_crm_name = "Odoo"
@@ -192,6 +193,20 @@ class OdooBackend(HttpSource):
         kept = self.filter_candidates(number, candidates)
         kept.sort(key=lambda contact: not contact.exact)  # stable: keeps the recency order
         return kept[:limit]
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Partners whose name holds the typed text (``name ilike``), most recently changed first."""
+        term = " ".join(term.split())
+        if not term:
+            return []
+        schema = self._partner_schema()
+        rows = self._execute(
+            "res.partner",
+            "search_read",
+            [[["name", "ilike", term]]],
+            {"fields": list(schema.read_fields), "limit": max(limit, 1), "order": "write_date desc, id desc"},
+        )
+        return [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None][:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         partner_id = positive_int(call.contact_id)

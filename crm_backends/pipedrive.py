@@ -152,6 +152,7 @@ class PipedriveBackend(HttpSource):
     options_schema = PipedriveOptions
     requires = ("requests",)
     modes = frozenset({"live", "mirror"})
+    search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
     default_crm_name = "Pipedrive"
@@ -306,8 +307,16 @@ class PipedriveBackend(HttpSource):
             log.warning("%s: a search failed, answering with the others: %s", self.spec.where(), errors[0])
         return pages
 
-    def _search(self, term: str) -> list[Contact]:
-        params = {"term": term, "fields": "phone", "limit": str(self.options["search_limit"])}
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Persons by name (persons search on ``name``; Pipedrive wants at least 2 characters), in
+        Pipedrive's relevance order; persons without a phone are left out."""
+        term = " ".join(term.split())
+        if len(term) < 2:
+            return []
+        return self._search(term, "name", max(1, min(limit, 100)))[:limit]
+
+    def _search(self, term: str, fields: str = "phone", limit: int | None = None) -> list[Contact]:
+        params = {"term": term, "fields": fields, "limit": str(limit or self.options["search_limit"])}
         body = self._request("GET", SEARCH_PATH, params=params)
         data = body.get("data")
         items = data.get("items") if isinstance(data, dict) else None

@@ -465,3 +465,14 @@ def test_server_without_sync_collection(fake_dav, tmp_path):
     server.requests.clear()
     list(backend.sync(None))  # the backend remembers: no more sync-collection attempts
     assert [method for method, _, _ in server.requests] == ["PROPFIND", "REPORT"]
+
+
+def test_live_search_by_name_or_company(library, tmp_path):
+    backend = make_backend(library, tmp_path, mode="live")
+    assert [c.id for c in backend.search("anna m", 20)] == [ANNA]  # FN contains it, any case
+    assert [c.id for c in backend.search("MÜLLER", 20)] == [ANNA]
+    assert [c.id for c in backend.search("treuhand", 20)] == [ANNA]  # ORG
+    assert [c.name for c in backend.search("e", 3)] == sorted([c.name for c in backend.search("e", 50)],
+                                                               key=str.casefold)[:3]
+    assert backend.search("nobody here", 20) == [] and backend.search(" ", 20) == []
+    backend.close()

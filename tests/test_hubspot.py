@@ -869,6 +869,16 @@ def test_attempt_notes_fall_back_to_memory_when_the_disk_refuses(tmp_path, caplo
     assert AttemptLog(str(tmp_path / "attempts.sqlite3")).age("k3") is None
 
 
+def test_search_by_name_prefixes_first_last_and_company(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Muster", company="Acme", phone="+41 21 552 20 00")
+    bruno = fake.add_contact(firstname="Bruno", lastname="Keller", company="Muster AG", phone="+41 44 668 18 00")
+    backend = make()
+    assert {c.id for c in backend.search("must", 20)} == {anna, bruno}  # a last name, a company
+    assert [c.id for c in backend.search("ann mu", 20)] == [anna]
+    assert [c.id for c in backend.search("BRU", 20)] == [bruno]
+    assert backend.search("zz", 20) == [] and backend.search(" ", 20) == []
+
+
 # CreateContact ----------------------------------------------------------------------------------
 def test_create_contact_posts_the_documented_body_and_the_next_lookup_finds_it(fake, make):
     from lookup_core.types import NewContact

@@ -900,6 +900,16 @@ def test_fake_is_strict(odoo, tmp_path):
         backend._execute("res.partner", "search_read", [[["phone", "~", "1"]]])
 
 
+def test_search_by_name_is_name_ilike(odoo, tmp_path):
+    fake = odoo()
+    zoe = fake.add_partner("Zoë Müller", phone="+41 21 552 20 00")
+    fake.add_partner("Max Meier", phone="+41 44 668 18 00")
+    backend = make_backend(fake, tmp_path)
+    assert [c.id for c in backend.search("zoë mü", 20)] == [str(zoe)]  # any case, the words as typed
+    assert {"Zoë Müller", "Max Meier"} <= {c.name for c in backend.search("m", 20)}
+    assert len(backend.search("m", 1)) == 1 and backend.search("  ", 20) == [] and backend.search("nobody", 5) == []
+
+
 # CreateContact ------------------------------------------------------------------------------------
 def test_create_contact_creates_a_partner_and_the_next_lookup_finds_it(odoo, tmp_path):
     from lookup_core.types import NewContact

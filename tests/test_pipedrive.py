@@ -757,6 +757,15 @@ def test_refused_call_log_is_a_permanent_error(fake, make, anna):
     assert fake.call_logs == []
 
 
+def test_search_by_name_asks_the_persons_search_on_name(fake, make):
+    anna = fake.add_person("Anna Muster", ["+41 21 552 20 00"])
+    fake.add_person("Bruno Muster", [])  # no phone: nothing to dial
+    fake.add_person("Carla Rossi", ["+41 44 668 18 00"])
+    backend = make()
+    assert [(c.id, c.name) for c in backend.search("muster", 20)] == [(str(anna), "Anna Muster")]
+    assert backend.search("m", 20) == [] and backend.search("nobody", 20) == []  # Pipedrive wants 2 characters
+
+
 # CreateContact ------------------------------------------------------------------------------------
 def test_create_contact_adds_a_person_as_documented_and_the_next_lookup_finds_it(fake, make):
     from lookup_core.types import NewContact
