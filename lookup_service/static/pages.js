@@ -104,10 +104,10 @@
     fetch("Lookup", {method: "POST", headers: headers, cache: "no-store",
                      body: JSON.stringify({inputs: {phoneNumber: number}})}).then(function (response) {
       return response.text().then(function (text) {
-        document.getElementById("raw").textContent = text;
-        document.getElementById("raw-box").hidden = false;
         var payload = null;
         try { payload = JSON.parse(text); } catch (error) { payload = null; }
+        document.getElementById("raw").textContent = payload === null ? text : JSON.stringify(payload, null, 2);
+        document.getElementById("raw-box").hidden = false;
         if (!response.ok) {
           message.className = "error";
           message.textContent = "Error " + response.status + ": " + ((payload && payload.message) || text);
