@@ -118,9 +118,9 @@ def served(make_app, load_contacts) -> Iterator[tuple[object, str, _Recorder]]:
 def _stub_contacts_endpoints(app) -> None:
     """STUB, for this test only: the four contacts endpoints of issue 14 (built on another branch),
     answering fixed Embeddable-shaped contacts, each checking the token header as the real ones do."""
-    alexa = {"id": "directory:alexa", "name": "Alexa Holiday", "type": "TestLookup", "company": "White Cross Co",
+    alexa = {"id": "directory:alexa", "name": "Alexa Holiday", "type": "PhoneLookup", "company": "White Cross Co",
              "phoneNumbers": [{"phoneNumber": "+41215522000", "phoneType": "business"}]}
-    muller = {"id": "directory:muller", "name": "Jürg Müller", "type": "TestLookup", "company": "Müller Holz AG",
+    muller = {"id": "directory:muller", "name": "Jürg Müller", "type": "PhoneLookup", "company": "Müller Holz AG",
               "phoneNumbers": [{"phoneNumber": "+41445001020", "phoneType": "business"}]}
 
     def check_token() -> None:
@@ -188,6 +188,7 @@ def test_the_adapter_registers_with_the_widget_and_answers_its_requests(served, 
     responses, asked = log["responses"], log["asked"]
     listed = responses[asked["list"]]
     assert {c["name"] for c in listed["data"]} >= {"Alexa Holiday", "Jürg Müller"}
+    assert {c["type"] for c in listed["data"]} == {"TestLookup"}  # the registered name, as the widget needs
     assert listed["nextPage"] is None and isinstance(listed["syncTimestamp"], int)
     assert [c["name"] for c in responses[asked["search"]]["data"]] == ["Jürg Müller"]
     matched = responses[asked["match"]]["data"]

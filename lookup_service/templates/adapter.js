@@ -91,16 +91,27 @@
     });
   }
 
+  // The widget shows a contact only if its type is the registered name, whatever the service calls itself.
+  function typed(contacts) {
+    (contacts || []).forEach(function (contact) { if (!contact.deleted) { contact.type = serviceName; } });
+    return contacts;
+  }
+
   // What each registered path asks of the service, and the answer when the service cannot give one.
   var HANDLERS = {};
   HANDLERS[PATHS.contactsPath] = function (body) {
-    return call("GET", "/contacts" + query({page: body.page, syncTimestamp: body.syncTimestamp}));
+    return call("GET", "/contacts" + query({page: body.page, syncTimestamp: body.syncTimestamp}))
+      .then(function (answer) { typed(answer.data); return answer; });
   };
   HANDLERS[PATHS.contactSearchPath] = function (body) {
-    return call("GET", "/contacts/search" + query({searchString: body.searchString}));
+    return call("GET", "/contacts/search" + query({searchString: body.searchString}))
+      .then(function (answer) { typed(answer.data); return answer; });
   };
   HANDLERS[PATHS.contactMatchPath] = function (body) {
-    return call("POST", "/contacts/match", {phoneNumbers: body.phoneNumbers || []});
+    return call("POST", "/contacts/match", {phoneNumbers: body.phoneNumbers || []}).then(function (answer) {
+      Object.keys(answer.data || {}).forEach(function (number) { typed(answer.data[number]); });
+      return answer;
+    });
   };
   HANDLERS[PATHS.viewMatchedContactPath] = function (body) {
     return call("POST", "/contacts/view", body).then(function (answer) {
