@@ -38,6 +38,10 @@ class TenantConfig:
     max_results: int = MAX_RESULTS_CAP
     cache_ttl: float = 300.0
     negative_cache_ttl: float = 60.0
+    # the contacts API (lookup_service/contacts_api.py)
+    contacts_service_name: str = "PhoneLookup"
+    page_size: int = 500
+    allowed_origins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +175,9 @@ def _tenant_from_environment(env: Mapping[str, Any], base: Settings) -> TenantCo
         max_results=_max_results(_int(env, "LOOKUP_MAX_RESULTS", MAX_RESULTS_CAP, where), "LOOKUP_MAX_RESULTS"),
         cache_ttl=_float(env, "LOOKUP_CACHE_TTL", 300.0, where),
         negative_cache_ttl=_float(env, "LOOKUP_NEGATIVE_CACHE_TTL", 60.0, where),
+        contacts_service_name=str(env.get("LOOKUP_CONTACTS_SERVICE_NAME") or "PhoneLookup"),
+        page_size=_int(env, "LOOKUP_PAGE_SIZE", 500, where, minimum=1),
+        allowed_origins=_origins(str(env.get("LOOKUP_ALLOWED_ORIGINS") or "").split(","), "LOOKUP_ALLOWED_ORIGINS"),
     )
 
 
@@ -182,7 +189,7 @@ _TOP_KEYS = {
 }
 _TENANT_KEYS = {
     "name", "tokens", "default_region", "deadline_ms", "max_results", "cache_ttl",
-    "negative_cache_ttl", "backend",
+    "negative_cache_ttl", "backend", "contacts_service_name", "page_size", "allowed_origins",
 }
 
 
@@ -263,7 +270,38 @@ def _tenant_from_table(table: Any, index: int, defaults: dict[str, Any], path: s
         ),
         cache_ttl=_number(table, "cache_ttl", defaults["cache_ttl"], where),
         negative_cache_ttl=_number(table, "negative_cache_ttl", defaults["negative_cache_ttl"], where),
+        **_contacts_options(table, where),
     )
+
+
+def _contacts_options(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """The tenant's contacts API options: ``contacts_service_name``, ``page_size``, ``allowed_origins``."""
+    name = table.get("contacts_service_name", "PhoneLookup")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: key 'contacts_service_name' must be a non-empty string")
+    page_size = _number(table, "page_size", 500, where, minimum=1, integer=True)
+    if page_size > MAX_PAGE_SIZE:
+        raise ConfigError(f"{where}: key 'page_size' must be at most {MAX_PAGE_SIZE}")
+    origins = table.get("allowed_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(f"{where}: key 'allowed_origins' must be a list of origins such as \"https://app.example.com\"")
+    return {"contacts_service_name": name.strip(), "page_size": page_size,
+            "allowed_origins": _origins(origins, f"{where}: key 'allowed_origins'")}
+
+
+MAX_PAGE_SIZE = 5000
+
+
+def _origins(values: list[str], where: str) -> list[str]:
+    """Origins as browsers send them (scheme://host[:port], no path), or ``*``."""
+    origins = []
+    for value in (v.strip().rstrip("/") for v in values):
+        if not value:
+            continue
+        if value != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", value):
+            raise ConfigError(f"{where}: {value!r} is not an origin (scheme://host[:port], e.g. https://app.example.com)")
+        origins.append(value.lower())
+    return origins
 
 
 def _backend_spec(

@@ -198,6 +198,11 @@ class Backend(ABC):
         since it. Only backends whose ``modes`` include ``mirror`` implement it."""
         raise NotImplementedError(f"backend type {self.type_name!r} cannot be mirrored")
 
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Contacts whose name matches ``term`` as a user types it, best first, at most ``limit``
+        (``GET /contacts/search``). Types that can set ``search_by_name``; the default finds nothing."""
+        return []
+
     def data_version(self) -> object | None:
         """A value that changes whenever the backend's data changes (local stores only), so the
         engine can drop cached answers at once. None: rely on the cache TTL."""

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import phonenumbers
+
 from lookup_core.phone import PhoneNumber, extract_numbers
 from lookup_core.types import CallRecord, Contact, StoredPhone
 
@@ -106,6 +108,9 @@ class ContactStore:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
+            # a new store's search index is kept by every write from the start
+            conn.execute("INSERT OR IGNORE INTO meta (name, value) SELECT 'search_index', '1' "
+                         "WHERE NOT EXISTS (SELECT 1 FROM contacts)")
             stored = read_generations(conn)
         finally:
             conn.close()
@@ -117,6 +122,8 @@ class ContactStore:
             with self.write() as conn:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'generation'", (str(self.board.read()),))
         self.snapshot = SnapshotKeeper(path, self.board.read_both) if phone_index else None
+        self._search_ready = False
+        self._calling_code = str(phonenumbers.country_code_for_region(region) or "")
 
     # connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -234,24 +241,166 @@ class ContactStore:
                    SELECT ?, rowid, ? FROM contacts WHERE id = ?""",
                 [(key, ext, cid) for key, cid, ext in phone_rows],
             )
+            self._index_words(conn, contact_rows, phone_rows)
+            conn.executemany("DELETE FROM tombstones WHERE id = ?", ids)  # back again: no longer deleted
         return len(contact_rows)
 
     def delete(self, contact_ids: Iterable[str]) -> int:
         ids = [(cid,) for cid in contact_ids]
         if not ids:
             return 0
+        now = time.time()
         with self.write() as conn:
             conn.executemany(
                 "DELETE FROM phones WHERE contact_rowid = (SELECT rowid FROM contacts WHERE id = ?)", ids
             )
+            conn.executemany("DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)", ids)
+            conn.executemany(
+                """INSERT INTO tombstones (id, position, deleted_at) SELECT id, rowid, ? FROM contacts WHERE id = ?
+                   ON CONFLICT(id) DO UPDATE SET position = excluded.position, deleted_at = excluded.deleted_at""",
+                [(now, cid) for (cid,) in ids],
+            )
             before = conn.total_changes
             conn.executemany("DELETE FROM contacts WHERE id = ?", ids)
-            return conn.total_changes - before
+            deleted = conn.total_changes - before
+            self._prune_tombstones(conn, now)
+            return deleted
 
     def write(self, contacts_changed: bool = True) -> _WriteTransaction:
         """A write transaction that bumps the generation, so caches see the change at once.
         ``contacts_changed`` False: only calls are written (the phone index stays current)."""
         return _WriteTransaction(self.conn, self.board, contacts_changed)
+
+    # the contacts API (GET /contacts, /contacts/search, POST /contacts/match, /contacts/view) ---
+    def _index_words(self, conn: sqlite3.Connection, contact_rows: list[tuple], phone_rows: list[tuple]) -> None:
+        """Keep the search index (``contacts_fts``, rowid = the contact's rowid) in step with an upsert."""
+        numbers: dict[str, list[str]] = {}
+        for key, cid, _ext in phone_rows:
+            numbers.setdefault(cid, []).extend(number_words(key, self._calling_code))
+        conn.executemany(
+            "DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)",
+            [(row[0],) for row in contact_rows],
+        )
+        conn.executemany(
+            "INSERT INTO contacts_fts (rowid, name, company, numbers) SELECT rowid, ?, ?, ? FROM contacts WHERE id = ?",
+            [(row[1] or "", row[2] or "", " ".join(numbers.get(row[0], ())), row[0]) for row in contact_rows],
+        )
+
+    def _ensure_search_index(self) -> None:
+        """A store written before the search index existed gets it filled once."""
+        if self._search_ready or self.get_meta("search_index") == "1":
+            self._search_ready = True
+            return
+        with self.write(contacts_changed=False) as conn:
+            if conn.execute("SELECT value FROM meta WHERE name = 'search_index'").fetchone():
+                return
+            conn.execute("DELETE FROM contacts_fts")
+            last = 0
+            while True:  # bounded: every round moves past BATCH rowids
+                rows = conn.execute("SELECT rowid, id, name, company FROM contacts WHERE rowid > ? ORDER BY rowid "
+                                    "LIMIT 5000", (last,)).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                keys = conn.execute(f"SELECT contact_rowid, key FROM phones WHERE contact_rowid IN "
+                                    f"({','.join('?' * len(rows))})", [r[0] for r in rows]).fetchall()
+                words: dict[int, list[str]] = {}
+                for rowid, key in keys:
+                    words.setdefault(rowid, []).extend(number_words(key, self._calling_code))
+                conn.executemany("INSERT INTO contacts_fts (rowid, name, company, numbers) VALUES (?, ?, ?, ?)",
+                                 [(r[0], r[2] or "", r[3] or "", " ".join(words.get(r[0], ()))) for r in rows])
+            conn.execute("INSERT INTO meta (name, value) VALUES ('search_index', '1')")
+        self._search_ready = True
+
+    def _prune_tombstones(self, conn: sqlite3.Connection, now: float) -> None:
+        cutoff = now - TOMBSTONE_KEEP_S
+        if conn.execute("DELETE FROM tombstones WHERE deleted_at < ?", (cutoff,)).rowcount:
+            conn.execute("UPDATE meta SET value = MAX(CAST(value AS REAL), ?) WHERE name = 'tombstones_since'",
+                         (cutoff,))
+
+    def complete_since(self) -> float:
+        """Epoch seconds since when every deletion is known (older ``syncTimestamp``: a full listing)."""
+        return float(self.get_meta("tombstones_since") or time.time())
+
+    def listing(self, offset: int, limit: int, held_after: float) -> tuple[list[Contact | None], int]:
+        """One page of every contact in a stable order (rowid), and the number of positions.
+
+        A contact deleted after ``held_after`` keeps its position (as None) so that a deletion
+        while a client pages through does not shift the later pages; read in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            total = conn.execute("SELECT (SELECT COUNT(*) FROM contacts) + (SELECT COUNT(*) FROM tombstones "
+                                 "WHERE deleted_at > ?)", (held_after,)).fetchone()[0]
+            rows = conn.execute(
+                f"""SELECT p.pos, {_FULL} FROM (
+                        SELECT rowid AS pos, rowid AS cr, 0 AS gone FROM contacts
+                        UNION ALL SELECT position, NULL, 1 FROM tombstones WHERE deleted_at > ?
+                        ORDER BY pos, gone LIMIT ? OFFSET ?) p
+                    LEFT JOIN contacts c ON c.rowid = p.cr ORDER BY p.pos, p.gone""",
+                (held_after, limit, offset),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return [_full_contact(row[1:]) if row[1] is not None else None for row in rows], total
+
+    def changes(self, since: float, offset: int, limit: int) -> tuple[list[Contact | str], int]:
+        """One page of what changed after ``since`` (epoch seconds), oldest change first: contacts
+        written after it, and the ids (str) of contacts deleted after it; and how many in all."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            total = conn.execute("SELECT (SELECT COUNT(*) FROM contacts WHERE updated_at > ?) + "
+                                 "(SELECT COUNT(*) FROM tombstones WHERE deleted_at > ?)", (since, since)).fetchone()[0]
+            rows = conn.execute(
+                f"""SELECT p.gone, {_FULL} FROM (
+                        SELECT updated_at AS t, rowid AS r, NULL AS gone FROM contacts WHERE updated_at > ?
+                        UNION ALL SELECT deleted_at, position, id FROM tombstones WHERE deleted_at > ?
+                        ORDER BY t, r LIMIT ? OFFSET ?) p
+                    LEFT JOIN contacts c ON c.rowid = p.r AND p.gone IS NULL ORDER BY p.t, p.r""",
+                (since, since, limit, offset),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return [row[0] if row[0] is not None else _full_contact(row[1:]) for row in rows], total
+
+    def search(self, words: list[str], digits: str, limit: int) -> list[Contact]:
+        """Contacts whose name or company has a word starting with each of ``words`` (accents and
+        case ignored), or with a number starting with ``digits``; best first (name before company)."""
+        self._ensure_search_index()
+        query = fts_query(words, digits)
+        if not query:
+            return []
+        rows = self.conn.execute(
+            f"""SELECT {_FULL} FROM (SELECT rowid AS r, bm25(contacts_fts, 4.0, 1.0, 1.0) AS score FROM contacts_fts
+                    WHERE contacts_fts MATCH ? ORDER BY score LIMIT ?) f
+                JOIN contacts c ON c.rowid = f.r ORDER BY f.score, c.name""",
+            (query, limit),
+        ).fetchall()
+        return [_full_contact(row) for row in rows]
+
+    def lookup_many(self, numbers: list[PhoneNumber], limit: int) -> dict[str, list[Contact]]:
+        """The contacts of each number (by key), in one query; numbers nobody has are absent."""
+        keys = list(dict.fromkeys(number.key for number in numbers))
+        found: dict[str, list[Contact]] = {}
+        if not keys:
+            return found
+        rows = self.conn.execute(
+            f"""SELECT p.key, {_FULL} FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
+                WHERE p.key IN ({','.join('?' * len(keys))})
+                GROUP BY p.key, c.rowid ORDER BY p.key, MIN(p.extension != ''), c.last_activity DESC NULLS LAST,
+                    c.name, c.rowid""",
+            keys,
+        ).fetchall()
+        for row in rows:
+            bucket = found.setdefault(row[0], [])
+            if len(bucket) < limit:
+                bucket.append(_full_contact(row[1:]))
+        return found
+
+    def get(self, contact_id: str) -> Contact | None:
+        row = self.conn.execute(f"SELECT {_FULL} FROM contacts c WHERE c.id = ?", (contact_id,)).fetchone()
+        return _full_contact(row) if row else None
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
@@ -295,6 +444,46 @@ class ContactStore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+
+
+TOMBSTONE_KEEP_S = 30 * 86400.0  # deletions older than this are forgotten: older syncs get a full listing
+_FULL = "c.id, c.name, c.company, c.contact_uri, c.company_uri, c.email, c.custom_data, c.phones, c.updated_at"
+
+
+def _full_contact(row: tuple | list) -> Contact:
+    """A contact from the ``_FULL`` columns, with its numbers as stored (``phones``); ``last_activity``
+    carries the time it was last written (the contacts API has no other use for it)."""
+    return Contact(
+        id=row[0], name=row[1], company=row[2], contact_uri=row[3], company_uri=row[4], email=row[5],
+        custom_data=json.loads(row[6]) if row[6] else {}, phones=json.loads(row[7]) if row[7] else [],
+        last_activity=datetime.fromtimestamp(row[8], UTC) if row[8] else None,
+    )
+
+
+def number_words(key: str, calling_code: str) -> list[str]:
+    """The words a number is found by in a search: its international digits, and its national
+    digits with a leading 0 when it is in the store's country (``calling_code``, e.g. "41")."""
+    if not key.startswith("+"):
+        return [key.partition(":")[2]] if ":" in key else []
+    digits = key[1:]
+    if calling_code and digits.startswith(calling_code):
+        return [digits, "0" + digits[len(calling_code):]]
+    return [digits]
+
+
+def fts_query(words: list[str], digits: str) -> str:
+    """An FTS5 query: every word a prefix of a name or company word, or the digits a number's prefix."""
+    terms = []
+    for word in words:
+        cleaned = "".join(ch for ch in word if ch.isalnum())
+        if cleaned:
+            terms.append('"' + cleaned + '"*')
+    parts = []
+    if terms:
+        parts.append("{name company}: (" + " AND ".join(terms) + ")")
+    if digits:
+        parts.append('numbers: "' + digits + '"*')
+    return " OR ".join(f"({part})" for part in parts)
 
 
 def _contact(row: tuple | list, custom_data: dict) -> Contact:

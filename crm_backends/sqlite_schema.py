@@ -47,6 +47,21 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', '0');
 INSERT OR IGNORE INTO meta (name, value) VALUES ('contacts_generation', '0');
+CREATE INDEX IF NOT EXISTS contacts_by_update ON contacts (updated_at, rowid);
+-- deleted contacts, for incremental listings (GET /contacts?syncTimestamp=); kept TOMBSTONE_KEEP_S
+CREATE TABLE IF NOT EXISTS tombstones (
+    id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,  -- the contact's rowid: its place in a listing
+    deleted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_time ON tombstones (deleted_at);
+-- since when every deletion has a tombstone (the table's creation, or the oldest one kept)
+INSERT OR IGNORE INTO meta (name, value)
+    VALUES ('tombstones_since', CAST((julianday('now') - 2440587.5) * 86400.0 AS TEXT));
+-- name search: words of the name and company without accents or case, and the numbers' digits
+CREATE VIRTUAL TABLE IF NOT EXISTS contacts_fts USING fts5(
+    name, company, numbers, tokenize="unicode61 remove_diacritics 2", prefix='2 3'
+);
 """
 
 # One number's contacts, ranked; and every number's, in the same ranking (the phone index).

@@ -55,6 +55,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     from lookup_service.auth import TokenTable
     from lookup_service.cache import make_cache
     from lookup_service.cli import register_cli
+    from lookup_service.contacts_api import register_contacts_api
     from lookup_service.engine import LookupEngine
     from lookup_service.ledger import make_ledger
     from lookup_service.logs import RequestContext, configure_logging
@@ -93,6 +94,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     app.extensions["lookup"] = service
     register_routes(app, service)
     register_pages(app, service)
+    register_contacts_api(app, service)
     register_cli(app)
     _register_start(app, service)
     app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]

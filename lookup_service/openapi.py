@@ -223,10 +223,113 @@ def _workflow_operations(name: str) -> dict[str, Any]:
     }}
 
 
+_PHONE = {"type": "object", "required": ["phoneNumber", "phoneType"], "properties": {
+    "phoneNumber": {"type": "string", "description": "E.164 (`+41215522000`), or the digits of an extension",
+                    "example": "+41215522000"},
+    "phoneType": {"type": "string", "description": "`unknown` (the sources do not say), `extension` for a short number",
+                  "enum": ["direct", "mobile", "business", "home", "fax", "extension", "other", "unknown"]}}}
+_EMBEDDABLE_CONTACT = {
+    "type": "object", "required": ["id"],
+    "description": "a contact in RingCentral Embeddable's third-party contact shape; a deleted one (sync answers only) "
+                   "is `{\"id\", \"deleted\": true}`",
+    "properties": {
+        "id": {"type": "string", "description": "`<backend>:<id in that backend>`, as in lookups",
+               "example": "directory:alexa"},
+        "name": {"type": "string"},
+        "type": {"type": "string", "description": "the tenant's `contacts_service_name` (default PhoneLookup)"},
+        "phoneNumbers": {"type": "array", "items": _PHONE},
+        "company": {"type": "string"},
+        "jobTitle": {"type": "string"},
+        "emails": {"type": "array", "items": {"type": "string"}},
+        "profileImageUrl": {"type": "string", "description": "only when the source has one"},
+        "deleted": {"type": "boolean", "description": "only in answers to a `syncTimestamp`"},
+    },
+}
+_CONTACT_HEADERS = {
+    "X-Contacts-Unlisted": "backends of the tenant that cannot be listed (live-only sources)",
+    "X-Contacts-Full-Listing": "the syncTimestamp was older than the deletions kept: this is the full list",
+    "X-Contacts-Incomplete": "a live backend did not answer in time and is missing from the answer",
+}
+# Query numbers as the text they travel as (Embeddable sends `page` as a string); whole numbers
+_WHOLE = {"type": "string"}
+_BAD_INPUT = _error("invalid_input or malformed_json (the message names the field)")
+
+
+def _contacts_answer(description: str, schema: dict[str, Any], headers: tuple[str, ...] = ()) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": _json(schema)}
+    if headers:
+        answer["headers"] = {name: {"description": _CONTACT_HEADERS[name], "schema": {"type": "string"}}
+                             for name in headers}
+    return answer
+
+
+def _contacts_paths() -> dict[str, dict[str, Any]]:
+    """The contacts API (lookup_service/contacts_api.py); CORS preflight (OPTIONS) needs no token."""
+    common = {"400": _BAD_INPUT, "401": _UNAUTHORIZED, "429": _TOO_MANY, "500": _INTERNAL}
+    posted = {**common, "413": _TOO_LARGE}
+    contacts = {"type": "array", "items": _EMBEDDABLE_CONTACT}
+    return {
+        "/contacts": {"/contacts": {"get": {
+            "tags": ["contacts"], "operationId": "contactsList", "summary": "The tenant's contacts, paged",
+            "description": "Every contact of the directory and the mirrored backends (live-only backends cannot be "
+                           "listed: X-Contacts-Unlisted), `page_size` a page in a stable order; with `syncTimestamp`, "
+                           "only what was written or deleted after it. Send the answer's syncTimestamp next time.",
+            "parameters": [
+                {"name": "page", "in": "query", "schema": _WHOLE, "example": "1",
+                 "description": "1 for the first page; then the answer's nextPage"},
+                {"name": "syncTimestamp", "in": "query", "schema": _WHOLE, "example": "1796104890230",
+                 "description": "milliseconds since the epoch, from a previous answer: only the changes since"},
+            ],
+            "responses": {**common, "200": _contacts_answer("a page", {
+                "type": "object", "required": ["data", "nextPage", "syncTimestamp"], "properties": {
+                    "data": contacts,
+                    "nextPage": {"type": ["integer", "null"], "description": "the next page, null after the last"},
+                    "syncTimestamp": {"type": "integer", "description": "ms since the epoch: send it next time"}}},
+                ("X-Contacts-Unlisted", "X-Contacts-Full-Listing"))},
+        }}},
+        "/contacts/search": {"/contacts/search": {"get": {
+            "tags": ["contacts"], "operationId": "contactsSearch", "summary": "Contacts by name, company or number",
+            "description": "Word prefixes of the name or company, accents and case ignored (`mül` finds Jürg Müller, "
+                           "`jürg m` too), or the first digits of a number; best first.",
+            "parameters": [
+                {"name": "searchString", "in": "query", "schema": {"type": "string", "maxLength": 100},
+                 "example": "mül"},
+                {"name": "limit", "in": "query", "schema": _WHOLE, "example": "20",
+                 "description": "at most this many (default 20)"},
+            ],
+            "responses": {**common, "200": _contacts_answer("the matches", {
+                "type": "object", "required": ["data"], "properties": {"data": contacts}},
+                ("X-Contacts-Incomplete",))},
+        }}},
+        "/contacts/match": {"/contacts/match": {"post": {
+            "tags": ["contacts"], "operationId": "contactsMatch", "summary": "The contacts of many numbers",
+            "description": "Every number is answered under the key it was sent as; `[]` when nobody has it or it "
+                           "is no number.",
+            "requestBody": {"required": True, "content": _json({
+                "type": "object", "required": ["phoneNumbers"], "properties": {"phoneNumbers": {
+                    "type": "array", "maxItems": 100, "items": {"type": "string"}}},
+                "example": {"phoneNumbers": ["+41215522000", "41445001020"]}})},
+            "responses": {**posted, "200": _contacts_answer("each number's contacts", {
+                "type": "object", "required": ["data"], "properties": {"data": {
+                    "type": "object", "additionalProperties": contacts}}}, ("X-Contacts-Incomplete",))},
+        }}},
+        "/contacts/view": {"/contacts/view": {"post": {
+            "tags": ["contacts"], "operationId": "contactsView", "summary": "The contact's page in its CRM",
+            "requestBody": {"required": True, "content": _json({
+                "type": "object", "required": ["id"], "properties": {"id": {"type": "string"}},
+                "example": {"id": "directory:alexa"}})},
+            "responses": {**posted, "404": _error("unknown_contact: no such contact, or it has no page"),
+                          "200": {"description": "the link", "content": _json({
+                              "type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}})}},
+        }}},
+    }
+
+
 def _described_paths(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every Flask rule the service registers, by its rule text, with the paths describing it."""
     style = settings.response_keys
     return {
+        **_contacts_paths(),
         "/Lookup": {"/Lookup": _lookup_operations(style)},
         "/<workflow>": {f"/{name}": _workflow_operations(name) for name in KNOWN_WORKFLOWS},
         "/healthz": {"/healthz": {"get": {

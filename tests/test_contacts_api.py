@@ -1,0 +1,176 @@
+"""The contacts API (Embeddable's third-party contacts): listing with incremental sync, search,
+batch match, view and CORS, on the embedded directory (SQLite; PostgreSQL in test_pg_directory)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from crm_backends.contact_store import ContactStore
+from lookup_core.types import Contact
+from tests.conftest import DEMO_CSV, HEADERS
+
+ORIGIN = "https://softphone.example"
+
+
+def _contact(i: int) -> tuple[Contact, list]:
+    number = f"+41 44 {500 + i // 10000:03d} {i % 10000:04d}"
+    return Contact(id=f"c{i:05d}", name=f"Person {i:05d}", company="Bulk AG", phones=[number]), number
+
+
+def _fill(path: str, count: int) -> None:
+    store = ContactStore(path, "CH")
+    try:
+        rows = []
+        for i in range(count):
+            contact, number = _contact(i)
+            rows.append((contact, store.normalize_phones([number])))
+        store.upsert(rows)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def api(make_app, load_contacts):
+    load_contacts(DEMO_CSV + "jurg;Jürg Müller;Zürcher Kantonalbank;+41 44 500 10 20;;;de;https://crm.example/c/jurg;\n"
+                  "anna;Anna Meier;Müller & Söhne;044 500 10 21;;;de;;\n")
+    app = make_app(LOOKUP_ALLOWED_ORIGINS=ORIGIN, LOOKUP_CONTACTS_SERVICE_NAME="Acme Lookup")
+    return app.test_client()
+
+
+def _all_pages(client, since: int | None = None) -> tuple[list[dict], int, int]:
+    items, pages, stamp, page = [], 0, 0, 1
+    while page is not None and pages < 1000:
+        query = f"/contacts?page={page}" + (f"&syncTimestamp={since}" if since is not None else "")
+        response = client.get(query, headers=HEADERS)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        items.extend(body["data"])
+        stamp, page = body["syncTimestamp"], body["nextPage"]
+        pages += 1
+    return items, pages, stamp
+
+
+def test_listing_pages_through_ten_thousand_contacts_and_syncs_exactly_the_changes(make_app, directory_path):
+    _fill(directory_path, 10_000)
+    app = make_app(LOOKUP_PAGE_SIZE=500)
+    client = app.test_client()
+    items, pages, stamp = _all_pages(client)
+    assert pages == 20
+    assert len(items) == 10_000 and len({item["id"] for item in items}) == 10_000
+    first = items[0]
+    assert first["id"] == "directory:c00000" and first["type"] == "PhoneLookup"
+    assert first["phoneNumbers"] == [{"phoneNumber": "+41445000000", "phoneType": "unknown"}]
+    assert "deleted" not in first
+    assert client.get("/contacts?page=1", headers=HEADERS).get_json()["data"][:3] == items[:3]  # stable order
+
+    time.sleep(0.01)
+    store = app.extensions["lookup"].tenants[0].by_name["directory"].backend.store
+    changed, _ = _contact(17)
+    changed.name = "Renamed Person"
+    added = Contact(id="new-one", name="Newcomer", phones=["+41 79 123 45 67"])
+    store.upsert([(changed, store.normalize_phones(changed.phones)), (added, store.normalize_phones(added.phones))])
+    store.delete(["c00042"])
+
+    changes, _, later = _all_pages(client, stamp)
+    by_id = {item["id"]: item for item in changes}
+    assert set(by_id) == {"directory:c00017", "directory:new-one", "directory:c00042"}
+    assert by_id["directory:c00017"]["name"] == "Renamed Person" and by_id["directory:c00017"]["deleted"] is False
+    assert by_id["directory:c00042"] == {"id": "directory:c00042", "deleted": True}
+    assert later >= stamp
+    assert _all_pages(client, later)[0] == []
+
+
+def test_a_deletion_during_a_listing_does_not_shift_the_later_pages(make_app, directory_path):
+    _fill(directory_path, 30)
+    app = make_app(LOOKUP_PAGE_SIZE=10)
+    client = app.test_client()
+    first = client.get("/contacts?page=1", headers=HEADERS).get_json()
+    app.extensions["lookup"].tenants[0].by_name["directory"].backend.store.delete(["c00003", "c00004"])
+    second = client.get("/contacts?page=2", headers=HEADERS).get_json()
+    third = client.get("/contacts?page=3", headers=HEADERS).get_json()
+    ids = [item["id"] for item in first["data"] + second["data"] + third["data"]]
+    assert ids == [f"directory:c{i:05d}" for i in range(30)]  # c00010 is not skipped
+    assert third["nextPage"] is None and first["syncTimestamp"] == third["syncTimestamp"]
+
+
+def test_a_sync_older_than_the_kept_deletions_gets_everything_and_says_so(api):
+    response = api.get("/contacts?syncTimestamp=1000", headers=HEADERS)
+    assert response.status_code == 200
+    assert "X-Contacts-Full-Listing" in response.headers
+    assert len(response.get_json()["data"]) == 5
+
+
+def test_search_finds_accented_names_from_plain_prefixes(api):
+    def names(text: str) -> list[str]:
+        response = api.get("/contacts/search", query_string={"searchString": text}, headers=HEADERS)
+        assert response.status_code == 200
+        return [c["name"] for c in response.get_json()["data"]]
+
+    assert names("mül")[0] == "Jürg Müller" and "Anna Meier" in names("mül")  # the company matches too
+    assert names("jürg m") == ["Jürg Müller"]
+    assert names("JURG MU") == ["Jürg Müller"]
+    assert names("zurcher") == ["Jürg Müller"]
+    assert names("alex") == ["Alexa Holiday"]
+    assert set(names("044 500 10")) == {"Jürg Müller", "Anna Meier"}
+    assert names("4144500102") == ["Jürg Müller"]
+    assert names("+41 21 552") == ["Alexa Holiday"]
+    assert names("nobody") == [] and names("") == []
+    found = api.get("/contacts/search?searchString=m&limit=1", headers=HEADERS).get_json()["data"]
+    assert len(found) == 1 and found[0]["type"] == "Acme Lookup"
+
+
+def test_batch_match_answers_every_number_as_given(api, directory_path):
+    spellings = ["+41215522000", "41215522000", "021 552 20 00", "0041 21 552 20 00", "+41 (0)21 552 20 00",
+                 "044 500 10 20", "+41445001021", "not a number", "0795550000"]
+    numbers = spellings + [f"+41 31 000 {i:04d}" for i in range(100 - len(spellings))]
+    response = api.post("/contacts/match", json={"phoneNumbers": numbers}, headers=HEADERS)
+    assert response.status_code == 200
+    data = response.get_json()["data"]
+    assert set(data) == set(numbers)
+    for spelling in spellings[:5]:
+        assert [c["id"] for c in data[spelling]] == ["directory:alexa"]
+    assert data["044 500 10 20"][0]["name"] == "Jürg Müller"
+    assert data["+41445001021"][0]["name"] == "Anna Meier"
+    assert data["not a number"] == [] and data["0795550000"] == []
+    alexa = data["+41215522000"][0]
+    assert alexa["emails"] == ["alexa@example.com"] and alexa["company"] == "White Cross Co"
+    too_many = api.post("/contacts/match", json={"phoneNumbers": ["+41215522000"] * 101}, headers=HEADERS)
+    assert too_many.status_code == 400 and too_many.get_json()["error"] == "invalid_input"
+
+
+def test_view_answers_the_contact_page_or_404(api):
+    response = api.post("/contacts/view", json={"id": "directory:jurg", "name": "Jürg Müller"}, headers=HEADERS)
+    assert response.status_code == 200 and response.get_json() == {"url": "https://crm.example/c/jurg"}
+    for body in ({"id": "directory:bruno"}, {"id": "directory:nobody"}, {"id": "elsewhere:jurg"}):
+        missing = api.post("/contacts/view", json=body, headers=HEADERS)
+        assert missing.status_code == 404 and missing.get_json()["error"] == "unknown_contact"
+    bad = api.post("/contacts/view", json={"name": "x"}, headers=HEADERS)
+    assert bad.status_code == 400 and set(bad.get_json()) == {"error", "message"}
+
+
+def test_the_token_is_needed_and_errors_are_json(api):
+    for response in (api.get("/contacts"), api.get("/contacts/search?searchString=a"),
+                     api.post("/contacts/match", json={"phoneNumbers": []}), api.post("/contacts/view", json={})):
+        assert response.status_code == 401 and response.get_json()["error"] == "unauthorized"
+    bad_page = api.get("/contacts?page=zero", headers=HEADERS)
+    assert bad_page.status_code == 400 and set(bad_page.get_json()) == {"error", "message"}
+    assert api.post("/contacts/match", data="{", headers=HEADERS).get_json()["error"] == "malformed_json"
+
+
+def test_cors_answers_the_tenants_origins_with_preflight(api):
+    preflight = api.options("/contacts/match", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-execution-token, content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "X-Execution-Token" in preflight.headers["Access-Control-Allow-Headers"]
+    answer = api.get("/contacts", headers={**HEADERS, "Origin": ORIGIN})
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+    other = api.get("/contacts", headers={**HEADERS, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    refused = api.options("/contacts", headers={"Origin": "https://evil.example",
+                                                "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in refused.headers
