@@ -114,7 +114,7 @@ def test_search_finds_accented_names_from_plain_prefixes(api):
     assert names("zurcher") == ["Jürg Müller"]
     assert names("alex") == ["Alexa Holiday"]
     assert set(names("044 500 10")) == {"Jürg Müller", "Anna Meier"}
-    assert names("4144500102") == ["Jürg Müller"]
+    assert names("41445001020") == ["Jürg Müller"]
     assert names("+41 21 552") == ["Alexa Holiday"]
     assert names("nobody") == [] and names("") == []
     found = api.get("/contacts/search?searchString=m&limit=1", headers=HEADERS).get_json()["data"]
