@@ -66,13 +66,34 @@ def register_pages(app: Flask, service: Service) -> None:
             raise ApiError(404, "not_found", "the README is not deployed with this service") from None
         return Response(text, mimetype="text/plain", headers={"X-Content-Type-Options": "nosniff"})
 
-    @bp.route("/status", methods=["GET"])
+    # The adapter asks /status for the tenant's icon from the partner's page: the same origins as the
+    # contacts endpoints (the tenant's allowed_origins) may read it.
+    origins = {config.name: set(config.allowed_origins) for config in service.settings.tenants}
+    every_origin = set().union(*origins.values())
+
+    def allowed(origin: str | None, tenant: str | None) -> bool:
+        permitted = every_origin if tenant is None else origins.get(tenant, set())
+        return bool(origin) and (origin.lower() in permitted or "*" in permitted)  # type: ignore[union-attr]
+
+    @bp.route("/status", methods=["GET", "OPTIONS"], provide_automatic_options=False)
     def status() -> Response:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":  # a preflight carries no token
+            response = Response(status=204, headers={"Allow": "GET, OPTIONS"})
+            if allowed(origin, None):
+                response.headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "GET",
+                                         "Access-Control-Allow-Headers": header, "Access-Control-Max-Age": "600"})
+            response.vary.add("Origin")
+            return response
         tenant = tenant_from_header()
         body = {"tenant": tenant.name, "contactIcon": contact_icon(tenant),
                 "backends": backend_states(service, tenant)}
-        return Response(json.dumps(body, ensure_ascii=False), mimetype="application/json",
-                        headers={"Cache-Control": "no-store"})
+        response = Response(json.dumps(body, ensure_ascii=False), mimetype="application/json",
+                            headers={"Cache-Control": "no-store"})
+        if allowed(origin, tenant.name):
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.vary.add("Origin")
+        return response
 
     @bp.route("/embeddable/adapter.js", methods=["GET"])
     def adapter() -> Response:

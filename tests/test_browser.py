@@ -1,11 +1,13 @@
 """The pages and the Embeddable adapter in a real headless Chromium (Debian's, driven by Playwright).
 
-The app runs on a real HTTP server on 127.0.0.1. The adapter test loads a host page from the app
-(a rule added by the test) that embeds the adapter script and a stub of the Embeddable widget: an
-iframe from another origin (``localhost`` instead of ``127.0.0.1``) that behaves as the widget's
-third-party contacts contract says (``seeds/embeddable-third-party-contacts.txt``): it announces
-itself, takes the registration, sends ``rc-post-message-request`` for the contact list, a search,
-a match and a view, and records the ``rc-post-message-response`` answers.
+The app runs on a real HTTP server on 127.0.0.1. The adapter test loads a partner's page from
+another origin (``http://localhost:<port>``, a rule the test adds, listed in LOOKUP_ALLOWED_ORIGINS)
+that embeds the adapter script from the service (``http://127.0.0.1:<port>``) and a stub of the
+Embeddable widget: an iframe from the service's origin, again not the page's, that behaves as the
+widget's third-party contacts contract says (``seeds/embeddable-third-party-contacts.txt``): it
+announces itself, takes the registration, sends ``rc-post-message-request`` for the contact list,
+a search, a match and a view, and records the ``rc-post-message-response`` answers. The adapter
+answers them from the real contacts endpoints, across origins (CORS with preflight).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Response, request
+from flask import Response
 from werkzeug.serving import make_server
 
 from tests.conftest import DEMO_CSV, TOKEN
+from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,10 +71,10 @@ parent.postMessage({type: "rc-login-status-notify", loggedIn: true}, "*");
 </script></body></html>"""
 
 
-def _host_page(widget_url: str) -> str:
+def _host_page(service: str) -> str:
     return f"""<!doctype html><html><body>
-<iframe id="rc-widget-adapter-frame" src="{widget_url}" title="widget"></iframe>
-<script src="/embeddable/adapter.js" data-token="{TOKEN}" data-service-name="TestLookup"></script>
+<iframe id="rc-widget-adapter-frame" src="{service}/test-widget" title="widget"></iframe>
+<script src="{service}/embeddable/adapter.js" data-token="{TOKEN}" data-service-name="TestLookup"></script>
 </body></html>"""
 
 
@@ -83,73 +86,29 @@ class _Recorder:
         self.urls: list[str] = []
 
     def __call__(self, environ, start_response):
-        self.urls.append(environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", ""))
+        method, path, query = environ['REQUEST_METHOD'], environ.get('PATH_INFO', ''), environ.get('QUERY_STRING', '')
+        self.urls.append(f"{method} {path}?{query}")
         return self.app(environ, start_response)
 
 
 @pytest.fixture
 def served(make_app, load_contacts) -> Iterator[tuple[object, str, _Recorder]]:
     load_contacts(CONTACTS_CSV)
-    app = make_app()
-    port_box: dict[str, int] = {}
-
-    def widget() -> Response:
-        return Response(WIDGET_PAGE, mimetype="text/html")
-
-    def host() -> Response:
-        return Response(_host_page(f"http://localhost:{port_box['port']}/test-widget"), mimetype="text/html")
-
-    app.add_url_rule("/test-widget", "test_widget", widget)
-    app.add_url_rule("/test-host", "test_host", host)
-    _stub_contacts_endpoints(app)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_app(LOOKUP_ALLOWED_ORIGINS=f"http://localhost:{port}")
+    app.add_url_rule("/test-widget", "test_widget", lambda: Response(WIDGET_PAGE, mimetype="text/html"))
+    app.add_url_rule("/test-host", "test_host", lambda: Response(_host_page(base), mimetype="text/html"))
     recorder = _Recorder(app.wsgi_app)
     app.wsgi_app = recorder
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    port_box["port"] = server.server_port
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, f"http://127.0.0.1:{server.server_port}", recorder
+        yield app, base, recorder
     finally:
         server.shutdown()
         thread.join(10)
-
-
-def _stub_contacts_endpoints(app) -> None:
-    """STUB, for this test only: the four contacts endpoints of issue 14 (built on another branch),
-    answering fixed Embeddable-shaped contacts, each checking the token header as the real ones do."""
-    alexa = {"id": "directory:alexa", "name": "Alexa Holiday", "type": "PhoneLookup", "company": "White Cross Co",
-             "phoneNumbers": [{"phoneNumber": "+41215522000", "phoneType": "business"}]}
-    muller = {"id": "directory:muller", "name": "Jürg Müller", "type": "PhoneLookup", "company": "Müller Holz AG",
-              "phoneNumbers": [{"phoneNumber": "+41445001020", "phoneType": "business"}]}
-
-    def check_token() -> None:
-        assert request.headers.get("X-Execution-Token") == TOKEN
-
-    def stub_list() -> Response:
-        check_token()
-        return Response(json.dumps({"data": [alexa, muller], "nextPage": None, "syncTimestamp": 1}),
-                        mimetype="application/json")
-
-    def stub_search() -> Response:
-        check_token()
-        found = [c for c in (alexa, muller) if request.args["searchString"] in c["name"].lower()]
-        return Response(json.dumps({"data": found}), mimetype="application/json")
-
-    def stub_match() -> Response:
-        check_token()
-        by_digits = {"41215522000": [alexa], "41445001020": [muller]}
-        data = {n: by_digits.get("".join(ch for ch in n if ch.isdigit()), []) for n in request.json["phoneNumbers"]}
-        return Response(json.dumps({"data": data}), mimetype="application/json")
-
-    def stub_view() -> Response:
-        check_token()
-        return Response(json.dumps({"url": "https://crm.example/c/alexa"}), mimetype="application/json")
-
-    app.add_url_rule("/contacts", "stub_contacts_list", stub_list)
-    app.add_url_rule("/contacts/search", "stub_contacts_search", stub_search)
-    app.add_url_rule("/contacts/match", "stub_contacts_match", stub_match, methods=["POST"])
-    app.add_url_rule("/contacts/view", "stub_contacts_view", stub_view, methods=["POST"])
 
 
 @pytest.fixture
@@ -173,9 +132,9 @@ def test_the_adapter_registers_with_the_widget_and_answers_its_requests(served, 
     app, base, recorder = served
     page = browser.new_page()
     page.on("popup", lambda popup: popup.close())  # the view request opens the contact's page
-    page.goto(f"{base}/test-host")
+    page.goto(base.replace("127.0.0.1", "localhost") + "/test-host")  # the partner's page: another origin
     widget = _widget_frame(page)
-    assert widget.url.startswith("http://localhost:")  # another origin than the page, as the real widget
+    assert widget.url.startswith(base)  # the widget's origin is not the page's either, as with the real one
     widget.wait_for_function("log.asked && Object.keys(log.responses).length === 4", timeout=WAIT_MS)
     log = widget.evaluate("log")
 
@@ -187,17 +146,19 @@ def test_the_adapter_registers_with_the_widget_and_answers_its_requests(served, 
     }
     responses, asked = log["responses"], log["asked"]
     listed = responses[asked["list"]]
-    assert {c["name"] for c in listed["data"]} >= {"Alexa Holiday", "Jürg Müller"}
+    assert sorted(c["name"] for c in listed["data"]) == ["Alexa Holiday", "Bruno Keller", "Jürg Müller", "Reception"]
     assert {c["type"] for c in listed["data"]} == {"TestLookup"}  # the registered name, as the widget needs
     assert listed["nextPage"] is None and isinstance(listed["syncTimestamp"], int)
-    assert [c["name"] for c in responses[asked["search"]]["data"]] == ["Jürg Müller"]
+    assert [c["name"] for c in responses[asked["search"]]["data"]] == ["Jürg Müller"]  # "mül" as typed
     matched = responses[asked["match"]]["data"]
     assert set(matched) == {"+41215522000", "41 44 500 10 20", "+41999999999"}  # every number, as given
     assert [c["id"] for c in matched["+41215522000"]] == ["directory:alexa"]
     assert [c["id"] for c in matched["41 44 500 10 20"]] == ["directory:muller"]
+    assert matched["41 44 500 10 20"][0]["phoneNumbers"][0]["phoneNumber"] == "+41445001020"
     assert matched["+41999999999"] == []
     assert responses[asked["view"]] == "ok"
-    assert page.evaluate("fetch('/static/contact-icon.svg').then(r => r.status)") == 200
+    assert widget.evaluate(f"fetch('{service['contactIcon']}').then(r => r.status)") == 200
+    assert any(url.startswith("OPTIONS /contacts/match") for url in recorder.urls)  # the browser's preflight
 
     # the page asks the widget to sync; a reloaded widget is registered again
     page.evaluate("PhoneLookupAdapter.sync()")
@@ -206,7 +167,7 @@ def test_the_adapter_registers_with_the_widget_and_answers_its_requests(served, 
         widget.evaluate("setTimeout(function () { location.reload(); }, 0)")
     widget.wait_for_function("log.registrations.length === 1 && log.syncs === 0", timeout=WAIT_MS)
     assert all(TOKEN not in url for url in recorder.urls)  # the token went only in headers
-    assert any(url.startswith("/contacts/search?") for url in recorder.urls)
+    assert any(url.startswith("GET /contacts/search?searchString=m%C3%BCl") for url in recorder.urls)
 
 
 def test_the_adapter_script_carries_no_token(served):

@@ -4,7 +4,7 @@ What the browser does with them is tested in tests/test_browser.py."""
 from __future__ import annotations
 
 from lookup_service.pages import service_version
-from tests.conftest import HEADERS, TOKEN
+from tests.conftest import DEMO_CSV, HEADERS, TOKEN
 
 
 def test_the_home_page_is_html_with_the_version_the_readiness_and_the_links(client):
@@ -64,3 +64,18 @@ def test_other_unknown_paths_stay_json_errors(client):
         assert response.status_code == 404 and response.mimetype == "application/json", path
         assert response.get_json()["error"] == "not_found"
     assert client.post("/").status_code == 405 and client.post("/").mimetype == "application/json"
+
+
+def test_status_answers_the_tenants_allowed_origins_only(make_app, load_contacts):
+    load_contacts(DEMO_CSV)
+    client = make_app(LOOKUP_ALLOWED_ORIGINS="https://app.example.com").test_client()
+    preflight = client.options("/status", headers={"Origin": "https://app.example.com",
+                                                   "Access-Control-Request-Headers": "x-execution-token"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "X-Execution-Token"
+    allowed = client.get("/status", headers={**HEADERS, "Origin": "https://app.example.com"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    for origin in ("https://evil.example", "https://app.example.com.evil.example"):
+        assert "Access-Control-Allow-Origin" not in client.options("/status", headers={"Origin": origin}).headers
+        assert "Access-Control-Allow-Origin" not in client.get("/status", headers={**HEADERS, "Origin": origin}).headers
