@@ -77,6 +77,7 @@ def main() -> None:
         from crm_backends.phone_index import build
         from lookup_core.phone import _parse_cached, parse_number
         from lookup_service import create_app
+        from lookup_service.engine import Answer, Match
 
         csv_path = os.path.join(work, "contacts.csv")
         write_contacts(csv_path, args.contacts)
@@ -99,7 +100,7 @@ def main() -> None:
             tenant = service.tenants[0]
             slot = tenant.slots[0]
             engine = service.engine
-            engine.lookup(tenant, numbers[0])  # opens the snapshot
+            engine.lookup_rendered(tenant, numbers[0])  # opens the snapshot
             print(f"--- uncached, {label}")
 
             def parse_all() -> None:
@@ -111,10 +112,10 @@ def main() -> None:
             stages = (
                 ("number parsing", parse_all),
                 ("directory lookup", lambda s=slot: [s.backend.lookup(x, 5) for x in numbers]),
-                ("contact to JSON", lambda s=slot, c=contact, e=engine: [e.formatter.dumps(
-                    [e.formatter.contact(c, "directory:x", s.crm_name, s.crm_logo, s.workflows)]) for _ in numbers]),
-                ("engine.lookup (all of the above but parsing)",
-                 lambda t=tenant, e=engine: [e.lookup(t, x) for x in numbers]),
+                ("contact to JSON", lambda s=slot, c=contact, e=engine: [e.render(Answer((Match(c, s),)))
+                                                                         for _ in numbers]),
+                ("engine.lookup_rendered (all of the above but parsing)",
+                 lambda t=tenant, e=engine: [e.lookup_rendered(t, x) for x in numbers]),
                 ("whole request (WSGI)", requests(app, queries)),
             )
             for stage, run in stages:

@@ -8,7 +8,10 @@ WEB_CONCURRENCY from the environment):
 * the service itself, exactly as the Procfile starts it,
 
 drives each with the same load from a second process (wrk where installed, else bench/loadgen.py)
-and prints requests per second, p50 and p99 latency, and the ratios to the bare Flask app. Then:
+in alternating rounds and prints the median over the rounds of requests per second, p50 and p99
+latency, the ratios to the bare Flask app (throughput and p99, round by round, their median), and
+the CPU time the server's processes spent per request, which other work on a shared machine
+disturbs much less than throughput or latency. Then:
 uncached lookups on an embedded directory of 1,000,000 contacts, a tenant whose backend never
 answers while another tenant is under load, 50 concurrent lookups of one uncached number, and
 the import of 1,000,000 CSV rows (time and peak memory).
@@ -81,6 +84,22 @@ class Server:
                 time.sleep(0.1)
         raise SystemExit(f"{target} did not start within 60 s")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time used so far by the server: the master and its workers."""
+        total = 0
+        pids = [self.process.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+                with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                    pids.extend(int(p) for p in handle.read().split())
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -109,6 +128,7 @@ def load(url: str, path: str, seconds: float, connections: int, token: str, rand
         finally:
             os.unlink(handle.name)
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+                "requests": int(re.search(r"(\d+) requests in", output).group(1)),
                 "p50_ms": _wrk_ms(output, "50%"), "p99_ms": _wrk_ms(output, "99%"),
                 "errors": _wrk_errors(output), "tool": "wrk"}
     command = [sys.executable, "-m", "bench.loadgen", url + path, str(connections), str(seconds), token]
@@ -142,6 +162,41 @@ def best_figures(runs: list[dict]) -> dict:
     """
     best = max(runs, key=lambda run: run["rps"])
     return {**best, "errors": sum(run.get("errors", 0) for run in runs)}
+
+
+def measured_load(server: Server, path: str, seconds: float, connections: int, token: str,
+                  random_span: int | None = None) -> dict:
+    """``load`` on ``server``, with the server's CPU time per request (microseconds)."""
+    before = server.cpu_seconds()
+    figures = load(server.url, path, seconds, connections, token, random_span)
+    spent = server.cpu_seconds() - before
+    count = figures.get("requests") or figures["rps"] * seconds
+    figures["cpu_us"] = spent / count * 1e6 if count else 0.0
+    return figures
+
+
+def median_figures(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (errors added up)."""
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us")
+    return {**{key: statistics.median(run[key] for run in runs) for key in keys},
+            "errors": sum(run.get("errors", 0) for run in runs)}
+
+
+def median_row(label: str, runs: list[dict], bare_runs: list[dict]) -> None:
+    """One line of medians over alternating rounds, with the round-by-round ratios to the bare app
+    (throughput, p99, and the bare app's CPU per request over this one's), each as median, min-max."""
+    figures = median_figures(runs)
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    pairs = list(zip(runs, bare_runs, strict=True))
+    rps = spread([run["rps"] / bare["rps"] for run, bare in pairs])
+    p99 = spread([run["p99_ms"] / bare["p99_ms"] for run, bare in pairs])
+    cpu = spread([bare["cpu_us"] / run["cpu_us"] for run, bare in pairs if run["cpu_us"]] or [0.0])
+    print(f"{label:<52} rps={figures['rps']:>8.1f}  p50={figures['p50_ms']:>6.2f}ms  p99={figures['p99_ms']:>7.2f}ms  "
+          f"cpu/req={figures['cpu_us']:>6.1f}us  errors={figures['errors']}  ratio={rps}  p99_ratio={p99}  "
+          f"cpu_ratio={cpu}", flush=True)
 
 
 def row(label: str, figures: dict, baseline: dict | None, round_ratios: list[float] | None = None) -> None:
@@ -416,19 +471,17 @@ def main() -> None:
                 load(server.url, path_hit, 2, args.connections, TOKEN, span)  # warm-up
             for _round in range(args.rounds):
                 for (label, *_rest, span), server in zip(scenarios, servers, strict=True):
-                    figures = load(server.url, path_hit, args.duration, args.connections, TOKEN, span)
+                    figures = measured_load(server, path_hit, args.duration, args.connections, TOKEN, span)
                     samples[label].append(figures)
         finally:
             for server in servers:
                 server.stop()
-        results = {label: best_figures(runs) for label, runs in samples.items()}
         bare_label = "bare Flask app, same token check"
-        bare = results[bare_label]
-        print(f"(best of {args.rounds} alternating rounds of {args.duration:.0f}s each; the ratio of the "
-              f"best rounds, then the ratios of the rounds run side by side)")
-        for label, figures in results.items():
-            paired = [run["rps"] / base["rps"] for run, base in zip(samples[label], samples[bare_label], strict=True)]
-            row(label, figures, bare, paired)
+        bare = best_figures(samples[bare_label])
+        print(f"(medians of {args.rounds} alternating rounds of {args.duration:.0f}s each; ratios to the bare Flask "
+              f"app of the same round: their median, then the lowest and highest)")
+        for label, runs in samples.items():
+            median_row(label, runs, samples[bare_label])
 
         # 2. a backend that never answers, and 3. single flight across workers (Redis)
         silent = _Silent()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass
@@ -57,59 +58,68 @@ class CircuitBreaker:
                 self.opened_at = time.monotonic()
 
 
+class SharedCounters(Protocol):
+    """What rate limiters share between processes (``lookup_service.cache.RedisCache``). Its
+    methods may raise when the store is down: the limiter then goes on with its own state."""
+
+    def count_request(self, name: str, window: int) -> int:
+        """Count one request to backend ``name`` in the second ``window``; the count so far."""
+
+    def set_blocked(self, name: str, until: float, seconds: float) -> None:
+        """Backend ``name`` asked to be sent nothing until the wall-clock time ``until``."""
+
+    def blocked_until(self, name: str) -> float | None:
+        """The wall-clock time until which ``name`` is blocked, or None."""
+
+
 class RateLimiter:
     """Keeps a backend under ``rate`` requests a second and out of the way after a 429.
 
-    In process: a token bucket. With Redis: a per-second counter shared by every process, since
-    the vendor's limit is per credential, not per worker.
+    In process: a token bucket. With shared counters (Redis): a per-second counter shared by
+    every process, since the vendor's limit is per credential, not per worker.
     """
 
-    def __init__(self, rate: float | None, name: str, redis_client=None):
+    def __init__(self, rate: float | None, name: str, shared: SharedCounters | None = None):
         self.rate = rate
         self.name = name
-        self.redis = redis_client
+        self.shared = shared
         self._lock = threading.Lock()
         self._tokens = float(rate or 0)
         self._stamp = time.monotonic()
-        self._blocked_until = 0.0  # wall clock, so it can be shared through Redis
+        self._blocked_until = 0.0  # wall clock, so it can be shared between processes
 
     def block(self, seconds: float) -> None:
         """The source answered 429: send it nothing for ``seconds``."""
         until = time.time() + max(0.0, seconds)
         with self._lock:
             self._blocked_until = max(self._blocked_until, until)
-        if self.redis is not None:
+        if self.shared is not None:
             try:
-                self.redis.set(f"lookup:blocked:{self.name}", str(until), px=max(1, int(seconds * 1000)))
+                self.shared.set_blocked(self.name, until, seconds)
             except Exception:  # Redis down: the local block still applies
                 pass
 
     def blocked_for(self) -> float:
         remaining = self._blocked_until - time.time()
-        if remaining <= 0 and self.redis is not None:
+        if remaining <= 0 and self.shared is not None:
             try:
-                shared = self.redis.get(f"lookup:blocked:{self.name}")
+                shared = self.shared.blocked_until(self.name)
             except Exception:  # Redis down: rely on the local state
                 shared = None
             if shared:
-                remaining = float(shared) - time.time()
+                remaining = shared - time.time()
         return max(0.0, remaining)
 
     def try_acquire(self) -> bool:
-        if not self.rate and self.redis is None and self._blocked_until == 0.0:
+        if not self.rate and self.shared is None and self._blocked_until == 0.0:
             return True  # no limit and never asked to slow down: the common case
         if self.blocked_for() > 0:
             return False
         if not self.rate:
             return True
-        if self.redis is not None:
-            window = int(time.time())
-            key = f"lookup:rate:{self.name}:{window}"
+        if self.shared is not None:
             try:
-                count = self.redis.incr(key)
-                if count == 1:
-                    self.redis.expire(key, 2)
-                return count <= max(1, int(self.rate))
+                return self.shared.count_request(self.name, int(time.time())) <= max(1, int(self.rate))
             except Exception:  # Redis down: fall back to this process's own bucket
                 pass
         with self._lock:

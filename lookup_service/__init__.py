@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -17,6 +18,9 @@ from config.settings import ConfigError, load_settings
 log = logging.getLogger(__name__)
 # gunicorn's exit code for a worker that cannot boot: the master stops instead of retrying
 _WORKER_BOOT_ERROR = 3
+# After start-up the collector's oldest generation is collected once per this many collections of
+# the middle one (Python's default: 10); see freeze_startup_objects.
+FULL_COLLECTION_EVERY = 100
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -78,7 +82,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     engine = LookupEngine(
         tenants,
         cache,
-        ResponseFormat(settings.response_keys),
+        ResponseFormat(settings.response_keys).render,  # the web layer's rendering, cached by the engine
         metrics,
         threads=settings.backend_threads,
         breaker_failures=settings.breaker_failures,
@@ -100,7 +104,28 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     app.wsgi_app = RequestContext(app.wsgi_app)  # type: ignore[method-assign]
     if serving in SERVING:
         service.start_background()
+    if serving in CHECKING:  # a process that serves, or gunicorn's master before it forks them
+        freeze_startup_objects()
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Keep what start-up built out of the cyclic garbage collector's way, in the process that serves.
+
+    Every full collection used to walk every object of every loaded module (Flask, SQLAlchemy,
+    phonenumbers' metadata...), some 150,000 of them: tens of milliseconds during which no request
+    thread runs, the uncached lookups' p99. ``gc.freeze()`` moves them to the permanent generation,
+    which no collection visits (they are freed by reference counting as before; only a cycle among
+    them would stay). What is long-lived and made later is kept untracked where it is this
+    service's (the answer cache holds bytes); the rest, chiefly the parse cache of phone numbers, is
+    walked by full collections, which are made ten times rarer: a cycle that outlives two young
+    collections waits a few seconds longer. Under ``gunicorn --preload`` this runs in the master,
+    before the fork, so the workers' copies of these pages are not touched by the collector either.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 def _register_start(app: Flask, service: Any) -> None:

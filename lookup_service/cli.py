@@ -22,6 +22,7 @@ from crm_backends.directory_import import ImportFileError, file_size, import_fil
 from crm_backends.mirror import MirroredBackend
 from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import mask, mask_numbers
+from lookup_service.schemas import ResponseFormat
 
 
 def register_cli(app: Flask) -> None:
@@ -158,8 +159,10 @@ def lookup_command(number: str, tenant: str | None) -> None:
         parsed = parse_number(number, chosen.region)
     except InvalidPhoneNumber as exc:
         raise click.ClickException(str(exc)) from None
-    body = service.engine.lookup(chosen, parsed)
-    click.echo(json.dumps(json.loads(body), indent=2, ensure_ascii=False))
+    answer = service.engine.lookup(chosen, parsed)
+    # the connector's rendering (ResponseFormat, as the route), indented for a person
+    payload = ResponseFormat(service.settings.response_keys).payload(answer)
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
 config_group = AppGroup("config", help="Configuration.")

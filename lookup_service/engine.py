@@ -4,6 +4,11 @@ Every tenant's backends are asked at once; the answer leaves by the tenant's dea
 whatever arrived. Work still running then goes on in the background and fills the cache, so the
 next ring of the same number is answered from it. Concurrent lookups of one number share one call
 per backend (in process always, across processes and machines with Redis).
+
+The engine answers with contacts (:class:`Answer`). It knows no output format: the web layer
+gives it a ``render`` function, and what the cache keeps, and what a cache hit returns, is that
+function's rendering of an answer, so a hit costs neither a query nor a serialization, and a cached
+entry is one ``bytes`` object, which the garbage collector does not walk.
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import NamedTuple
 
 from crm_backends.mirror import MirrorNotReady
 from crm_backends.resilience import CircuitBreaker, RateLimiter
 from lookup_core.errors import BackendUnavailable, CredentialsRejected, RateLimited
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import Contact
-from lookup_service.cache import MemoryCache, RedisCache
+from lookup_service.cache import Coordination
 from lookup_service.metrics import Metrics
-from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat
 from lookup_service.tenants import BackendSlot, Tenant
 
 log = logging.getLogger(__name__)
@@ -30,16 +36,48 @@ log = logging.getLogger(__name__)
 SENDING_MARGIN_S = 0.02
 
 
+class Match(NamedTuple):
+    """One contact of an answer and the backend (slot) it came from."""
+
+    contact: Contact
+    source: BackendSlot
+
+    @property
+    def public_id(self) -> str:
+        """The contact's id as the connector sees it: the backend's name, then the backend's own id
+        (a workflow call is routed to the backend by it)."""
+        return f"{self.source.name}:{self.contact.id}"
+
+
+class Answer(NamedTuple):
+    """The contacts that match a number, ranked and capped; ``complete`` unless a backend failed,
+    was skipped or missed the deadline (such an answer is cached only briefly, if at all)."""
+
+    matches: tuple[Match, ...] = ()
+    complete: bool = True
+
+    @property
+    def outcome(self) -> str:
+        """The label of the lookup in the metrics: found or empty, partial when incomplete."""
+        outcome = "found" if self.matches else "empty"
+        return outcome if self.complete else "partial_" + outcome
+
+
+Render = Callable[[Answer], bytes]
+
+
 class Flight:
     """One in-progress lookup of one number for one tenant, shared by concurrent requests.
 
     Each backend asked puts its contacts (or the exception it raised) into ``results``; when the
-    last one has, ``body`` holds the full answer and the flight is done. A request waits for that
-    until its own deadline, then answers with ``body`` or with whatever ``results`` holds. Most
-    flights have no follower, so the event followers wait on is only made when one arrives.
+    last one has, ``answer`` holds the full answer, ``body`` its rendering, and the flight is
+    done. A request waits for that until its own deadline, then answers with it or with whatever
+    ``results`` holds. A remote flight (another process asks the backends) only ever gets a
+    ``body``, from the shared cache. Most flights have no follower, so the event followers wait on
+    is only made when one arrives.
     """
 
-    __slots__ = ("key", "asked", "results", "skipped", "remote", "lock_token", "body", "pending", "lock",
+    __slots__ = ("key", "asked", "results", "skipped", "remote", "lock_token", "answer", "body", "pending", "lock",
                  "late_counted", "finished", "_event")
 
     def __init__(self, key: str):
@@ -49,6 +87,7 @@ class Flight:
         self.skipped: set[str] = set()
         self.remote = False  # another process holds the lock and computes; poll the shared cache
         self.lock_token: str | None = None
+        self.answer: Answer | None = None
         self.body: bytes | None = None
         self.pending = 0
         self.lock = threading.Lock()
@@ -76,11 +115,14 @@ class Flight:
 
 
 class LookupEngine:
+    """``render`` turns an answer into what :meth:`lookup_rendered` returns and the cache keeps
+    (the web layer's JSON); ``cache`` is the cache and coordination (in process or Redis)."""
+
     def __init__(
         self,
         tenants: list[Tenant],
-        cache: MemoryCache | RedisCache,
-        formatter: ResponseFormat,
+        cache: Coordination,
+        render: Render,
         metrics: Metrics,
         threads: int = 32,
         breaker_failures: int = 5,
@@ -88,12 +130,13 @@ class LookupEngine:
     ):
         self.tenants = tenants
         self.cache = cache
-        self.formatter = formatter
+        self.render = render
         self.metrics = metrics
+        self._empty = render(Answer())  # what a remote flight that brought nothing answers
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="backend")
         self._flights: dict[str, Flight] = {}
         self._flights_lock = threading.Lock()
-        redis_client = cache.client if isinstance(cache, RedisCache) else None
+        counters = cache if cache.shared else None  # else each limiter keeps its own bucket
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.limiters: dict[tuple[str, str], RateLimiter] = {}
         self._credential_alerts: set[tuple[str, str]] = set()
@@ -102,13 +145,12 @@ class LookupEngine:
             for slot in tenant.slots:
                 ident = (tenant.name, slot.name)
                 self.breakers[ident] = CircuitBreaker(threshold=breaker_failures, cooldown=breaker_cooldown)
-                self.limiters[ident] = RateLimiter(
-                    slot.backend.rate_per_second, f"{tenant.name}:{slot.name}", redis_client
-                )
+                self.limiters[ident] = RateLimiter(slot.backend.rate_per_second, f"{tenant.name}:{slot.name}", counters)
 
     # --- public ------------------------------------------------------------------------------
-    def lookup(self, tenant: Tenant, number: PhoneNumber) -> bytes:
-        """The serialized JSON answer for ``number``: cached, or computed within the deadline."""
+    def lookup_rendered(self, tenant: Tenant, number: PhoneNumber) -> bytes:
+        """The answer for ``number`` as ``render`` renders it: from the cache, or computed within the
+        deadline (and cached). The connector's path: a cache hit is one dictionary or Redis read."""
         key = self.cache_key(tenant, number)
         cached = self.cache.get(key)
         if cached is not None:
@@ -116,14 +158,39 @@ class LookupEngine:
             return cached
         self.metrics.cache_miss(tenant.name)
         if tenant.all_inline:
-            return self._lookup_inline(tenant, number, key)
+            answer, body = self._lookup_inline(tenant, number, key)
+            return body if body is not None else self.render(answer)
         deadline = time.monotonic() + tenant.deadline_s - min(SENDING_MARGIN_S, tenant.deadline_s / 10)
         flight, leader = self._join(key)
         if leader:
-            self._launch(tenant, number, flight)
+            self._launch(tenant, number, flight, shared=True)
             if flight.remote:
                 return self._await_remote(tenant, flight, deadline)
-        return self._answer(tenant, flight, deadline)
+        flight.wait(max(0.0, deadline - time.monotonic()))
+        if flight.remote:  # our leader waited on another process's answer and shares it
+            self.metrics.lookup(tenant.name, "shared_flight" if flight.body else "partial_empty")
+            return flight.body or self._empty
+        answer = self._answer(tenant, flight)
+        if answer is flight.answer and flight.body is not None:  # the full answer, rendered once
+            return flight.body
+        return self.render(answer)
+
+    def lookup(self, tenant: Tenant, number: PhoneNumber) -> Answer:
+        """The contacts for ``number``, asked of the backends now, within the deadline.
+
+        For callers that want contacts rather than the connector's bytes (the command line): the
+        cache is not read (it holds renderings), though a complete answer is still cached for the
+        connector. Concurrent lookups of the connector's path are not joined, nor is another
+        process waited for: a fresh answer, for one caller.
+        """
+        key = self.cache_key(tenant, number)
+        if tenant.all_inline:
+            return self._lookup_inline(tenant, number, key)[0]
+        deadline = time.monotonic() + tenant.deadline_s - min(SENDING_MARGIN_S, tenant.deadline_s / 10)
+        flight = Flight(key)  # not registered: no other request joins it
+        self._launch(tenant, number, flight, shared=False)
+        flight.wait(max(0.0, deadline - time.monotonic()))
+        return self._answer(tenant, flight)
 
     def cache_key(self, tenant: Tenant, number: PhoneNumber) -> str:
         return f"{tenant.name}|{number.key}|{tenant.data_version()}"
@@ -134,8 +201,9 @@ class LookupEngine:
     def breaker_states(self) -> dict[tuple[str, str], str]:
         return {ident: breaker.state for ident, breaker in self.breakers.items()}
 
-    def _lookup_inline(self, tenant: Tenant, number: PhoneNumber, key: str) -> bytes:
-        """Every backend is a local index: ask each in turn, in this thread.
+    def _lookup_inline(self, tenant: Tenant, number: PhoneNumber, key: str) -> tuple[Answer, bytes | None]:
+        """Every backend is a local index: ask each in turn, in this thread. The answer, and its
+        rendering if it was cached.
 
         A local query costs less than the single-flight bookkeeping (or a Redis lock) would, and
         it cannot outlast the deadline, so there is no flight to share and nothing to wait for.
@@ -152,12 +220,10 @@ class LookupEngine:
                 not_ready = True
             except Exception:  # logged and counted by _call
                 failed = True
-        body = self._merge(tenant, results)
-        if not not_ready:
-            self.cache.set(key, body, self._ttl(tenant, body, failed or skipped))
-        failed = failed or not_ready
-        self.metrics.lookup(tenant.name, _outcome(body, failed or skipped))
-        return body
+        answer = self._merge(tenant, results, not (failed or skipped or not_ready))
+        body = None if not_ready else self._store(tenant, key, answer)
+        self.metrics.lookup(tenant.name, answer.outcome)
+        return answer, body
 
     def _admit(self, tenant: Tenant, slot: BackendSlot) -> bool:
         """Whether the backend may be asked now: under its rate limit and its breaker closed."""
@@ -170,11 +236,18 @@ class LookupEngine:
             return False
         return True
 
-    @staticmethod
-    def _ttl(tenant: Tenant, body: bytes, incomplete: bool) -> float:
-        if incomplete:  # a missing backend may hold the answer: keep it briefly
-            return min(tenant.negative_cache_ttl, tenant.cache_ttl)
-        return tenant.negative_cache_ttl if body == EMPTY_ANSWER else tenant.cache_ttl
+    def _store(self, tenant: Tenant, key: str, answer: Answer) -> bytes | None:
+        """Cache the rendering of ``answer`` for as long as it may be trusted; the rendering, or
+        None when nothing was cached (then nothing was rendered either)."""
+        if not answer.complete:  # a missing backend may hold the answer: keep it briefly
+            ttl = min(tenant.negative_cache_ttl, tenant.cache_ttl)
+        else:
+            ttl = tenant.cache_ttl if answer.matches else tenant.negative_cache_ttl
+        if ttl <= 0:
+            return None
+        body = self.render(answer)
+        self.cache.set(key, body, ttl)
+        return body
 
     # --- single flight -------------------------------------------------------------------------
     def _join(self, key: str) -> tuple[Flight, bool]:
@@ -190,8 +263,10 @@ class LookupEngine:
             if self._flights.get(flight.key) is flight:
                 del self._flights[flight.key]
 
-    def _launch(self, tenant: Tenant, number: PhoneNumber, flight: Flight) -> None:
-        if self.cache.shared:
+    def _launch(self, tenant: Tenant, number: PhoneNumber, flight: Flight, shared: bool) -> None:
+        """Ask the backends for the flight. ``shared``: the flight is the connector's, which the
+        other processes may join (with a shared cache, through its lock)."""
+        if shared and self.cache.shared:
             try:
                 flight.lock_token = self.cache.acquire(flight.key, tenant.deadline_s * 3 + 1.0)
             except Exception as exc:  # Redis down: lookups go on without cross-process sharing
@@ -234,9 +309,9 @@ class LookupEngine:
         """All backends have answered (or failed): cache the full answer, end the flight."""
         try:
             results, failed = self._collect(tenant, flight.results)
-            body = flight.body = self._merge(tenant, results)
+            answer = flight.answer = self._merge(tenant, results, not (failed or flight.skipped))
             if not any(isinstance(r, MirrorNotReady) for r in flight.results.values()):
-                self.cache.set(flight.key, body, self._ttl(tenant, body, bool(failed or flight.skipped)))
+                flight.body = self._store(tenant, flight.key, answer)
         except Exception:
             log.exception("caching the answer for tenant %s failed", tenant.name)
         finally:
@@ -249,48 +324,46 @@ class LookupEngine:
             self._finish(flight)
 
     # --- answering ---------------------------------------------------------------------------
-    def _answer(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
-        flight.wait(max(0.0, deadline - time.monotonic()))
-        if flight.remote:  # our leader waited on another process's answer and shares it
-            self.metrics.lookup(tenant.name, "shared_flight" if flight.body else "partial_empty")
-            return flight.body or EMPTY_ANSWER
-        body = flight.body
-        if body is not None:
-            failed = any(isinstance(r, BaseException) for r in flight.results.values())
-            late: list[str] = []
-        else:
-            snapshot = dict(flight.results)
-            results, failed = self._collect(tenant, snapshot)
-            late = [name for name in flight.asked if name not in snapshot]
-            body = self._merge(tenant, results)
-            with flight.lock:
-                count_late, flight.late_counted = not flight.late_counted, True
-            if count_late:  # a backend that never returns must still open its breaker
-                for name in late:
-                    self.breakers[(tenant.name, name)].record_failure()
-            log.warning("tenant %s: answered at the deadline without %s", tenant.name, ", ".join(late))
+    def _answer(self, tenant: Tenant, flight: Flight) -> Answer:
+        """The answer of a local flight waited on: the full answer if complete, else what it holds
+        now, at the deadline."""
+        answer = flight.answer
+        if answer is not None:
+            self.metrics.lookup(tenant.name, answer.outcome)
+            return answer
+        snapshot = dict(flight.results)
+        results, failed = self._collect(tenant, snapshot)
+        late = [name for name in flight.asked if name not in snapshot]
+        answer = self._merge(tenant, results, not (late or failed or flight.skipped))
+        with flight.lock:
+            count_late, flight.late_counted = not flight.late_counted, True
+        if count_late:  # a backend that never returns must still open its breaker
             for name in late:
-                self.metrics.backend_skipped(tenant.name, name, "late")
-            if self.cache.shared:  # let other processes waiting on our lock answer with it too
-                self.cache.set("partial:" + flight.key, body, tenant.deadline_s * 3)
-        self.metrics.lookup(tenant.name, _outcome(body, bool(late or failed or flight.skipped)))
-        return body
+                self.breakers[(tenant.name, name)].record_failure()
+        log.warning("tenant %s: answered at the deadline without %s", tenant.name, ", ".join(late))
+        for name in late:
+            self.metrics.backend_skipped(tenant.name, name, "late")
+        if flight.lock_token and self.cache.shared:  # other processes waiting on our lock answer with it too
+            self.cache.set_partial(flight.key, self.render(answer), tenant.deadline_s * 3)
+        self.metrics.lookup(tenant.name, answer.outcome)
+        return answer
 
     def _await_remote(self, tenant: Tenant, flight: Flight, deadline: float) -> bytes:
-        """Another process computes this answer: poll the shared cache for it, for this process's
-        followers too, until the deadline (then take the other process's partial answer)."""
-        assert isinstance(self.cache, RedisCache)
+        """Another process computes this answer: wait for it in the shared cache, for this
+        process's followers too, until the deadline (then take the other process's partial answer).
+
+        Followers of a remote flight find it remote and share its ``body``."""
         body = None
         try:
             body = self.cache.wait_for(flight.key, deadline)
             if body is None:
-                body = self.cache.get("partial:" + flight.key)
+                body = self.cache.get_partial(flight.key)
         finally:
             flight.body = body
             flight.set_done()
             self._finish(flight)
         self.metrics.lookup(tenant.name, "shared_flight" if body is not None else "partial_empty")
-        return body if body is not None else EMPTY_ANSWER
+        return body if body is not None else self._empty
 
     @staticmethod
     def _collect(
@@ -307,18 +380,12 @@ class LookupEngine:
                 collected.append((slot, result))
         return collected, failed
 
-    def _merge(self, tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> bytes:
+    def _merge(self, tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]], complete: bool) -> Answer:
         """De-duplicate, rank (exact match, backend order, recent activity) and cap."""
         if len(results) == 1 and len(results[0][1]) <= 1:  # the common answer: nothing to rank
             slot, contacts = results[0]
-            kept = [(slot, contact) for contact in contacts]
-        else:
-            kept = self._ranked(tenant, results)
-        if not kept:
-            return EMPTY_ANSWER
-        return self.formatter.dumps(
-            self.formatter.contact(c, f"{s.name}:{c.id}", s.crm_name, s.crm_logo, s.workflows) for s, c in kept
-        )
+            return Answer(tuple(Match(contact, slot) for contact in contacts), complete)
+        return Answer(tuple(Match(contact, slot) for slot, contact in self._ranked(tenant, results)), complete)
 
     @staticmethod
     def _ranked(tenant: Tenant, results: list[tuple[BackendSlot, list[Contact]]]) -> list[tuple[BackendSlot, Contact]]:
@@ -395,12 +462,6 @@ class LookupEngine:
         if elapsed <= tenant.deadline_s:  # a late answer was already counted as a failure
             breaker.record_success()
         return contacts
-
-
-def _outcome(body: bytes, incomplete: bool) -> str:
-    """The lookup's label in the metrics: found or empty, partial when a backend was missing."""
-    outcome = "found" if body != EMPTY_ANSWER else "empty"
-    return "partial_" + outcome if incomplete else outcome
 
 
 def _with_missing_filled(kept: Contact, duplicate: Contact) -> Contact:

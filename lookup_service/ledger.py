@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from lookup_core.types import WorkflowResult
+from lookup_service import keys
 
 log = logging.getLogger(__name__)
 
@@ -452,24 +453,23 @@ class RedisLedger(Ledger):
 
     kind = "redis"
     RESULT_TTL_S = 30 * 24 * 3600
-    PREFIX = "lookup:outbox:"
 
     def __init__(self, url: str):
         import redis
 
         self._redis = redis
         self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        self._due = self.PREFIX + "due"
-        self._failed = self.PREFIX + "failed"
+        self._due = keys.OUTBOX_DUE
+        self._failed = keys.OUTBOX_FAILED
         self._scripts = {name: self.client.register_script(text) for name, text in (
             ("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("release", _RELEASE), ("finish", _FINISH),
             ("settle", _SETTLE), ("retry", _RETRY), ("drop", _DROP))}
 
     def _item_key(self, key: str) -> str:
-        return self.PREFIX + "item:" + key
+        return keys.outbox_item(key)
 
     def _claim_key(self, key: str) -> str:
-        return self.PREFIX + "claim:" + key
+        return keys.outbox_claim(key)
 
     def _call(self, name: str, keys: list[str], args: list):
         try:
@@ -500,7 +500,7 @@ class RedisLedger(Ledger):
 
     def put(self, key: str, tenant: str, backend: str, workflow: str, payload: str, now: float) -> Item:
         # KEYS[3]: the result of the ledger before the outbox, which stays the answer
-        flat = self._call("put", [self._item_key(key), self._due, "lookup:workflow:" + key],
+        flat = self._call("put", [self._item_key(key), self._due, keys.workflow_result(key)],
                           [key, tenant, backend, workflow, payload, repr(now), self.RESULT_TTL_S])
         item = self._decode(key, flat)
         if item is None:

@@ -66,7 +66,9 @@ def register_routes(app: Flask, service: Service) -> None:
             number = parse_number(raw, tenant.region)
         except InvalidPhoneNumber as exc:
             raise ApiError(400, "invalid_number", f"PhoneNumber: {exc}") from None
-        return Response(engine.lookup(tenant, number), mimetype=JSON)
+        # the answer as ResponseFormat.render renders it (create_app gives the engine that
+        # renderer): the engine caches the rendering, so a cache hit serializes nothing
+        return Response(engine.lookup_rendered(tenant, number), mimetype=JSON)
 
     @bp.route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> Response:

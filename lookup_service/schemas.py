@@ -1,18 +1,23 @@
 """Request and response shapes of the connector API, in both of the documentation's variants.
 
 The lookup answer is built by hand (it is the hot path and its shape is fixed); the workflow
-request, which is richer and rarer, is validated with marshmallow.
+request, which is richer and rarer, is validated with marshmallow. :meth:`ResponseFormat.render`
+is the one rendering of the engine's answers: the routes serve it (the engine caches it) and the
+command line prints it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load
 
 from lookup_core.types import Contact
+
+if TYPE_CHECKING:
+    from lookup_service.engine import Answer
 
 CAMEL_KEYS = ("name", "company", "contactUri", "companyUri", "id", "crmName", "crmLogo", "crmActions", "customData")
 PASCAL_KEYS = tuple(key[0].upper() + key[1:] for key in CAMEL_KEYS)
@@ -23,6 +28,17 @@ class ResponseFormat:
 
     def __init__(self, style: str = "camel"):
         self.keys = PASCAL_KEYS if style == "pascal" else CAMEL_KEYS
+
+    def payload(self, answer: Answer) -> list[dict[str, Any]]:
+        """The connector's JSON array for an answer of the engine, as Python objects."""
+        return [self.contact(match.contact, match.public_id, match.source.crm_name, match.source.crm_logo,
+                             match.source.workflows) for match in answer.matches]
+
+    def render(self, answer: Answer) -> bytes:
+        """The body of ``/Lookup`` for an answer of the engine (``[]`` when nothing matched)."""
+        if not answer.matches:
+            return EMPTY_ANSWER
+        return _ENCODER.encode(self.payload(answer)).encode()
 
     def contact(self, contact: Contact, public_id: str, crm_name: str | None, crm_logo: str | None,
                 actions: list[str]) -> dict[str, Any]:

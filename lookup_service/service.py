@@ -127,7 +127,7 @@ class Service:
                     not_ready.append({**item, "reason": "local store not readable"})
         if self.settings.redis_url:
             try:
-                self.engine.cache.client.ping()  # type: ignore[union-attr]
+                self.engine.cache.ping()
             except Exception as exc:
                 log.warning("readiness: redis unreachable: %s", type(exc).__name__)
                 not_ready.append({"tenant": "*", "backend": "redis", "reason": "redis unreachable"})
