@@ -13,10 +13,12 @@ import fcntl
 import json
 import mmap
 import os
+import re
 import sqlite3
 import struct
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -277,13 +279,14 @@ class ContactStore:
         numbers: dict[str, list[str]] = {}
         for key, cid, _ext in phone_rows:
             numbers.setdefault(cid, []).extend(number_words(key, self._calling_code))
+        last = {row[0]: row for row in contact_rows}  # a contact twice in a batch: its last row, as the upsert
         conn.executemany(
-            "DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)",
-            [(row[0],) for row in contact_rows],
+            "DELETE FROM contacts_fts WHERE rowid = (SELECT rowid FROM contacts WHERE id = ?)", [(cid,) for cid in last]
         )
         conn.executemany(
             "INSERT INTO contacts_fts (rowid, name, company, numbers) SELECT rowid, ?, ?, ? FROM contacts WHERE id = ?",
-            [(row[1] or "", row[2] or "", " ".join(numbers.get(row[0], ())), row[0]) for row in contact_rows],
+            [(row[1] or "", row[2] or "", " ".join(dict.fromkeys(numbers.get(cid, ()))), cid)
+             for cid, row in last.items()],
         )
 
     def _ensure_search_index(self) -> None:
@@ -371,9 +374,15 @@ class ContactStore:
         query = fts_query(words, digits)
         if not query:
             return []
+        if digits or max(len(word) for word in words) >= 3:
+            ranked = ("bm25(contacts_fts, 4.0, 1.0, 1.0) AS score FROM contacts_fts WHERE contacts_fts MATCH ? "
+                      "ORDER BY score")
+        else:
+            # one or two letters may match a third of the directory: ranking them all costs seconds
+            # on a million contacts, so the first matches in the directory's order are answered
+            ranked = "rowid AS score FROM contacts_fts WHERE contacts_fts MATCH ?"
         rows = self.conn.execute(
-            f"""SELECT {_FULL} FROM (SELECT rowid AS r, bm25(contacts_fts, 4.0, 1.0, 1.0) AS score FROM contacts_fts
-                    WHERE contacts_fts MATCH ? ORDER BY score LIMIT ?) f
+            f"""SELECT {_FULL} FROM (SELECT rowid AS r, {ranked} LIMIT ?) f
                 JOIN contacts c ON c.rowid = f.r ORDER BY f.score, c.name""",
             (query, limit),
         ).fetchall()
@@ -469,6 +478,15 @@ def number_words(key: str, calling_code: str) -> list[str]:
     if calling_code and digits.startswith(calling_code):
         return [digits, "0" + digits[len(calling_code):]]
     return [digits]
+
+
+def fold_words(text: str) -> list[str]:
+    """The words of ``text`` in lowercase without accents ("Jürg Müller" -> ["jurg", "muller"])."""
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
+    return [word for word in _WORD.findall(folded) if word]
+
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 def fts_query(words: list[str], digits: str) -> str:

@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+import phonenumbers
 import psycopg
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,7 +42,16 @@ from lookup_core.errors import BackendUnavailable
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, StoredPhone
 
-from .contact_store import _contact, _iso, contact_row, normalize_phones
+from .contact_store import (
+    TOMBSTONE_KEEP_S,
+    _contact,
+    _full_contact,
+    _iso,
+    contact_row,
+    fold_words,
+    normalize_phones,
+    number_words,
+)
 from .phone_index import PG_URL_VARIABLE, BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
 
 log = logging.getLogger(__name__)
@@ -102,6 +112,18 @@ CREATE TABLE {s}.state (
     identity TEXT NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text)
 );
 INSERT INTO {s}.state DEFAULT VALUES;
+"""),
+    # the contacts API: deletions for incremental listings, and the words a search matches
+    (2, """
+CREATE TABLE {s}.tombstones (
+    id TEXT PRIMARY KEY,
+    position BIGINT NOT NULL,
+    deleted_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX tombstones_by_time ON {s}.tombstones (deleted_at);
+CREATE INDEX contacts_by_update ON {s}.contacts (updated_at, pk);
+ALTER TABLE {s}.contacts ADD COLUMN words TEXT;
+INSERT INTO {s}.meta (name, value) VALUES ('tombstones_since', extract(epoch FROM now())::text);
 """),
 ]
 
@@ -200,10 +222,12 @@ class PgContactStore:
             connect_args={"connect_timeout": _CONNECT_TIMEOUT_S, "options": f"-c statement_timeout={timeout_ms}",
                           "application_name": "lookup-service"},
         )
+        self._calling_code = str(phonenumbers.country_code_for_region(region) or "")
         try:
             with self._connection() as conn:
                 migrate(conn, schema)
                 identity = conn.execute(f"SELECT identity FROM {self._s}.state").fetchone()[0]
+                self.trigram_search = _trigram_index(conn, self._s)
         except BackendUnavailable:
             self.engine.dispose()
             raise
@@ -216,6 +240,25 @@ class PgContactStore:
         self._stopped = threading.Event()
         self._poll()
         self.snapshot = SnapshotKeeper(self.path, self._generations, self._start_builder) if phone_index else None
+        self._fill_words()
+
+    def _fill_words(self) -> None:
+        """Contacts written before the ``words`` column existed get theirs (once, in batches)."""
+        s = self._s
+        for _ in range(100_000):  # bounded: every round fills up to 5000 contacts or ends
+            with self._connection() as conn:
+                rows = conn.execute(f"SELECT pk, name, company FROM {s}.contacts WHERE words IS NULL LIMIT 5000"
+                                    ).fetchall()
+                if not rows:
+                    return
+                keys = conn.execute(f"SELECT contact_pk, key FROM {s}.phones WHERE contact_pk = ANY(%s)",
+                                    ([r[0] for r in rows],)).fetchall()
+                numbers: dict[int, list[str]] = {}
+                for pk, key in keys:
+                    numbers.setdefault(pk, []).extend(number_words(key, self._calling_code))
+                conn.execute(f"""UPDATE {s}.contacts c SET words = w.words
+                    FROM unnest(%s::bigint[], %s::text[]) AS w(pk, words) WHERE c.pk = w.pk""",
+                             ([r[0] for r in rows], [search_words(r[1], r[2], numbers.get(r[0], ())) for r in rows]))
 
     # connections -------------------------------------------------------------------------
     @contextmanager
@@ -412,16 +455,113 @@ class PgContactStore:
                 SELECT DISTINCT i.key, c.pk, i.extension
                 FROM incoming_phones i JOIN {s}.contacts c ON c.id = i.contact_id
                 ON CONFLICT DO NOTHING""")
+            numbers: dict[str, list[str]] = {}
+            for key, cid, _ext in phone_rows:
+                numbers.setdefault(cid, []).extend(number_words(key, self._calling_code))
+            words = {row[1]: search_words(row[2], row[3], numbers.get(row[1], ())) for row in contact_rows}
+            conn.execute(f"""UPDATE {s}.contacts c SET words = w.words
+                FROM unnest(%s::text[], %s::text[]) AS w(id, words)
+                WHERE c.id = w.id AND c.words IS DISTINCT FROM w.words""", (list(words), list(words.values())))
+            conn.execute(f"DELETE FROM {s}.tombstones WHERE id = ANY(%s)", (list(words),))
         return len(contact_rows)
 
     def delete(self, contact_ids: Iterable[str]) -> int:
         ids = list(contact_ids)
         if not ids:
             return 0
+        s = self._s
+        now = time.time()
         with self.write() as conn:
-            conn.execute(f"DELETE FROM {self._s}.phones p USING {self._s}.contacts c "
+            conn.execute(f"DELETE FROM {s}.phones p USING {s}.contacts c "
                          "WHERE p.contact_pk = c.pk AND c.id = ANY(%s)", (ids,))
-            return conn.execute(f"DELETE FROM {self._s}.contacts WHERE id = ANY(%s)", (ids,)).rowcount
+            conn.execute(f"""INSERT INTO {s}.tombstones (id, position, deleted_at)
+                SELECT id, pk, %s FROM {s}.contacts WHERE id = ANY(%s)
+                ON CONFLICT (id) DO UPDATE SET position = EXCLUDED.position, deleted_at = EXCLUDED.deleted_at""",
+                         (now, ids))
+            deleted = conn.execute(f"DELETE FROM {s}.contacts WHERE id = ANY(%s)", (ids,)).rowcount
+            cutoff = now - TOMBSTONE_KEEP_S
+            if conn.execute(f"DELETE FROM {s}.tombstones WHERE deleted_at < %s", (cutoff,)).rowcount:
+                conn.execute(f"UPDATE {s}.meta SET value = GREATEST(value::double precision, %s)::text "
+                             "WHERE name = 'tombstones_since'", (cutoff,))
+            return deleted
+
+    # the contacts API (see ContactStore: the same answers) ---------------------------------
+    def complete_since(self) -> float:
+        return float(self.get_meta("tombstones_since") or time.time())
+
+    def listing(self, offset: int, limit: int, held_after: float) -> tuple[list[Contact | None], int]:
+        s = self._s
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            total = conn.execute(f"SELECT (SELECT COUNT(*) FROM {s}.contacts) + (SELECT COUNT(*) FROM {s}.tombstones "
+                                 "WHERE deleted_at > %s)", (held_after,)).fetchone()[0]
+            rows = conn.execute(
+                f"""SELECT p.pos, {_FULL} FROM (
+                        SELECT pk AS pos, pk AS cr, 0 AS gone FROM {s}.contacts
+                        UNION ALL SELECT position, NULL, 1 FROM {s}.tombstones WHERE deleted_at > %s
+                        ORDER BY pos, gone LIMIT %s OFFSET %s) p
+                    LEFT JOIN {s}.contacts c ON c.pk = p.cr ORDER BY p.pos, p.gone""",
+                (held_after, limit, offset)).fetchall()
+        return [_full_contact(row[1:]) if row[1] is not None else None for row in rows], total
+
+    def changes(self, since: float, offset: int, limit: int) -> tuple[list[Contact | str], int]:
+        s = self._s
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            total = conn.execute(f"SELECT (SELECT COUNT(*) FROM {s}.contacts WHERE updated_at > %s) + "
+                                 f"(SELECT COUNT(*) FROM {s}.tombstones WHERE deleted_at > %s)",
+                                 (since, since)).fetchone()[0]
+            rows = conn.execute(
+                f"""SELECT p.gone, {_FULL} FROM (
+                        SELECT updated_at AS t, pk AS r, NULL AS gone FROM {s}.contacts WHERE updated_at > %s
+                        UNION ALL SELECT deleted_at, position, id FROM {s}.tombstones WHERE deleted_at > %s
+                        ORDER BY t, r LIMIT %s OFFSET %s) p
+                    LEFT JOIN {s}.contacts c ON c.pk = p.r AND p.gone IS NULL ORDER BY p.t, p.r""",
+                (since, since, limit, offset)).fetchall()
+        return [row[0] if row[0] is not None else _full_contact(row[1:]) for row in rows], total
+
+    def search(self, words: list[str], digits: str, limit: int) -> list[Contact]:
+        """Word prefixes on the folded ``words`` column (lowercase, accents removed in Python, so
+        the ``unaccent`` extension is not needed): ``LIKE '% mül%'``, served by a pg_trgm index
+        when the extension could be created (:attr:`trigram_search`), else by a scan."""
+        terms = [" " + word for word in fold_words(" ".join(words))] if words else []
+        if digits:
+            terms = [" #" + digits]
+        if not terms:
+            return []
+        first = " " + fold_words(" ".join(words))[0] if words else None
+        conditions = " AND ".join("c.words LIKE %s" for _ in terms)
+        params: list = ["%" + _like(term) + "%" for term in terms]
+        order = "c.name COLLATE \"C\", c.pk"
+        if first:  # names starting with the first word, then names having it, then companies
+            order = f"(position(%s IN c.words) <> 1), (position(%s IN c.words) > position(' |' IN c.words)), {order}"
+            params.extend((first, first))
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT {_FULL} FROM {self._s}.contacts c WHERE {conditions} ORDER BY {order} "
+                                "LIMIT %s", (*params, limit)).fetchall()
+        return [_full_contact(row) for row in rows]
+
+    def lookup_many(self, numbers: list[PhoneNumber], limit: int) -> dict[str, list[Contact]]:
+        keys = list(dict.fromkeys(number.key for number in numbers))
+        found: dict[str, list[Contact]] = {}
+        if not keys:
+            return found
+        s = self._s
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"""SELECT p.key, {_FULL} FROM {s}.phones p JOIN {s}.contacts c ON c.pk = p.contact_pk
+                    WHERE p.key = ANY(%s) GROUP BY p.key, c.pk
+                    ORDER BY p.key, bool_and(p.extension <> ''), c.last_activity DESC NULLS LAST,
+                        c.name COLLATE "C" NULLS FIRST, c.pk""", (keys,)).fetchall()
+        for row in rows:
+            bucket = found.setdefault(row[0], [])
+            if len(bucket) < limit:
+                bucket.append(_full_contact(row[1:]))
+        return found
+
+    def get(self, contact_id: str) -> Contact | None:
+        row = self._one(f"SELECT {_FULL} FROM {{s}}.contacts c WHERE c.id = %s", (contact_id,))
+        return _full_contact(row) if row else None
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
@@ -452,6 +592,34 @@ class PgContactStore:
             cursor = conn.execute(query + " ORDER BY created_at", (contact_id,) if contact_id else ())
             names = [d.name for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+_FULL = "c.id, c.name, c.company, c.contact_uri, c.company_uri, c.email, c.custom_data, c.phones, c.updated_at"
+
+
+def search_words(name: str | None, company: str | None, numbers: Iterable[str]) -> str:
+    """The ``words`` column: folded words of the name, ``|``, those of the company, and ``#digits``
+    per number, each after a space, so that ``LIKE '% mul%'`` is a word prefix (" jurg muller | zkb #41445001020")."""
+    parts = [*fold_words(name or ""), "|", *fold_words(company or ""), *("#" + n for n in numbers)]
+    return "".join(" " + part for part in parts)
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _trigram_index(conn: psycopg.Connection, s: str) -> bool:
+    """A pg_trgm index on ``words`` where the extension exists or may be created; without it a
+    search scans the table (fine for tens of thousands of contacts)."""
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS contacts_words_trgm ON {s}.contacts "
+                         "USING gin (words gin_trgm_ops)")
+        return True
+    except psycopg.Error as exc:
+        log.info("directory %s: no pg_trgm index for name search (%s); searches scan the table", s, _reason(exc))
+        return False
 
 
 def _reason(exc: BaseException) -> str:

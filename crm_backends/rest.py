@@ -260,6 +260,9 @@ class RestOptions(BackendOptions):
     results = JMESPathField(load_default="@")
     record_fields = fields.Nested(RecordFields, data_key="fields", required=True)
     contact_uri_template = TemplateField(frozenset({"id"}), load_default=None)
+    # name search (GET /contacts/search): {term} as typed, {limit}; the records at search_results
+    search_url = TemplateField(frozenset({"term", "limit"}), load_default=None)
+    search_results = JMESPathField(load_default=None)
     # mirror listing
     list_url = TemplateField(frozenset(), load_default=None)
     list_results = JMESPathField(load_default=None)
@@ -470,6 +473,7 @@ class RestBackend(HttpSource):
     options_schema = RestOptions
     requires = ("jmespath", "requests")
     modes = frozenset({"live", "mirror"})
+    search_by_name = True  # with search_url
     workflows = frozenset({"CallFlow"})  # when a [call_log] request is configured: see workflows_for
     secret_keys = HttpSource.secret_keys | {"password"}
 
@@ -498,6 +502,9 @@ class RestBackend(HttpSource):
         if o.get("lookup_url"):
             self._lookup = RequestTemplate("lookup_url", o["lookup_url"], o["method"], {}, o.get("body"))
         self.try_forms: list[str] = list(o.get("try_forms") or [])
+        self._search = RequestTemplate("search_url", o["search_url"], "GET", {}, None) if o.get("search_url") else None
+        search_key = "search_results" if o.get("search_results") else "results"
+        self._search_results = self._compile(o.get(search_key) or "@", search_key)
 
         call_log = o.get("call_log")
         self._call: RequestTemplate | None = None
@@ -699,6 +706,20 @@ class RestBackend(HttpSource):
                 )
             )
         return contacts
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Contacts by name from ``search_url`` (``{term}``, ``{limit}``), in the API's order; []
+        without one. One request within the lookup timeout; a 404 is no match (``not_found_is_empty``)."""
+        if self._search is None or not term.strip():
+            return []
+        what = self._search.describe()
+        url, headers, data = self._search.render({"term": term.strip(), "limit": limit})
+        response = self.send("GET", url, what=what, headers=headers, data=data, timeout=self.timeout_s)
+        if response.status_code == 404 and self.options["not_found_is_empty"]:
+            return []
+        self.check_status(response, what)
+        records = self._records(self._json(response, what), self._search_results, "search_results", what)
+        return self._contacts(records, what)[:limit]
 
     def check(self) -> None:
         """One real request: a lookup of an example number, or the first page of the listing."""

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 LOOKUP_PARAMS = frozenset({"e164", "digits", "national", "nsn", "digits00", "short", "limit"})
 SINCE_PARAMS = frozenset({"since"})
+# name_query (GET /contacts/search): the text as typed, '%text%', 'text%', the row cap
+NAME_PARAMS = frozenset({"term", "pattern", "prefix", "limit"})
 CALL_TIME_PARAMS = frozenset({"started", "answered", "ended", "declined"})
 CALL_PARAMS = frozenset(
     {
@@ -121,6 +123,7 @@ class SqlOptions(BackendOptions):
     connect_args = fields.Dict(keys=fields.String(), load_default=dict)
     query = fields.String(load_default=None, allow_none=True)
     list_query = fields.String(load_default=None, allow_none=True)
+    name_query = fields.String(load_default=None, allow_none=True)
     since_query = fields.String(load_default=None, allow_none=True)
     deleted_query = fields.String(load_default=None, allow_none=True)
     call_log_query = fields.String(load_default=None, allow_none=True)
@@ -152,6 +155,7 @@ class SqlOptions(BackendOptions):
         allowed = {
             "query": LOOKUP_PARAMS,
             "list_query": frozenset(),
+            "name_query": NAME_PARAMS,
             "since_query": SINCE_PARAMS,
             "deleted_query": SINCE_PARAMS,
             "call_log_query": CALL_PARAMS,
@@ -475,6 +479,7 @@ class SqlBackend(Backend):
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})  # when call_log_query is configured: see workflows_for
     default_crm_name = "Database"
+    search_by_name = True  # with name_query
     secret_keys = Backend.secret_keys | {"connect_args"}
 
     @classmethod
@@ -501,7 +506,8 @@ class SqlBackend(Backend):
         self.url = self._build_url()
         self._queries: dict[str, TextClause] = {}
         self._params: dict[str, set[str]] = {}
-        for key in ("query", "list_query", "since_query", "deleted_query", "call_log_query", "call_find_query"):
+        for key in ("query", "list_query", "name_query", "since_query", "deleted_query", "call_log_query",
+                    "call_find_query"):
             if options.get(key):
                 self._queries[key] = text(options[key])
                 self._params[key] = query_params(options[key])
@@ -651,6 +657,23 @@ class SqlBackend(Backend):
         found.sort(key=lambda contact: not contact.exact)  # stable: keeps the query's order
         log.debug("%s: %d rows, %d matches for %s", self.spec.where(), len(rows), len(found), number.masked())
         return found[:limit]
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Contacts by name with ``name_query`` (``:term``, ``:pattern`` = '%term%', ``:prefix`` =
+        'term%', ``:limit``), in the query's order; [] without one. Bounded by the lookup timeout."""
+        if "name_query" not in self._queries or not term.strip():
+            return []
+        term = term.strip()
+        values = {"term": term, "pattern": f"%{term}%", "prefix": f"{term}%", "limit": limit}
+        params = {name: values[name] for name in self._params["name_query"]}
+        try:
+            with self.engine.connect() as conn, _read_deadline(conn, self.timeout_s):
+                result = conn.execute(self._queries["name_query"], params)
+                columns = self._columns(result.keys(), "name_query", optional=("updated_at", "deleted"))
+                rows = result.fetchmany(max(limit, 1) * 4)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "name_query") from None
+        return [item.contact for item in self._merge_rows(rows, columns) if not item.deleted][:limit]
 
     def _columns(self, keys: Iterable[str], query_key: str, optional: Iterable[str] = ()) -> _Columns:
         columns = _Columns(keys, self.fields, optional)

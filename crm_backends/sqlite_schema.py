@@ -60,7 +60,7 @@ INSERT OR IGNORE INTO meta (name, value)
     VALUES ('tombstones_since', CAST((julianday('now') - 2440587.5) * 86400.0 AS TEXT));
 -- name search: words of the name and company without accents or case, and the numbers' digits
 CREATE VIRTUAL TABLE IF NOT EXISTS contacts_fts USING fts5(
-    name, company, numbers, tokenize="unicode61 remove_diacritics 2", prefix='2 3'
+    name, company, numbers, tokenize="unicode61 remove_diacritics 2", prefix='1 2 3'
 );
 """
 

@@ -1,5 +1,6 @@
 """The contacts API (Embeddable's third-party contacts): listing with incremental sync, search,
-batch match, view and CORS, on the embedded directory (SQLite; PostgreSQL in test_pg_directory)."""
+batch match, view and CORS; on the embedded directory in SQLite and in PostgreSQL (a real server,
+tests/servers/postgres.py)."""
 
 from __future__ import annotations
 
@@ -7,35 +8,58 @@ import time
 
 import pytest
 
-from crm_backends.contact_store import ContactStore
+from crm_backends.directory_import import import_file
 from lookup_core.types import Contact
-from tests.conftest import DEMO_CSV, HEADERS
+from tests.conftest import DEMO_CSV, HEADERS, write_csv
 
 ORIGIN = "https://softphone.example"
+CSV = DEMO_CSV + ("jurg;Jürg Müller;Zürcher Kantonalbank;+41 44 500 10 20;;;de;https://crm.example/c/jurg;\n"
+                  "anna;Anna Meier;Müller & Söhne;044 500 10 21;;;de;;\n")
 
 
-def _contact(i: int) -> tuple[Contact, list]:
+def _contact(i: int) -> tuple[Contact, str]:
     number = f"+41 44 {500 + i // 10000:03d} {i % 10000:04d}"
     return Contact(id=f"c{i:05d}", name=f"Person {i:05d}", company="Bulk AG", phones=[number]), number
 
 
-def _fill(path: str, count: int) -> None:
-    store = ContactStore(path, "CH")
-    try:
-        rows = []
-        for i in range(count):
-            contact, number = _contact(i)
-            rows.append((contact, store.normalize_phones([number])))
-        store.upsert(rows)
-    finally:
-        store.close()
+def _fill(store, count: int) -> None:
+    rows = []
+    for i in range(count):
+        contact, number = _contact(i)
+        rows.append((contact, store.normalize_phones([number])))
+    store.upsert(rows)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_api(request, make_app):
+    """``make_api(**settings)``: an app on an empty directory (SQLite file or PostgreSQL database) and its store."""
+    url = None
+    if request.param == "postgres":
+        from tests.test_pg_directory import paas_url
+
+        url = paas_url(request.getfixturevalue("pg"))
+
+    def build(**settings):
+        if url:
+            settings["DATABASE_URL"] = url
+        app = make_app(**settings)
+        return app, app.extensions["lookup"].tenants[0].by_name["directory"].backend.store
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from tests.servers.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture
-def api(make_app, load_contacts):
-    load_contacts(DEMO_CSV + "jurg;Jürg Müller;Zürcher Kantonalbank;+41 44 500 10 20;;;de;https://crm.example/c/jurg;\n"
-                  "anna;Anna Meier;Müller & Söhne;044 500 10 21;;;de;;\n")
-    app = make_app(LOOKUP_ALLOWED_ORIGINS=ORIGIN, LOOKUP_CONTACTS_SERVICE_NAME="Acme Lookup")
+def api(make_api, tmp_path):
+    app, store = make_api(LOOKUP_ALLOWED_ORIGINS=ORIGIN, LOOKUP_CONTACTS_SERVICE_NAME="Acme Lookup")
+    import_file(store, write_csv(tmp_path / "contacts.csv", CSV))
     return app.test_client()
 
 
@@ -52,9 +76,9 @@ def _all_pages(client, since: int | None = None) -> tuple[list[dict], int, int]:
     return items, pages, stamp
 
 
-def test_listing_pages_through_ten_thousand_contacts_and_syncs_exactly_the_changes(make_app, directory_path):
-    _fill(directory_path, 10_000)
-    app = make_app(LOOKUP_PAGE_SIZE=500)
+def test_listing_pages_through_ten_thousand_contacts_and_syncs_exactly_the_changes(make_api):
+    app, store = make_api(LOOKUP_PAGE_SIZE=500)
+    _fill(store, 10_000)
     client = app.test_client()
     items, pages, stamp = _all_pages(client)
     assert pages == 20
@@ -66,7 +90,6 @@ def test_listing_pages_through_ten_thousand_contacts_and_syncs_exactly_the_chang
     assert client.get("/contacts?page=1", headers=HEADERS).get_json()["data"][:3] == items[:3]  # stable order
 
     time.sleep(0.01)
-    store = app.extensions["lookup"].tenants[0].by_name["directory"].backend.store
     changed, _ = _contact(17)
     changed.name = "Renamed Person"
     added = Contact(id="new-one", name="Newcomer", phones=["+41 79 123 45 67"])
@@ -83,12 +106,12 @@ def test_listing_pages_through_ten_thousand_contacts_and_syncs_exactly_the_chang
     assert _all_pages(client, later)[0] == []
 
 
-def test_a_deletion_during_a_listing_does_not_shift_the_later_pages(make_app, directory_path):
-    _fill(directory_path, 30)
-    app = make_app(LOOKUP_PAGE_SIZE=10)
+def test_a_deletion_during_a_listing_does_not_shift_the_later_pages(make_api):
+    app, store = make_api(LOOKUP_PAGE_SIZE=10)
+    _fill(store, 30)
     client = app.test_client()
     first = client.get("/contacts?page=1", headers=HEADERS).get_json()
-    app.extensions["lookup"].tenants[0].by_name["directory"].backend.store.delete(["c00003", "c00004"])
+    store.delete(["c00003", "c00004"])
     second = client.get("/contacts?page=2", headers=HEADERS).get_json()
     third = client.get("/contacts?page=3", headers=HEADERS).get_json()
     ids = [item["id"] for item in first["data"] + second["data"] + third["data"]]
@@ -122,7 +145,7 @@ def test_search_finds_accented_names_from_plain_prefixes(api):
     assert len(found) == 1 and found[0]["type"] == "Acme Lookup"
 
 
-def test_batch_match_answers_every_number_as_given(api, directory_path):
+def test_batch_match_answers_every_number_as_given(api):
     spellings = ["+41215522000", "41215522000", "021 552 20 00", "0041 21 552 20 00", "+41 (0)21 552 20 00",
                  "044 500 10 20", "+41445001021", "not a number", "0795550000"]
     numbers = spellings + [f"+41 31 000 {i:04d}" for i in range(100 - len(spellings))]
@@ -175,3 +198,42 @@ def test_cors_answers_the_tenants_origins_with_preflight(api):
     refused = api.options("/contacts", headers={"Origin": "https://evil.example",
                                                 "Access-Control-Request-Method": "GET"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_live_backends_are_searched_and_matched_but_not_listed(make_app, tmp_path):
+    import sqlite3
+
+    erp = tmp_path / "erp.sqlite3"
+    with sqlite3.connect(erp) as conn:
+        conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, phone TEXT, url TEXT)")
+        conn.execute("INSERT INTO people VALUES (7, 'Zoë Živković', '+41 31 322 21 11', 'https://erp.example/p/7')")
+    config = tmp_path / "lookup.toml"
+    config.write_text(f'''
+[[tenant]]
+name = "acme"
+tokens = ["{HEADERS["X-Execution-Token"]}"]
+allowed_origins = ["{ORIGIN}"]
+
+[[tenant.backend]]
+name = "directory"
+type = "directory"
+path = "{tmp_path / "directory.sqlite3"}"
+
+[[tenant.backend]]
+name = "erp"
+type = "sql"
+url = "sqlite:///{erp}"
+query = "SELECT id, name, phone, url FROM people WHERE REPLACE(phone, ' ', '') = :e164"
+name_query = "SELECT id, name, phone, url FROM people WHERE name LIKE :pattern LIMIT :limit"
+fields = {{ id = "id", name = "name", phones = "phone", contact_uri = "url" }}
+''')
+    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
+    listing = client.get("/contacts", headers=HEADERS)
+    assert listing.headers["X-Contacts-Unlisted"] == "erp" and listing.get_json()["data"] == []
+    found = client.get("/contacts/search?searchString=Zo", headers=HEADERS).get_json()["data"]
+    assert [(c["id"], c["phoneNumbers"][0]["phoneNumber"]) for c in found] == [("erp:7", "+41313222111")]
+    matched = client.post("/contacts/match", json={"phoneNumbers": ["031 322 21 11", "+41 44 000 00 00"]},
+                          headers=HEADERS).get_json()["data"]
+    assert [c["id"] for c in matched["031 322 21 11"]] == ["erp:7"] and matched["+41 44 000 00 00"] == []
+    view = client.post("/contacts/view", json=matched["031 322 21 11"][0], headers=HEADERS)
+    assert view.get_json() == {"url": "https://erp.example/p/7"}

@@ -1045,3 +1045,21 @@ def test_call_refused_for_good_is_a_permanent_error(api, tmp_path, status):
     api.route("POST", "/api/contacts/C%2F3/calls", lambda r: Reply(status, {"error": "field rejected"}))
     with pytest.raises(DeliveryRefused, match=f"HTTP {status}"):
         build(call_options(api), tmp_path).log_call(CALL)
+
+
+def test_search_url_searches_by_name_as_typed(api, tmp_path):
+    def by_name(request: Request) -> Reply:
+        term = request.query.get("q", "").lower()
+        hits = [c for c in ERP_CONTACTS if term in f"{c['first']} {c['last'] or ''}".lower()]
+        return Reply(200, {"items": hits[: int(request.query.get("max", "20"))]})
+
+    api.route("GET", "/api/search", by_name)
+    backend = build(live_options(api), tmp_path, search_url=api.url + "/api/search?q={term}&max={limit}",
+                    search_results="items")
+    assert [(c.id, c.name) for c in backend.search("anna m", 20)] == [("1", "Anna Muster")]
+    assert [c.id for c in backend.search("e", 2)] == ["1", "2"]  # the API's order, at most the limit
+    assert api.requests[-1].query == {"q": "e", "max": "2"}
+    assert backend.search(" ", 20) == [] and build(live_options(api), tmp_path).search("anna", 20) == []
+    api.route("GET", "/api/search", lambda r: Reply(200, {"unexpected": True}))
+    with pytest.raises(BackendUnavailable, match="search_results"):
+        backend.search("anna", 20)

@@ -772,3 +772,16 @@ def test_postgres_commit_answer_lost_the_retry_finds_the_row(pg, tmp_path):
     finally:
         proxy.close()
         db.engine.dispose()
+
+
+def test_name_query_searches_by_name_as_typed(db, tmp_path):
+    query = (f"SELECT {COLUMNS} FROM customers WHERE LOWER(first_name || ' ' || last_name) LIKE LOWER(:pattern) "
+             "OR LOWER(company) LIKE LOWER(:pattern) ORDER BY last_name LIMIT :limit")
+    backend = make_backend(db, tmp_path, name_query=query)
+    assert ids(backend.search("rossi", 20)) == ["3"]
+    assert ids(backend.search("Bruno B", 20)) == ["2"]
+    assert ids(backend.search("a", 2)) == ["4", "5"]  # the query's order, at most the limit
+    assert ids(backend.search("gone", 20)) == []  # a deleted row is no contact
+    assert backend.search("  ", 20) == [] and make_backend(db, tmp_path).search("rossi", 20) == []
+    with pytest.raises(BackendConfigError, match="unknown parameter"):
+        make_backend(db, tmp_path, name_query="SELECT * FROM customers WHERE first_name = :e164")
