@@ -287,6 +287,7 @@ class LdapBackend(Backend):
     options_schema = LdapOptions
     requires = ("ldap3",)
     modes = frozenset({"live", "mirror"})
+    search_by_name = True
     default_crm_name = "LDAP directory"
     secret_keys = frozenset({"password"})
 
@@ -543,6 +544,26 @@ class LdapBackend(Backend):
             "%s: %s -> %d candidates, %d kept", self._where(), number.masked(), len(contacts), len(kept)
         )
         return kept[:limit]
+
+    def search_filter(self, term: str) -> str:
+        """Entries whose name attributes (cn and displayName, and the configured ones) hold the typed
+        words in order: ``(|(cn=*jürg*m*)(displayName=*jürg*m*))``, values escaped."""
+        pattern = "*" + "*".join(escape_filter_chars(word) for word in term.split()) + "*"
+        attributes = dict.fromkeys(["cn", "displayName", *self.attrs["name"]])
+        return self._and("(|" + "".join(f"({attribute}={pattern})" for attribute in attributes) + ")")
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        """Contacts by name, sorted by name, at most ``limit``; within the lookup's time limit."""
+        if not term.split():
+            return []
+        search_filter = self.search_filter(term)
+        time_limit = max(1, int(self.timeout_s))
+        entries, _ = self._with_connection(
+            lambda conn: self._search(conn, search_filter, self.lookup_attributes, max(limit, 1), time_limit)
+        )
+        contacts = [c for c in (self.to_contact(e) for e in entries) if c is not None]
+        contacts.sort(key=lambda c: (c.name or "").casefold())
+        return contacts[:limit]
 
     # entries to contacts --------------------------------------------------------------------
     def contact_id(self, entry: _Entry) -> str | None:

@@ -26,6 +26,7 @@ from crm_backends.base import Backend
 from lookup_core.errors import BackendError
 from lookup_core.phone import InvalidPhoneNumber, PhoneNumber, extract_numbers, parse_number
 from lookup_core.types import Contact
+from lookup_service import keys
 from lookup_service.errors import ApiError
 from lookup_service.logs import set_tenant
 from lookup_service.routes import json_response
@@ -40,7 +41,6 @@ MAX_MATCH_NUMBERS = 100
 MAX_SEARCH_CHARS = 100
 MAX_SEARCH_LIMIT = 100
 MAX_PAGE = 1_000_000
-_LISTING_KEY = "contacts-listing"
 _METHODS = "GET, POST, OPTIONS"
 _JOB_TITLE_KEYS = ("jobtitle", "job title", "title", "position", "function")
 _IMAGE_KEYS = ("profileimageurl", "photo", "avatar", "picture", "photo url", "image")
@@ -180,7 +180,7 @@ def register_contacts_api(app: Flask, service: Service) -> None:
         incomplete = False
         if live and numbers:
             unique = list({n.key: n for n in numbers}.values())
-            futures = [(n, pool.submit(service.engine.lookup, tenant, n)) for n in unique]
+            futures = [(n, pool.submit(service.engine.lookup_rendered, tenant, n)) for n in unique]
             deadline = time.monotonic() + tenant.deadline_s + 1.0
             for number, future in futures:
                 try:
@@ -230,7 +230,7 @@ def _listing_start(service: Service, tenant: Tenant, raw_since: str, page: int, 
     process sees it with Redis); later pages reuse it, or assume the oldest start a listing can
     have (``now - HOLD_S``) when it is gone. Too early is safe: the next sync repeats a few changes."""
     cache = service.engine.cache
-    key = f"{_LISTING_KEY}|{tenant.name}|{raw_since}"
+    key = keys.contacts_listing(tenant.name, raw_since)
     stored = cache.get(key)
     remembered = float(stored) if stored else None
     if remembered is not None and now - remembered > HOLD_S:
@@ -358,7 +358,7 @@ def _live_uri(service: Service, tenant: Tenant, public_id: str, phone_numbers: A
             number = parse_number(str(raw), tenant.region)
         except InvalidPhoneNumber:
             continue
-        for found in json.loads(service.engine.lookup(tenant, number)):
+        for found in json.loads(service.engine.lookup_rendered(tenant, number)):
             if find_key(found, "id") == public_id:
                 return find_key(found, "contactUri")
     return None

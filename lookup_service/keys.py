@@ -30,6 +30,12 @@ def flight_lock(key: str) -> str:
     return ANSWER + "lock:" + key
 
 
+def contacts_listing(tenant: str, sync_timestamp: str) -> str:
+    """lookup_service.contacts_api, through the cache (so under :data:`ANSWER`): when a client's
+    listing of ``GET /contacts`` (with this ``syncTimestamp`` text) began, for its later pages."""
+    return f"contacts-listing:{tenant}|{sync_timestamp}"
+
+
 def rate_window(name: str, window: int) -> str:
     """The requests sent to backend ``name`` (``tenant:backend``) in the second ``window``."""
     return f"{PREFIX}rate:{name}:{window}"

@@ -499,3 +499,12 @@ def test_ad_style_mirror_with_when_changed(slapd, admin, tmp_path):
     assert hans.id == str(GUID) and hans.company == "Contoso AG"
     assert names(mirror.lookup(parse_number("41319876543"), 5)) == ["Hans Admin (IT)"]
     mirror.close()
+
+
+def test_search_by_name_as_typed(backend, tmp_path):
+    assert names(backend.search("muster", 20)) == ["Anna Muster"]
+    assert names(backend.search("anna m", 20)) == ["Anna Muster"]  # the words in order, any case
+    assert names(backend.search("RO", 20)) == ["Carla Rossi"]
+    assert len(backend.search("a", 2)) == 2 and backend.search("  ", 20) == []
+    assert backend.search("*)(uid=*", 20) == []  # filter characters are escaped, not obeyed
+    assert backend.search_filter("a*b") == r"(|(cn=*a\2ab*)(displayName=*a\2ab*))"
