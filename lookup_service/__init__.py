@@ -64,6 +64,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     from lookup_service.ledger import make_ledger
     from lookup_service.logs import RequestContext, configure_logging
     from lookup_service.metrics import Metrics
+    from lookup_service.pages import register_pages
     from lookup_service.routes import register_routes
     from lookup_service.schemas import ResponseFormat
     from lookup_service.service import Service
@@ -96,6 +97,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["lookup"] = service
     register_routes(app, service)
+    register_pages(app, service)
     register_contacts_api(app, service)
     register_cli(app)
     _register_start(app, service)

@@ -382,9 +382,52 @@ def _described_paths(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def _page_paths() -> dict[str, dict[str, Any]]:
+    """The routes of :mod:`lookup_service.pages`: what a person opens in a browser."""
+    def text(kind: str, description: str) -> dict[str, Any]:
+        return {"description": description, "content": {kind: {"schema": {"type": "string"}}}}
+
+    backend = {"type": "object", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "mode": {"type": "string"},
+        "crmName": {"type": ["string", "null"]},
+        "breaker": {"type": "string", "description": "the circuit breaker: closed, open or half-open"},
+        "lastSync": {"type": ["string", "null"], "description": "when the last successful mirror sync started"},
+        "contacts": {"type": ["integer", "null"], "description": "contacts in the local copy, if it keeps one"}}}
+    return {
+        "/": {"/": {"get": {
+            "tags": ["pages"], "operationId": "home", "summary": "The home page (HTML)", "security": _PUBLIC,
+            "description": "What the service is, its version and readiness, links to this document and the README, "
+                           "and a form that tries /Lookup with a token (sent only in the header).",
+            "responses": {"200": text("text/html", "the page")}}}},
+        "/readme": {"/readme": {"get": {
+            "tags": ["pages"], "operationId": "readme", "summary": "The README (Markdown as text)", "security": _PUBLIC,
+            "responses": {"200": text("text/plain", "the README"), "404": _error("not_found: not deployed")}}}},
+        "/status": {"/status": {"get": {
+            "tags": ["pages"], "operationId": "status", "summary": "The tenant's backends and their state",
+            "description": "For the home page: each backend of the token's tenant with its breaker, last sync and "
+                           "contact count (no options, no error texts), and the icon the Embeddable adapter shows.",
+            "responses": {
+                "200": {"description": "the tenant's state", "content": _json({"type": "object", "properties": {
+                    "tenant": {"type": "string"}, "contactIcon": {"type": "string"},
+                    "backends": {"type": "array", "items": backend}}})},
+                "401": _UNAUTHORIZED, "500": _INTERNAL}}}},
+        "/embeddable/adapter.js": {"/embeddable/adapter.js": {"get": {
+            "tags": ["pages"], "operationId": "embeddableAdapter", "security": _PUBLIC,
+            "summary": "The script that makes this service a RingCentral Embeddable contact source",
+            "description": "Include it as `<script src=\".../embeddable/adapter.js\" data-token=\"...\" "
+                           "data-service-name=\"...\">`; it registers the service with the Embeddable widget on "
+                           "the page and answers the widget's contact requests from the /contacts endpoints.",
+            "responses": {"200": text("text/javascript", "the script")}}}},
+    }
+
+
+def _all_paths(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {**_described_paths(settings), **_page_paths()}
+
+
 def undescribed_rules(app: Flask, settings: Settings) -> list[str]:
     """The app's routes that this module does not describe (the tests want none)."""
-    described = _described_paths(settings)
+    described = _all_paths(settings)
     return sorted({rule.rule for rule in app.url_map.iter_rules()
                    if rule.endpoint != "static" and rule.rule not in described})
 
@@ -418,7 +461,7 @@ def build_spec(app: Flask, settings: Settings) -> dict[str, Any]:
     ):
         spec.components.schema(name, schema=schema)
     registered = {rule.rule for rule in app.url_map.iter_rules()}
-    for rule, paths in _described_paths(settings).items():
+    for rule, paths in _all_paths(settings).items():
         if rule in registered:
             for path, operations in paths.items():
                 spec.path(path=path, operations=copy.deepcopy(operations))  # apispec resolves in place

@@ -67,7 +67,8 @@ def test_the_token_header_is_the_configured_one(make_app):
     assert document["security"] == [{"ExecutionToken": []}]
     public = {path for path, item in document["paths"].items() if item["get" if "get" in item else "post"].get(
         "security") == []}
-    assert public == {"/healthz", "/openapi.json"} | ({"/readyz"} if "/readyz" in document["paths"] else set())
+    pages = {"/", "/readme", "/embeddable/adapter.js"}  # lookup_service/pages.py
+    assert public == {"/healthz", "/openapi.json"} | pages | ({"/readyz"} if "/readyz" in document["paths"] else set())
 
 
 @pytest.mark.parametrize(("style", "keys"), [("camel", CAMEL_KEYS), ("pascal", PASCAL_KEYS)])
