@@ -11,6 +11,7 @@ lookup engine (its cache, deadline and breakers).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -24,7 +25,6 @@ from flask import Blueprint, Flask, Response, g, request
 
 from config.settings import TenantConfig
 from crm_backends.base import Backend
-from lookup_core.errors import BackendError
 from lookup_core.phone import InvalidPhoneNumber, PhoneNumber, extract_numbers, parse_number
 from lookup_core.types import Contact
 from lookup_service import keys
@@ -146,24 +146,16 @@ def register_contacts_api(app: Flask, service: Service) -> None:
             engine = service.engine
             futures = []
             for slot in live:  # the lookup's rules: the rate limit and the circuit breaker, the deadline
-                if engine._admit(tenant, slot):
-                    futures.append((slot, pool.submit(slot.backend.search, text.strip(), limit)))
+                if engine.admit(tenant, slot):
+                    search = functools.partial(slot.backend.search, text.strip(), limit)
+                    futures.append((slot, pool.submit(engine.call, tenant, slot, search)))
                 else:
                     incomplete = True
             deadline = time.monotonic() + tenant.deadline_s
             for slot, future in futures:
-                breaker = engine.breakers[(tenant.name, slot.name)]
                 try:
                     found.extend((slot, c) for c in future.result(timeout=max(0.0, deadline - time.monotonic())))
-                    breaker.record_success()
-                except FutureTimeout:
-                    incomplete = True
-                except BackendError as exc:
-                    breaker.record_failure()
-                    log.warning("search in %s/%s failed: %s", tenant.name, slot.name, exc)
-                    incomplete = True
-                except Exception:  # a bug in one backend must not fail the others' answer
-                    log.exception("search in %s/%s crashed", tenant.name, slot.name)
+                except Exception:  # late, failed or broken: engine.call has logged and counted it
                     incomplete = True
         ranked = _rank(found, words)[:limit]
         headers = {"X-Contacts-Incomplete": "a backend did not answer in time"} if incomplete else None

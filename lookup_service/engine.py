@@ -216,7 +216,7 @@ class LookupEngine:
         results: list[tuple[BackendSlot, list[Contact]]] = []
         failed = skipped = not_ready = False
         for slot in tenant.slots:
-            if not self._admit(tenant, slot):
+            if not self.admit(tenant, slot):
                 skipped = True
                 continue
             try:
@@ -230,7 +230,7 @@ class LookupEngine:
         self.metrics.lookup(tenant.name, answer.outcome)
         return answer, body
 
-    def _admit(self, tenant: Tenant, slot: BackendSlot) -> bool:
+    def admit(self, tenant: Tenant, slot: BackendSlot) -> bool:
         """Whether the backend may be asked now: under its rate limit and its breaker closed."""
         ident = (tenant.name, slot.name)
         if not self.limiters[ident].try_acquire():
@@ -283,7 +283,7 @@ class LookupEngine:
         inline: list[BackendSlot] = []
         remote: list[BackendSlot] = []
         for slot in tenant.slots:
-            if not self._admit(tenant, slot):
+            if not self.admit(tenant, slot):
                 flight.skipped.add(slot.name)
             else:
                 (inline if slot.inline else remote).append(slot)
@@ -424,11 +424,17 @@ class LookupEngine:
 
     # --- one backend call --------------------------------------------------------------------
     def _call(self, tenant: Tenant, slot: BackendSlot, number: PhoneNumber) -> list[Contact]:
+        return self.call(tenant, slot, lambda: slot.backend.lookup(number, tenant.max_results))
+
+    def call(self, tenant: Tenant, slot: BackendSlot, fetch: Callable[[], list[Contact]]) -> list[Contact]:
+        """Runs ``fetch`` (a lookup, a search by name) on ``slot``'s backend under the engine's rules:
+        a 429 pauses the rate limiter, failures count for the breaker, everything is logged once and
+        measured. The caller has asked :meth:`admit` first."""
         ident = (tenant.name, slot.name)
         breaker = self.breakers[ident]
         started = time.perf_counter()
         try:
-            contacts = slot.backend.lookup(number, tenant.max_results)
+            contacts = fetch()
         except MirrorNotReady as exc:  # no answer yet, not a failure: the breaker stays as it is
             self.metrics.backend_skipped(tenant.name, slot.name, "not_synced")
             if ident not in self._not_ready_alerts:  # one line saying why, not one per ring

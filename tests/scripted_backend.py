@@ -31,6 +31,9 @@ class Script:
     logged: list[CallRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event | None = None  # when set, lookups block until it is set
+    people: list[Contact] = field(default_factory=list)  # what a search by name finds
+    search_fail: Exception | None = None
+    searches: int = 0
 
 
 SCRIPTS: dict[str, Script] = {}
@@ -46,6 +49,7 @@ class ScriptedBackend(Backend):
     options_schema = ScriptedOptions
     modes = frozenset({"live"})
     workflows = frozenset({"CallFlow"})
+    search_by_name = True
     default_crm_name = "Scripted"
 
     @property
@@ -67,6 +71,15 @@ class ScriptedBackend(Backend):
         if script.fail is not None:
             raise script.fail
         return list(script.contacts.get(number.key, []))[:limit]
+
+    def search(self, term: str, limit: int) -> list[Contact]:
+        script = self.script
+        with script.lock:
+            script.searches += 1
+        if script.search_fail is not None:
+            raise script.search_fail
+        words = term.casefold().split()
+        return [c for c in script.people if all(w in (c.name or "").casefold() for w in words)][:limit]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         self.script.logged.append(call)

@@ -242,3 +242,35 @@ fields = {{ id = "id", name = "name", phones = "phone", contact_uri = "url" }}
     broken = client.get("/contacts/search?searchString=Zo", headers=HEADERS)
     assert broken.status_code == 200 and broken.get_json()["data"] == []
     assert "X-Contacts-Incomplete" in broken.headers
+
+
+def test_a_live_search_follows_the_lookups_rules(make_app, tmp_path):
+    """A search by name goes through the engine's one backend call: a 429 pauses the backend
+    (the next search does not ask it) without counting against its circuit breaker."""
+    from lookup_core.errors import RateLimited
+    from tests.scripted_backend import SCRIPTS, Script
+
+    SCRIPTS["crm"] = script = Script(people=[Contact(id="9", name="Jürg Müller", phones=["+41215522000"])])
+    config = tmp_path / "lookup.toml"
+    config.write_text(f'''
+[[tenant]]
+name = "acme"
+tokens = ["{HEADERS["X-Execution-Token"]}"]
+  [[tenant.backend]]
+  name = "crm"
+  type = "scripted"
+  script = "crm"
+''')
+    app = make_app(LOOKUP_CONFIG=str(config), LOOKUP_BREAKER_FAILURES=1)
+    client = app.test_client()
+    found = client.get("/contacts/search?searchString=jürg", headers=HEADERS)
+    assert [c["id"] for c in found.get_json()["data"]] == ["crm:9"] and "X-Contacts-Incomplete" not in found.headers
+    script.search_fail = RateLimited("slow down", retry_after=60)
+    limited = client.get("/contacts/search?searchString=jürg", headers=HEADERS)
+    assert limited.get_json()["data"] == [] and "X-Contacts-Incomplete" in limited.headers
+    engine = app.extensions["lookup"].engine
+    assert engine.breaker_states()[("acme", "crm")] == "closed"
+    assert engine.limiters[("acme", "crm")].blocked_for() > 50
+    asked = script.searches
+    paused = client.get("/contacts/search?searchString=jürg", headers=HEADERS)
+    assert "X-Contacts-Incomplete" in paused.headers and script.searches == asked  # not asked while paused
