@@ -8,7 +8,6 @@ receives a :class:`CallRecord` and returns a :class:`WorkflowResult`. The engine
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,26 +15,13 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from lookup_core.errors import (
-    BackendConfigError,
-    BackendError,
-    BackendUnavailable,
-    ContactNotFound,
-    CredentialsRejected,
-    DeliveryRefused,
-    RateLimited,
-)
+from lookup_core.errors import BackendConfigError
 from lookup_core.phone import PhoneNumber, extract_numbers, format_number
 from lookup_core.redact import redact_options
 from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
-# The errors and value types live in the core (lookup_core). Their names stay importable from here
-# while branches written against the old layout are merged; new code imports them from the core.
-__all__ = ["Backend", "BackendConfigError", "BackendError", "BackendOptions", "BackendSpec",
-           "BackendUnavailable", "CallRecord", "Contact", "ContactNotFound", "CredentialsRejected",
-           "DeliveryRefused", "RateLimited", "SyncBatch", "WorkflowResult", "load_options"]
-
-log = logging.getLogger(__name__)
+# The errors and value types live in the core (lookup_core): import them from there.
+__all__ = ["Backend", "BackendOptions", "BackendSpec", "load_options"]
 
 
 @dataclass(frozen=True, slots=True)

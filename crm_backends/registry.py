@@ -17,7 +17,9 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Backend, BackendConfigError, BackendSpec, load_options
+from lookup_core.errors import BackendConfigError
+
+from .base import Backend, BackendSpec, load_options
 
 # type name -> "module:Class"; the explicit inventory (no scanning), so an unknown type fails loudly
 TYPES: dict[str, str] = {
