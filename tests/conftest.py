@@ -30,6 +30,15 @@ def _clean_environment(monkeypatch):
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def redis_url():
+    """A redis-server of the module's own (tests flush it where they need it empty)."""
+    from tests.servers.redis import redis_server
+
+    with redis_server() as url:
+        yield url
+
+
 @pytest.fixture
 def make_app(tmp_path) -> Callable[..., object]:
     """Build an app; keyword arguments are settings (environment variable names)."""

@@ -28,7 +28,6 @@ import requests
 from crm_backends.contact_store import ContactStore
 from crm_backends.directory_import import import_file
 from tests.servers import free_port
-from tests.servers.redis import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "crash-token-0123456789"
@@ -52,12 +51,6 @@ def _workers(master: int) -> list[int]:
         return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
     except OSError:
         return []
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNo
 from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord
 from tests.conftest import backend_builder
-from tests.fakes.odoo import ACCESS_DENIED, ACCESS_ERROR, OdooFake, wait_until
+from tests.fakes.odoo import ACCESS_DENIED, ACCESS_ERROR, OdooFake
+from tests.servers import wait_until
 
 NUMBER = parse_number("41215522000")
 READ_FIELDS = [

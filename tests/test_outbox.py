@@ -18,7 +18,7 @@ from lookup_core.types import WorkflowResult
 from lookup_service.ledger import DONE, FAILED, LEASE_S, PENDING, RedisLedger, SqlLedger, owner_dead, owner_id
 from tests.fakes.rest_api import FakeRestApi, Reply
 from tests.scripted_backend import SCRIPTS, Script
-from tests.servers.redis import redis_server
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,15 +109,6 @@ def erp(api, tmp_path, make_app):
     return crm, build
 
 
-def wait_until(condition, limit: float = 60.0) -> bool:
-    stop_at = time.monotonic() + limit
-    while time.monotonic() < stop_at:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def test_calls_posted_during_an_outage_are_answered_and_recorded_once_after_it(erp):
     crm, build = erp
     app = build()
@@ -141,8 +132,8 @@ def test_calls_posted_during_an_outage_are_answered_and_recorded_once_after_it(e
     assert not crm.recorded
 
     crm.state = "up"
-    assert wait_until(lambda: len(crm.recorded) == 50), f"{len(crm.recorded)} of 50 recorded"
-    assert wait_until(lambda: app.extensions["lookup"].outbox.backlog()[0] == 0)
+    assert wait_until(lambda: len(crm.recorded) == 50, timeout=60), f"{len(crm.recorded)} of 50 recorded"
+    assert wait_until(lambda: app.extensions["lookup"].outbox.backlog()[0] == 0, timeout=60)
     assert set(crm.recorded) == {body["id"] for _, _, body in answers}
     assert all(count == 1 for count in crm.recorded.values())
     # delivered: a later post of the same call gets the CRM's id
@@ -175,7 +166,7 @@ def test_a_refusal_in_the_background_is_not_retried(erp):
     queued = client.post("/CallFlow", json=call(5), headers=HEADERS).get_json()
     crm.state = "refuse"
     ledger = app.extensions["lookup"].ledger
-    assert wait_until(lambda: ledger.get(queued["id"]).state == FAILED)
+    assert wait_until(lambda: ledger.get(queued["id"]).state == FAILED, timeout=60)
     item = ledger.get(queued["id"])
     assert "refused" in item.error and item.attempts >= 2
     seen = crm.requests
@@ -211,7 +202,7 @@ def test_cli_lists_retries_and_drops_without_full_numbers(erp):
     dropped = runner.invoke(args=["outbox", "drop", second.key[:16]])
     assert dropped.exit_code == 0 and ledger.get(second.key) is None
     # the retried call is delivered by the delivery thread (started by the first post)
-    assert wait_until(lambda: ledger.get(first.key).state == DONE)
+    assert wait_until(lambda: ledger.get(first.key).state == DONE, timeout=60)
     assert crm.recorded[first.key] == 1
     assert runner.invoke(args=["outbox", "retry", "--all-failed"]).output.startswith("0 call(s)")
 
@@ -235,12 +226,6 @@ def test_metrics_and_health_report_the_backlog(erp):
 
 
 # --- the store: full, claims of dead and live processes ---------------------------------------
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
-
-
 def test_a_full_store_refuses_the_request_with_a_clear_error(make_app, tmp_path, redis_url):
     import redis
 
@@ -365,7 +350,7 @@ def test_a_slow_crm_is_answered_with_the_key_and_the_running_attempt_is_not_doub
     second = client.post("/CallFlow", json=call(9), headers=HEADERS).get_json()
     assert second["id"] in (first["id"], f"erp-{first['id'][:8]}")
     ledger = app.extensions["lookup"].ledger
-    assert wait_until(lambda: ledger.get(first["id"]).state == DONE)
+    assert wait_until(lambda: ledger.get(first["id"]).state == DONE, timeout=60)
     assert crm.requests == 1 and crm.recorded[first["id"]] == 1
     assert client.post("/CallFlow", json=call(9), headers=HEADERS).get_json()["id"] == f"erp-{first['id'][:8]}"
 
@@ -522,7 +507,7 @@ def test_calls_survive_a_redis_restart_during_callflows(erp):
         accepted = keys + [r.get_json()["id"] for r in (in_flight[0], while_down) if r.status_code == 200]
 
         crm.state = "up"
-        assert wait_until(lambda: len(crm.recorded) >= len(accepted), 60), (crm.recorded, accepted)
+        assert wait_until(lambda: len(crm.recorded) >= len(accepted), timeout=60), (crm.recorded, accepted)
         time.sleep(1.0)  # a duplicate delivery would land now
         assert all(count == 1 for count in crm.recorded.values()), crm.recorded
         again = [client.post("/CallFlow", json=call(i), headers=HEADERS) for i in range(3)]

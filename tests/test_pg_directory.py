@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord, Contact
 from lookup_service import create_app
 from tests.conftest import HEADERS, TOKEN, write_csv
-from tests.servers import free_port
+from tests.servers import free_port, wait_until
 from tests.servers.postgres import PASSWORD, Postgres, postgres_server
 from tests.test_phone_index import POOL, _contacts, _fill
 
@@ -194,7 +193,7 @@ def test_a_write_by_one_process_reaches_the_others_snapshot(pg, tmp_path, quick_
         assert [r[0] for r in reader.snapshot.find(parse_number("201", "CH").key, 5)] == ["reception"]
         before = reader.generation()
         _fill(writer, [Contact(id="new", name="New", phones=["201"])])
-        assert _eventually(lambda: reader.generation() > before, 10)  # the shared counter, polled
+        assert wait_until(lambda: reader.generation() > before, timeout=10)  # the shared counter, polled
         assert reader.snapshot.find(parse_number("201", "CH").key, 5) is None  # stale: not trusted
         assert ids(reader, "201") == [("new", True), ("reception", True)]  # from PostgreSQL
         assert set(quick_polls) == {reader.path}  # and a rebuild was asked for
@@ -345,15 +344,6 @@ def _request(port: int, method: str, path: str, body: dict | None = None) -> tup
         connection.close()
 
 
-def _eventually(check: Callable[[], bool], seconds: float = 30.0) -> bool:
-    stop_at = time.monotonic() + seconds
-    while time.monotonic() < stop_at:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
-
 @pytest.fixture
 def two_services(pg, tmp_path) -> Iterator[tuple[str, list[int]]]:
     """Two gunicorn services (as the Procfile starts them) on one database, each with its own
@@ -378,7 +368,7 @@ def two_services(pg, tmp_path) -> Iterator[tuple[str, list[int]]]:
                     return _request(port, "GET", "/healthz")[0] == 200
                 except OSError:
                     return False
-            assert _eventually(up), (tmp_path / f"{name}.log").read_text()
+            assert wait_until(up, timeout=30), (tmp_path / f"{name}.log").read_text()
         yield url, ports
     finally:
         for process in processes:
@@ -409,16 +399,16 @@ def test_two_services_share_the_directory_and_its_call_records(two_services, tmp
 
     expected = ["Ann Muster", "Cleo Zürcher", "Ben Keller"]
     for port in ports:
-        assert _eventually(lambda port=port: names(port) == expected), names(port)
+        assert wait_until(lambda port=port: names(port) == expected, timeout=30), names(port)
     for dyno, port in zip(("dyno1", "dyno2"), ports, strict=True):  # each built its snapshot from the database
-        assert _eventually(lambda dyno=dyno, port=port: names(port) == expected
-                           and any((tmp_path / dyno).glob("*.pg.index")))
+        assert wait_until(lambda dyno=dyno, port=port: names(port) == expected
+                          and any((tmp_path / dyno).glob("*.pg.index")), timeout=30)
     # an update reaches both as well, whether they answer from their snapshot or not yet
     _one_off(url, tmp_path / "one-off", "directory", "import", "-",
              stdin=b"id;name;phone\nann;Ann Renamed;+41 21 552 20 00\n")
     renamed = ["Ann Renamed", "Cleo Zürcher", "Ben Keller"]
     for port in ports:
-        assert _eventually(lambda port=port: names(port) == renamed), names(port)
+        assert wait_until(lambda port=port: names(port) == renamed, timeout=30), names(port)
 
     # a call logged through the first service reorders the second's answer
     flow = {"inputs": {"contactCrmId": "directory:cleo", "direction": "incoming", "originatorNumber": "41215522000",
@@ -427,7 +417,7 @@ def test_two_services_share_the_directory_and_its_call_records(two_services, tmp
     status, first = _request(ports[0], "POST", "/CallFlow", flow)
     assert status == 200, first
     reordered = ["Cleo Zürcher", "Ann Renamed", "Ben Keller"]
-    assert _eventually(lambda: names(ports[1]) == reordered), names(ports[1])
+    assert wait_until(lambda: names(ports[1]) == reordered, timeout=30), names(ports[1])
     # the same CallFlow posted to the other service: the directory keeps one record
     status, second = _request(ports[1], "POST", "/CallFlow", flow)
     assert status == 200 and second["id"] == first["id"]
@@ -481,7 +471,7 @@ def test_a_forked_process_polls_and_connects_on_its_own(pg, tmp_path, monkeypatc
             code = 1
             try:
                 _fill(writer, [Contact(id="new", name="New", phones=["201"])])
-                seen = _eventually(lambda: store.generation() > before, 10)
+                seen = wait_until(lambda: store.generation() > before, timeout=10)
                 found = ids(store, "201")
                 os.write(write_end, json.dumps([seen, found]).encode())
                 code = 0

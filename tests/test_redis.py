@@ -14,7 +14,6 @@ import pytest
 from lookup_core.types import Contact
 from tests.conftest import wait_for_background
 from tests.scripted_backend import SCRIPTS, Script
-from tests.servers.redis import redis_server
 
 NUMBER = "+41215522000"
 CONFIG = """
@@ -28,12 +27,6 @@ tokens = ["acme-token-1234"]
   script = "crm"
 """
 HEADERS = {"X-Execution-Token": "acme-token-1234"}
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ import json
 import operator as op
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -1145,13 +1144,3 @@ def _sortable(value: Any) -> tuple[int, Any]:
     if isinstance(value, int | float):
         return (1, value)
     return (2, str(value))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` for at most ``timeout`` seconds (for assertions on server state)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
