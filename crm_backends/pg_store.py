@@ -123,6 +123,8 @@ CREATE TABLE {s}.tombstones (
 CREATE INDEX tombstones_by_time ON {s}.tombstones (deleted_at);
 CREATE INDEX contacts_by_update ON {s}.contacts (updated_at, pk);
 ALTER TABLE {s}.contacts ADD COLUMN words TEXT;
+-- what _fill_words looks for at every start: an empty index once every contact has its words
+CREATE INDEX contacts_without_words ON {s}.contacts (pk) WHERE words IS NULL;
 INSERT INTO {s}.meta (name, value) VALUES ('tombstones_since', extract(epoch FROM now())::text);
 """),
 ]
@@ -610,7 +612,10 @@ def _like(text: str) -> str:
 
 def _trigram_index(conn: psycopg.Connection, s: str) -> bool:
     """A pg_trgm index on ``words`` where the extension exists or may be created; without it a
-    search scans the table (fine for tens of thousands of contacts)."""
+    search scans the table (fine for tens of thousands of contacts). The DDL runs only while the
+    index is missing: processes that start later find it in the catalog."""
+    if conn.execute("SELECT to_regclass(%s)", (f"{s}.contacts_words_trgm",)).fetchone()[0] is not None:
+        return True
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
