@@ -89,7 +89,7 @@ def _create_app(config: Mapping[str, Any] | None, serving: str | None = None) ->
         breaker_cooldown=settings.breaker_cooldown_s,
     )
     ledger = make_ledger(settings.state_db, settings.redis_url, settings.database_url)
-    service = Service(settings, tenants, engine, ledger, metrics, TokenTable(tenants))
+    service = Service(settings, tenants, engine, ledger, metrics, TokenTable(tenants, settings.token_header))
     if serving is None:  # whoever serves this app: check in the background at the first request
         service.pending_check = mode
 

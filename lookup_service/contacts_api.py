@@ -29,7 +29,6 @@ from lookup_core.phone import InvalidPhoneNumber, PhoneNumber, extract_numbers, 
 from lookup_core.types import Contact
 from lookup_service import keys
 from lookup_service.errors import ApiError
-from lookup_service.logs import set_tenant
 from lookup_service.routes import json_response
 from lookup_service.schemas import find_key
 from lookup_service.service import Service
@@ -64,10 +63,7 @@ def register_contacts_api(app: Flask, service: Service) -> None:
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="contacts")
 
     def authenticate() -> tuple[Tenant, TenantConfig]:
-        tenant = tokens.tenant_for(request.headers.get(header))
-        if tenant is None:
-            raise ApiError(401, "unauthorized", f"missing or wrong {header} header")
-        set_tenant(tenant.name)
+        tenant = tokens.require(request.headers)
         g.contacts_tenant = tenant.name
         return tenant, configs[tenant.name]
 

@@ -44,12 +44,6 @@ def register_pages(app: Flask, service: Service) -> None:
     header = service.settings.token_header
     version = service_version()
 
-    def tenant_from_header() -> Tenant:
-        tenant = service.tokens.tenant_for(request.headers.get(header))
-        if tenant is None:
-            raise ApiError(401, "unauthorized", f"missing or wrong {header} header")
-        return tenant
-
     @bp.route("/", methods=["GET"])
     def home() -> Response:
         not_ready, degraded = service.readiness()
@@ -85,7 +79,7 @@ def register_pages(app: Flask, service: Service) -> None:
                                          "Access-Control-Allow-Headers": header, "Access-Control-Max-Age": "600"})
             response.vary.add("Origin")
             return response
-        tenant = tenant_from_header()
+        tenant = service.tokens.require(request.headers)
         body = {"tenant": tenant.name, "contactIcon": contact_icon(tenant),
                 "backends": backend_states(service, tenant)}
         response = Response(json.dumps(body, ensure_ascii=False), mimetype="application/json",

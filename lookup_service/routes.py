@@ -15,7 +15,6 @@ from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import tokens_equal
 from lookup_core.types import Contact
 from lookup_service.errors import ApiError
-from lookup_service.logs import set_tenant
 from lookup_service.schemas import EMPTY_ANSWER, ResponseFormat, find_key
 from lookup_service.service import Service
 from lookup_service.tenants import CREATE_CONTACT, Tenant
@@ -54,16 +53,9 @@ def register_routes(app: Flask, service: Service) -> None:
     metrics_token = service.settings.metrics_token
     formatter = ResponseFormat(service.settings.response_keys)  # the unknown-caller entry's keys
 
-    def authenticate():
-        tenant = tokens.tenant_for(request.headers.get(header))
-        if tenant is None:
-            raise ApiError(401, "unauthorized", f"missing or wrong {header} header")
-        set_tenant(tenant.name)
-        return tenant
-
     @bp.route("/Lookup", methods=["GET", "POST"])
     def lookup() -> Response:
-        tenant = authenticate()
+        tenant = tokens.require(request.headers)
         raw = _number_from_request()
         try:
             number = parse_number(raw, tenant.region)
@@ -112,7 +104,7 @@ def register_routes(app: Flask, service: Service) -> None:
             allowed = _OWN_ENDPOINTS[workflow]
             raise ApiError(405, "method_not_allowed", f"method {request.method} is not allowed on /{workflow}; "
                            f"use {' or '.join(allowed.split(', '))}", {"Allow": allowed})
-        tenant = authenticate()
+        tenant = tokens.require(request.headers)
         _check_query(request.environ.get("QUERY_STRING", ""))
         known = tenant.workflows()
         if workflow not in known:
