@@ -12,8 +12,10 @@ printed with their ratio to SQLite; on a shared machine they are noisy.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
+import shutil
 import tempfile
 import time
 
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-pg-directory-")
+    atexit.register(shutil.rmtree, work, True)  # the data can be gigabytes: gone at exit
     csv_path = os.path.join(work, "contacts.csv")
     write(csv_path, args.contacts)
     print(f"{args.contacts} contacts, {os.path.getsize(csv_path) / 1e6:.1f} MB of CSV; {os.cpu_count()} CPUs "

@@ -13,8 +13,10 @@ shared machine they are noisy.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
+import shutil
 import tempfile
 import time
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-search-")
+    atexit.register(shutil.rmtree, work, True)  # the data can be gigabytes: gone at exit
     csv_path = os.path.join(work, "contacts.csv")
     write(csv_path, args.contacts)
     accented = os.path.join(work, "accented.csv")

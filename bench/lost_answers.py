@@ -10,6 +10,8 @@ Run from the repository root: ``python -m bench.lost_answers [--calls 50]``.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50)
     count = parser.parse_args().calls
     workdir = tempfile.mkdtemp(prefix="lost-answers-")
+    atexit.register(shutil.rmtree, workdir, True)  # the data can be gigabytes: gone at exit
 
     with FakeHubSpot(search_rate=None) as fake:
         anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
