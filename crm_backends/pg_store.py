@@ -43,6 +43,7 @@ from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, StoredPhone
 
 from .contact_store import (
+    _FULL,
     TOMBSTONE_KEEP_S,
     _contact,
     _full_contact,
@@ -596,7 +597,6 @@ class PgContactStore:
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-_FULL = "c.id, c.name, c.company, c.contact_uri, c.company_uri, c.email, c.custom_data, c.phones, c.updated_at"
 
 
 def search_words(name: str | None, company: str | None, numbers: Iterable[str]) -> str:

@@ -236,10 +236,8 @@ def test_schemathesis_finds_no_failure_on_a_live_service(live_service, tmp_path)
     assert "Traceback" not in live_service.output(), live_service.output()
 
 
-def test_readiness_matches_the_document_when_the_service_has_it(make_app):
+def test_readiness_matches_the_document(make_app):
     app = make_app()
-    if not any(rule.rule == "/readyz" for rule in app.url_map.iter_rules()):
-        pytest.skip("this build has no /readyz")
     response = app.test_client().get("/readyz")
     assert response.status_code in (200, 503)
     OpenAPI.from_dict(_document(app)).validate_response(WerkzeugOpenAPIRequest(response.request),
