@@ -16,6 +16,8 @@ import threading
 import time
 from collections import OrderedDict
 
+from .sqlite_schema import use_wal
+
 log = logging.getLogger(__name__)
 
 KEEP_S = 3600.0  # notes older than this are pruned: every lag a backend waits for is far shorter
@@ -39,7 +41,7 @@ class AttemptLog:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn)
             # no fsync per note: a note must outlive its process, not a power cut
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, sent REAL NOT NULL)")

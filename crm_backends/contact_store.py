@@ -30,7 +30,7 @@ from lookup_core.phone import PhoneNumber, extract_numbers
 from lookup_core.types import CallRecord, Contact, StoredPhone
 
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
-from .sqlite_schema import LOOKUP, SCHEMA, read_generations
+from .sqlite_schema import LOOKUP, SCHEMA, read_generations, use_wal
 
 
 @dataclass
@@ -130,7 +130,7 @@ class ContactStore:
     # connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         # No memory map (mmap_size): each thread's connection would map the whole file, and a

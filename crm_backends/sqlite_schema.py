@@ -5,6 +5,27 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+
+_WAL_TRIES = 100
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Put the database in write-ahead-log mode (readers never wait for the writer).
+
+    The switch takes an exclusive lock, and SQLite answers "database is locked" at once, without its
+    busy handler, while another connection holds the file, as when every worker of a server opens
+    a new store at the same moment: the switch is retried for a few seconds. A database already in
+    WAL mode (every later open) is only read."""
+    for attempt in range(_WAL_TRIES):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
+                raise
+            time.sleep(0.05)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS contacts (

@@ -23,6 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from crm_backends.sqlite_schema import use_wal
 from lookup_core.types import WorkflowResult
 from lookup_service import keys
 
@@ -229,7 +230,7 @@ class SqlLedger(Ledger):
 
             @sqlalchemy.event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record) -> None:
-                dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                use_wal(dbapi_conn)
                 dbapi_conn.execute("PRAGMA busy_timeout=30000")
         else:
             engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True,

@@ -113,3 +113,27 @@ def test_lookup_is_one_indexed_query(directory_path):
     assert "USING PRIMARY KEY (key=?)" in plan or "USING INDEX" in plan
     assert "SCAN p" not in plan and "SCAN phones" not in plan
     assert parse_number("41215522000").key == "+41215522000"
+
+
+def _open_at_once(path: str, barrier) -> None:
+    barrier.wait(10)
+    store = ContactStore(path)
+    store.set_meta("opened", str(os.getpid()))  # and write at once, as a mirror's first sync does
+    store.close()
+
+
+def test_workers_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path):
+    """Every gunicorn worker opens a new mirror's store as it boots; the switch to WAL mode must
+    not fail one of them with "database is locked" (the master then stops the whole server)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(20):  # a new file each round: the race is on the first open
+        path = str(tmp_path / f"new-{round_}.sqlite3")
+        barrier = context.Barrier(8)
+        workers = [context.Process(target=_open_at_once, args=(path, barrier)) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [worker.exitcode for worker in workers] == [0] * 8
