@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lookup_core.redact import secret_values
 
@@ -47,6 +48,7 @@ class TenantConfig:
     unknown_caller_entry: bool = False
     unknown_caller_text: str = "Unknown caller \u2013 create contact"
     new_contact_name: str = "Unknown caller {number}"
+    timezone: str | None = None  # the day of SMS digests (None: LOOKUP_TIMEZONE)
 
 
 @dataclass
@@ -135,8 +137,6 @@ def _base_settings(env: Mapping[str, Any]) -> Settings:
         raise ConfigError(f"LOOKUP_PHONE_INDEX: {phone_index!r} is neither 1 nor 0")
     settings.phone_index = phone_index in ("1", "true", "on")
     try:
-        from zoneinfo import ZoneInfo
-
         ZoneInfo(settings.naive_timezone)
     except Exception:
         raise ConfigError(f"LOOKUP_TIMEZONE: unknown time zone {settings.naive_timezone!r}") from None
@@ -195,7 +195,7 @@ _TOP_KEYS = {
 _TENANT_KEYS = {
     "name", "tokens", "default_region", "deadline_ms", "max_results", "cache_ttl",
     "negative_cache_ttl", "backend", "contacts_service_name", "page_size", "allowed_origins",
-    "create_contacts_in", "unknown_caller_entry", "unknown_caller_text", "new_contact_name",
+    "create_contacts_in", "unknown_caller_entry", "unknown_caller_text", "new_contact_name", "timezone",
 }
 
 
@@ -345,6 +345,14 @@ def _contact_creation(table: dict[str, Any], backends: list[BackendSpec], where:
     name = values.get("new_contact_name", "")
     if name and "{" in name.replace("{number}", ""):
         raise ConfigError(f"{where}: key 'new_contact_name': the only placeholder is {{number}}")
+    if "timezone" in table:
+        zone = table["timezone"]
+        try:
+            ZoneInfo(zone if isinstance(zone, str) else "")
+        except (ValueError, OSError, ZoneInfoNotFoundError):
+            raise ConfigError(f"{where}: key 'timezone': unknown time zone {zone!r} (an IANA name such as "
+                              "'Europe/Zurich')") from None
+        values["timezone"] = zone
     return values
 
 

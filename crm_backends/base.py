@@ -8,6 +8,9 @@ receives a :class:`CallRecord` and returns a :class:`WorkflowResult`. The engine
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,10 +18,14 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from lookup_core.errors import BackendConfigError
+from lookup_core.errors import BackendConfigError, BackendError
 from lookup_core.phone import PhoneNumber, extract_numbers, format_number
 from lookup_core.redact import redact_options
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
+
+log = logging.getLogger(__name__)
+USERS_TTL_S = 600.0  # how long the list of a CRM's users is trusted before it is read again
+USERS_RETRY_S = 60.0  # after the list could not be read
 
 # The errors and value types live in the core (lookup_core): import them from there.
 __all__ = ["Backend", "BackendOptions", "BackendSpec", "load_options"]
@@ -77,6 +84,8 @@ class BackendOptions(Schema):
         load_default=list, validate=validate.Length(max=10),
     )
     rate_per_second = fields.Float(load_default=None, allow_none=True)
+    # CRMs with users: the owner of records whose userCrmId is missing or not a user of the CRM
+    default_user_id = fields.String(load_default=None, allow_none=True)
 
 
 class Backend(ABC):
@@ -90,6 +99,7 @@ class Backend(ABC):
     :meth:`workflows_for` narrows them to what a given configuration enables.
     ``search_by_name``, ``users``: it can search contacts by name, list the CRM's users.
     ``creates_contacts``: it implements :meth:`create_contact` (the ``CreateContact`` workflow).
+    ``logs_messages``: it implements :meth:`log_message` and :meth:`update_message` (``MessageLog``).
     ``requires``: the optional Python packages it needs (import names), checked before it is built.
     ``inline``: the lookup is local and fast (SQLite); the engine runs it in the request's thread.
     """
@@ -101,6 +111,7 @@ class Backend(ABC):
     search_by_name: ClassVar[bool] = False
     users: ClassVar[bool] = False
     creates_contacts: ClassVar[bool] = False
+    logs_messages: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     inline: ClassVar[bool] = False
     default_crm_name: ClassVar[str | None] = None
@@ -118,6 +129,10 @@ class Backend(ABC):
         self.spec = spec
         self.options = spec.options
         self.name = spec.name
+        self._users_lock = threading.Lock()
+        self._user_ids: frozenset[str] | None = None
+        self._users_read_at = 0.0
+        self._unknown_users: set[str] = set()
 
     @classmethod
     def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
@@ -130,6 +145,18 @@ class Backend(ABC):
         """Whether a backend of this type configured with ``options`` can create contacts; types that
         need a setting for it (sql, rest) override it."""
         return cls.creates_contacts
+
+    @classmethod
+    def can_log_messages(cls, options: dict[str, Any]) -> bool:
+        """Whether a backend of this type configured with ``options`` can log messages (``MessageLog``);
+        types that need settings for it (sql, rest) override it."""
+        return cls.logs_messages
+
+    @classmethod
+    def can_list_users(cls, options: dict[str, Any]) -> bool:
+        """Whether a backend of this type configured with ``options`` can list the CRM's users; types
+        that need a setting for it (sql, rest) override it."""
+        return cls.users
 
     @property
     def can_log_calls(self) -> bool:
@@ -204,7 +231,56 @@ class Backend(ABC):
         """Contacts having ``number``, best first, at most ``limit``. Raise BackendUnavailable."""
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
+        """Record ``call``; the result's id is the record's own id in the backend. Raise
+        ContactNotFound or DeliveryRefused for a refusal for good, BackendUnavailable to be tried again."""
         raise NotImplementedError(f"backend type {self.type_name!r} cannot log calls")
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """Update the record ``record_id`` (made by :meth:`log_call`) to ``call``, a later and fuller
+        post of the same call (its end, duration, status, note); the result keeps the record's id."""
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot update call records")
+
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        """Create the record of ``message_log`` (an SMS digest of one day, a voicemail or a fax); the
+        result's id is the record's own id. Only types with ``logs_messages`` implement it."""
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot log messages")
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        """Replace the content of the record ``record_id`` (made by :meth:`log_message`) with
+        ``message_log``, the same digest holding more messages; the result keeps the record's id."""
+        raise NotImplementedError(f"backend type {self.type_name!r} cannot log messages")
+
+    def list_users(self) -> list[CrmUser]:
+        """The CRM's users (``flask --app wsgi users``). Only types with ``users`` implement it."""
+        raise NotImplementedError(f"backend type {self.type_name!r} has no users")
+
+    def owner_for(self, user_id: str | None) -> str | None:
+        """The CRM user a new record belongs to: ``user_id`` (the connector's ``userCrmId``) when it is
+        a user of the CRM, else ``default_user_id`` (None: the CRM's own default, the API user). An
+        unknown id is warned about once. The users are read at most every USERS_TTL_S; when they
+        cannot be read, ``user_id`` is trusted."""
+        default = self.options.get("default_user_id")
+        if not user_id or not self.can_list_users(self.options):
+            return user_id or default
+        with self._users_lock:
+            now = time.monotonic()
+            due = USERS_TTL_S if self._user_ids is not None else USERS_RETRY_S
+            if self._users_read_at == 0.0 or now - self._users_read_at > due:
+                self._users_read_at = now
+                try:
+                    self._user_ids = frozenset(str(user.id) for user in self.list_users())
+                except BackendError as exc:
+                    log.warning("%s: cannot read the CRM's users to check userCrmId: %s", self.spec.where(), exc)
+            if self._user_ids is None:
+                return user_id
+            if user_id in self._user_ids:
+                return user_id
+            if user_id not in self._unknown_users:
+                self._unknown_users.add(user_id)
+                log.warning("%s: userCrmId %r is not a user of the CRM; its records go to %s (see `flask --app "
+                            "wsgi users`)", self.spec.where(), user_id[:40],
+                            f"user {default!r}" if default else "the CRM's default owner")
+        return default
 
     def create_contact(self, new: NewContact) -> WorkflowResult:
         """Create a contact holding ``new.number`` (E.164); the result's id is the backend's own id.

@@ -27,10 +27,10 @@ from typing import Protocol
 import phonenumbers
 
 from lookup_core.phone import PhoneNumber, extract_numbers
-from lookup_core.types import CallRecord, Contact, StoredPhone
+from lookup_core.types import CallRecord, Contact, MessageLog, StoredPhone
 
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
-from .sqlite_schema import LOOKUP, SCHEMA, read_generations, use_wal
+from .sqlite_schema import LOOKUP, SCHEMA, add_missing_columns, read_generations, use_wal
 
 
 @dataclass
@@ -76,6 +76,8 @@ class DirectoryStore(Protocol):
     def delete(self, contact_ids: Iterable[str]) -> int: ...
     def record_call(self, call: CallRecord, call_id: str) -> str: ...
     def calls(self, contact_id: str | None = None) -> list[dict]: ...
+    def record_message(self, message_log: MessageLog, record_id: str) -> str: ...
+    def messages(self, contact_id: str | None = None) -> list[dict]: ...
     def close(self) -> None: ...
 
 
@@ -96,6 +98,35 @@ def contact_row(contact: Contact, now: float) -> tuple:
     )
 
 
+# Call and message records: the columns both stores write, and those a later post updates.
+CALL_COLUMNS = ("key", "id", "contact_id", "direction", "status", "originator_number", "originator_name",
+                "destination_number", "destination_name", "started", "answered", "ended", "duration", "user_id",
+                "note", "created_at")
+CALL_UPDATED = ("status", "answered", "ended", "duration", "note")
+MESSAGE_COLUMNS = ("id", "key", "contact_id", "type", "conversation_id", "day", "title", "body", "message_count",
+                   "link", "user_id", "created_at", "updated_at")
+MESSAGE_UPDATED = ("title", "body", "message_count", "link", "updated_at")
+
+
+def upsert_sql(table: str, columns: tuple[str, ...], updated: tuple[str, ...], mark: str) -> str:
+    """INSERT of ``columns`` that, for an existing ``key``, updates ``updated`` (SQLite and PostgreSQL)."""
+    changes = ", ".join(f"{c} = excluded.{c}" for c in updated)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+            f"ON CONFLICT (key) DO UPDATE SET {changes}")
+
+
+def call_row(call: CallRecord, call_id: str, now: float) -> tuple:
+    return (call.key, call_id, call.contact_id, call.direction, call.status, call.originator_number,
+            call.originator_name, call.destination_number, call.destination_name, _iso(call.started),
+            _iso(call.answered), _iso(call.ended or call.declined), call.duration_seconds, call.user_id, call.note, now)
+
+
+def message_row(message_log: MessageLog, record_id: str, now: float) -> tuple:
+    return (record_id, message_log.key, message_log.contact_id, message_log.kind, message_log.conversation_id,
+            message_log.day, message_log.title, message_log.body(), len(message_log.messages), message_log.link,
+            message_log.user_id, now, now)
+
+
 class ContactStore:
     """Contacts and call records in one SQLite file; safe to share between threads."""
 
@@ -110,6 +141,7 @@ class ContactStore:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
+            add_missing_columns(conn)
             # a new store's search index is kept by every write from the start
             conn.execute("INSERT OR IGNORE INTO meta (name, value) SELECT 'search_index', '1' "
                          "WHERE NOT EXISTS (SELECT 1 FROM contacts)")
@@ -413,42 +445,39 @@ class ContactStore:
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
-        """Store ``call`` once: a second call with the same key returns the first one's id."""
+        """Store ``call`` once: a second call with the same key updates the first record (its end,
+        duration, status, note) and returns its id."""
         with self.write(contacts_changed=False) as conn:
-            conn.execute(
-                """INSERT OR IGNORE INTO calls (key, id, contact_id, direction, status,
-                       originator_number, originator_name, destination_number, destination_name,
-                       started, answered, ended, duration, user_id, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    call.key,
-                    call_id,
-                    call.contact_id,
-                    call.direction,
-                    call.status,
-                    call.originator_number,
-                    call.originator_name,
-                    call.destination_number,
-                    call.destination_name,
-                    _iso(call.started),
-                    _iso(call.answered),
-                    _iso(call.ended or call.declined),
-                    call.duration_seconds,
-                    call.user_id,
-                    time.time(),
-                ),
-            )
+            conn.execute(upsert_sql("calls", CALL_COLUMNS, CALL_UPDATED, "?"), call_row(call, call_id, time.time()))
             moment = call.ended or call.declined or call.started
             if moment is not None:
-                conn.execute(
-                    "UPDATE contacts SET last_activity = MAX(COALESCE(last_activity, 0), ?) WHERE id = ?",
-                    (moment.timestamp(), call.contact_id),
-                )
+                self._touch(conn, call.contact_id, moment)
             row = conn.execute("SELECT id FROM calls WHERE key = ?", (call.key,)).fetchone()
         return row[0]
 
+    def record_message(self, message_log: MessageLog, record_id: str) -> str:
+        """Store the record of ``message_log``: the first version of a digest makes it, a later one
+        (more messages) replaces its text. Returns the record's id."""
+        with self.write(contacts_changed=False) as conn:
+            conn.execute(upsert_sql("messages", MESSAGE_COLUMNS, MESSAGE_UPDATED, "?"),
+                         message_row(message_log, record_id, time.time()))
+            self._touch(conn, message_log.contact_id, message_log.messages[-1].time)
+            row = conn.execute("SELECT id FROM messages WHERE key = ?", (message_log.key,)).fetchone()
+        return row[0]
+
+    @staticmethod
+    def _touch(conn: sqlite3.Connection, contact_id: str, moment: datetime) -> None:
+        conn.execute("UPDATE contacts SET last_activity = MAX(COALESCE(last_activity, 0), ?) WHERE id = ?",
+                     (moment.timestamp(), contact_id))
+
+    def messages(self, contact_id: str | None = None) -> list[dict]:
+        return self._rows("messages", contact_id)
+
     def calls(self, contact_id: str | None = None) -> list[dict]:
-        query = "SELECT * FROM calls" + (" WHERE contact_id = ?" if contact_id else "") + " ORDER BY created_at"
+        return self._rows("calls", contact_id)
+
+    def _rows(self, table: str, contact_id: str | None) -> list[dict]:
+        query = f"SELECT * FROM {table}" + (" WHERE contact_id = ?" if contact_id else "") + " ORDER BY created_at"
         cursor = self.conn.execute(query, (contact_id,) if contact_id else ())
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

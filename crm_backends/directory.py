@@ -14,7 +14,7 @@ from marshmallow import fields
 
 from lookup_core.errors import BackendConfigError, BackendUnavailable, ContactNotFound
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, NewContact, WorkflowResult
+from lookup_core.types import CallRecord, Contact, MessageLog, NewContact, WorkflowResult
 
 from .base import Backend, BackendOptions, BackendSpec
 from .contact_store import ContactStore, DirectoryStore
@@ -36,6 +36,7 @@ class DirectoryBackend(Backend):
     modes = frozenset({"live"})
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
+    logs_messages = True
     inline = True
     default_crm_name = "Directory"
     secret_keys = Backend.secret_keys | {"database_url"}
@@ -67,15 +68,30 @@ class DirectoryBackend(Backend):
             raise ContactNotFound(f"no contact with id {call.contact_id!r} in the directory")
         call_id = "call-" + hashlib.sha256(call.key.encode()).hexdigest()[:16]
         call_id = self.store.record_call(call, call_id)
-        template = self.options.get("call_url_template") or ""
-        url = template.format(id=call_id, contact_id=call.contact_id) if template else ""
-        return WorkflowResult(id=call_id, url=url)
+        return WorkflowResult(id=call_id, url=self._url("call_url_template", call_id, call.contact_id))
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        self.store.record_call(call, record_id)  # the same key: the record is updated in place
+        return WorkflowResult(id=record_id, url=self._url("call_url_template", record_id, call.contact_id))
+
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        if not self.store.has_contact(message_log.contact_id):
+            raise ContactNotFound(f"no contact with id {message_log.contact_id!r} in the directory")
+        record_id = "msg-" + hashlib.sha256(message_log.key.encode()).hexdigest()[:16]
+        return self.update_message(record_id, message_log)
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        record_id = self.store.record_message(message_log, record_id)
+        return WorkflowResult(id=record_id, url=self._url("contact_url_template", message_log.contact_id))
+
+    def _url(self, option: str, record_id: str, contact_id: str | None = None) -> str:
+        template = self.options.get(option) or ""
+        return template.replace("{id}", record_id).replace("{contact_id}", contact_id or "") if template else ""
 
     def create_contact(self, new: NewContact) -> WorkflowResult:
         # the id comes from the request's key: a repeated attempt writes the same row again
         contact_id = "new-" + hashlib.sha256(new.key.encode()).hexdigest()[:16]
-        template = self.options.get("contact_url_template") or ""
-        url = template.replace("{id}", contact_id) if template else ""
+        url = self._url("contact_url_template", contact_id)
         contact = Contact(id=contact_id, name=new.name, company=new.company, email=new.email,
                           contact_uri=url or None, phones=[new.number])
         self.store.upsert([(contact, self.store.normalize_phones(contact.phones))])

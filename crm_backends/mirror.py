@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from lookup_core.errors import BackendError, BackendUnavailable
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, WorkflowResult
 
 from .base import Backend
 from .contact_store import ContactStore
@@ -119,8 +119,21 @@ class MirroredBackend(Backend):
             self._synced = True
         return self._synced
 
+    # workflows and users are the source's
     def log_call(self, call: CallRecord) -> WorkflowResult:
         return self.source.log_call(call)
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        return self.source.update_call(record_id, call)
+
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        return self.source.log_message(message_log)
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        return self.source.update_message(record_id, message_log)
+
+    def list_users(self) -> list[CrmUser]:
+        return self.source.list_users()
 
     def data_version(self) -> object:
         return self.store.generation()

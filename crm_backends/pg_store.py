@@ -32,6 +32,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import phonenumbers
 import psycopg
@@ -40,18 +41,24 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lookup_core.errors import BackendUnavailable
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, StoredPhone
+from lookup_core.types import CallRecord, Contact, MessageLog, StoredPhone
 
 from .contact_store import (
     _FULL,
+    CALL_COLUMNS,
+    CALL_UPDATED,
+    MESSAGE_COLUMNS,
+    MESSAGE_UPDATED,
     TOMBSTONE_KEEP_S,
     _contact,
     _full_contact,
-    _iso,
+    call_row,
     contact_row,
     fold_words,
+    message_row,
     normalize_phones,
     number_words,
+    upsert_sql,
 )
 from .phone_index import PG_URL_VARIABLE, BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
 
@@ -127,6 +134,26 @@ ALTER TABLE {s}.contacts ADD COLUMN words TEXT;
 -- what _fill_words looks for at every start: an empty index once every contact has its words
 CREATE INDEX contacts_without_words ON {s}.contacts (pk) WHERE words IS NULL;
 INSERT INTO {s}.meta (name, value) VALUES ('tombstones_since', extract(epoch FROM now())::text);
+"""),
+    # call notes and later updates of a call; message records (MessageLog)
+    (3, """
+ALTER TABLE {s}.calls ADD COLUMN note TEXT;
+CREATE TABLE {s}.messages (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    conversation_id TEXT,
+    day TEXT,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    message_count INTEGER NOT NULL,
+    link TEXT,
+    user_id TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX messages_by_contact ON {s}.messages (contact_id);
 """),
 ]
 
@@ -568,29 +595,40 @@ class PgContactStore:
 
     # call records ------------------------------------------------------------------------
     def record_call(self, call: CallRecord, call_id: str) -> str:
-        """Store ``call`` once: a second call with the same key (from any process) returns the first one's id."""
+        """Store ``call`` once: a second call with the same key (from any process) updates the first
+        record (its end, duration, status, note) and returns its id."""
         s = self._s
         with self.write(contacts_changed=False) as conn:
-            conn.execute(
-                f"""INSERT INTO {s}.calls (key, id, contact_id, direction, status,
-                       originator_number, originator_name, destination_number, destination_name,
-                       started, answered, ended, duration, user_id, created_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (key) DO NOTHING""",
-                (call.key, call_id, call.contact_id, call.direction, call.status, call.originator_number,
-                 call.originator_name, call.destination_number, call.destination_name, _iso(call.started),
-                 _iso(call.answered), _iso(call.ended or call.declined), call.duration_seconds, call.user_id,
-                 time.time()),
-            )
+            conn.execute(upsert_sql(f"{s}.calls", CALL_COLUMNS, CALL_UPDATED, "%s"),
+                         call_row(call, call_id, time.time()))
             moment = call.ended or call.declined or call.started
             if moment is not None:
-                conn.execute(f"UPDATE {s}.contacts SET last_activity = GREATEST(COALESCE(last_activity, 0), %s) "
-                             "WHERE id = %s", (moment.timestamp(), call.contact_id))
+                self._touch(conn, call.contact_id, moment)
             row = conn.execute(f"SELECT id FROM {s}.calls WHERE key = %s", (call.key,)).fetchone()
         return row[0]
 
+    def record_message(self, message_log: MessageLog, record_id: str) -> str:
+        """Store the record of ``message_log``, made by its first version and replaced by later ones."""
+        s = self._s
+        with self.write(contacts_changed=False) as conn:
+            conn.execute(upsert_sql(f"{s}.messages", MESSAGE_COLUMNS, MESSAGE_UPDATED, "%s"),
+                         message_row(message_log, record_id, time.time()))
+            self._touch(conn, message_log.contact_id, message_log.messages[-1].time)
+            row = conn.execute(f"SELECT id FROM {s}.messages WHERE key = %s", (message_log.key,)).fetchone()
+        return row[0]
+
+    def _touch(self, conn: psycopg.Connection, contact_id: str, moment: datetime) -> None:
+        conn.execute(f"UPDATE {self._s}.contacts SET last_activity = GREATEST(COALESCE(last_activity, 0), %s) "
+                     "WHERE id = %s", (moment.timestamp(), contact_id))
+
+    def messages(self, contact_id: str | None = None) -> list[dict]:
+        return self._rows("messages", contact_id)
+
     def calls(self, contact_id: str | None = None) -> list[dict]:
-        query = f"SELECT * FROM {self._s}.calls" + (" WHERE contact_id = %s" if contact_id else "")
+        return self._rows("calls", contact_id)
+
+    def _rows(self, table: str, contact_id: str | None) -> list[dict]:
+        query = f"SELECT * FROM {self._s}.{table}" + (" WHERE contact_id = %s" if contact_id else "")
         with self._connection() as conn:
             cursor = conn.execute(query + " ORDER BY created_at", (contact_id,) if contact_id else ())
             names = [d.name for d in cursor.description]

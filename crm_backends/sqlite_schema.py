@@ -83,7 +83,39 @@ INSERT OR IGNORE INTO meta (name, value)
 CREATE VIRTUAL TABLE IF NOT EXISTS contacts_fts USING fts5(
     name, company, numbers, tokenize="unicode61 remove_diacritics 2", prefix='1 2 3'
 );
+-- message records (MessageLog): an SMS conversation's digest of one day, a voicemail, a fax
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    conversation_id TEXT,
+    day TEXT,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    message_count INTEGER NOT NULL,
+    link TEXT,
+    user_id TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (contact_id);
 """
+
+# Columns added to a table after its first release: (table, column, type). A store file made
+# before is given them when it is opened.
+ADDED_COLUMNS = [("calls", "note", "TEXT")]
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
 
 # One number's contacts, ranked; and every number's, in the same ranking (the phone index).
 _COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,

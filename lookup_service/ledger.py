@@ -142,8 +142,17 @@ class Ledger:
         """Pending items whose next attempt is due, oldest first (claimed or not)."""
         raise NotImplementedError
 
-    def finish(self, key: str, result: WorkflowResult) -> WorkflowResult:
-        """Mark done with ``result`` unless done already; returns the result stored first."""
+    def finish(self, key: str, result: WorkflowResult, delivered: str | None = None) -> WorkflowResult:
+        """Mark done with ``result`` unless done already; returns the result stored first. With
+        ``delivered`` (the payload the attempt delivered): when the payload was revised meanwhile,
+        the result is kept but the item stays pending and due now, so the next attempt updates
+        the record to the revision."""
+        raise NotImplementedError
+
+    def revise(self, key: str, seen: str, payload: str, now: float) -> bool:
+        """Replace the payload ``seen`` of ``key`` with ``payload`` (compare and set: False when it
+        changed meanwhile). A done item becomes pending and due now, keeping its result: the
+        record it made is then updated to the revision."""
         raise NotImplementedError
 
     def fail(self, key: str, owner: str, reason: str, attempts: int) -> None:
@@ -333,12 +342,28 @@ class SqlLedger(Ledger):
                              ORDER BY next_at LIMIT :limit""", now=now, limit=limit)
         return [_item(r) for r in rows]
 
-    def finish(self, key: str, result: WorkflowResult) -> WorkflowResult:
-        self._run("""UPDATE workflow_outbox SET state='done', result=:result, owner=NULL, lease_until=0, error=NULL,
-                            attempts=attempts+1
-                     WHERE key=:key AND state<>'done'""", result=encode_result(result), key=key)
+    def finish(self, key: str, result: WorkflowResult, delivered: str | None = None) -> WorkflowResult:
+        encoded = encode_result(result)
+        if delivered is None:
+            self._run("""UPDATE workflow_outbox SET state='done', result=:result, owner=NULL, lease_until=0,
+                                error=NULL, attempts=attempts+1
+                         WHERE key=:key AND state<>'done'""", result=encoded, key=key)
+        elif not self._run("""UPDATE workflow_outbox SET state='done', result=:result, owner=NULL, lease_until=0,
+                                     error=NULL, attempts=attempts+1
+                              WHERE key=:key AND state<>'done' AND payload=:delivered""",
+                           result=encoded, key=key, delivered=delivered):
+            # revised while the attempt ran: the record exists now, the next attempt updates it
+            self._run("""UPDATE workflow_outbox SET result=:result, owner=NULL, lease_until=0, error=NULL,
+                                attempts=attempts+1, next_at=:now
+                         WHERE key=:key AND state='pending'""", result=encoded, key=key, now=time.time())
         item = self.get(key)
         return item.result if item is not None and item.result is not None else result
+
+    def revise(self, key: str, seen: str, payload: str, now: float) -> bool:
+        return self._run("""UPDATE workflow_outbox SET payload=:payload,
+                                   next_at=CASE WHEN state='done' THEN :now ELSE next_at END,
+                                   state=CASE WHEN state='done' THEN 'pending' ELSE state END
+                            WHERE key=:key AND payload=:seen""", payload=payload, now=now, key=key, seen=seen) == 1
 
     def fail(self, key: str, owner: str, reason: str, attempts: int) -> None:
         self._run("""UPDATE workflow_outbox SET state='failed', error=:error, owner=NULL, lease_until=0,
@@ -407,6 +432,16 @@ return 1
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _FINISH = """
+if ARGV[4] ~= '' and redis.call('hget', KEYS[1], 'state') == 'pending'
+   and redis.call('hget', KEYS[1], 'payload') ~= ARGV[4] then
+  -- revised while the attempt ran: keep the record's id, due again now to update it
+  redis.call('hset', KEYS[1], 'result', ARGV[2], 'next_at', ARGV[5])
+  redis.call('hincrby', KEYS[1], 'attempts', 1)
+  redis.call('hdel', KEYS[1], 'error')
+  redis.call('zadd', KEYS[2], ARGV[5], ARGV[1])
+  redis.call('del', KEYS[4])
+  return redis.call('hget', KEYS[1], 'result')
+end
 if redis.call('hget', KEYS[1], 'state') ~= 'done' then
   redis.call('hset', KEYS[1], 'state', 'done', 'result', ARGV[2])
   redis.call('hincrby', KEYS[1], 'attempts', 1)
@@ -417,6 +452,16 @@ if redis.call('hget', KEYS[1], 'state') ~= 'done' then
 end
 redis.call('del', KEYS[4])
 return redis.call('hget', KEYS[1], 'result')
+"""
+_REVISE = """
+if redis.call('hget', KEYS[1], 'payload') ~= ARGV[2] then return 0 end
+redis.call('hset', KEYS[1], 'payload', ARGV[3])
+if redis.call('hget', KEYS[1], 'state') == 'done' then
+  redis.call('hset', KEYS[1], 'state', 'pending', 'next_at', ARGV[4])
+  redis.call('persist', KEYS[1])
+  redis.call('zadd', KEYS[2], ARGV[4], ARGV[1])
+end
+return 1
 """
 _SETTLE = """
 if redis.call('get', KEYS[4]) ~= ARGV[2] or redis.call('hget', KEYS[1], 'state') ~= 'pending' then return 0 end
@@ -464,7 +509,7 @@ class RedisLedger(Ledger):
         self._failed = keys.OUTBOX_FAILED
         self._scripts = {name: self.client.register_script(text) for name, text in (
             ("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("release", _RELEASE), ("finish", _FINISH),
-            ("settle", _SETTLE), ("retry", _RETRY), ("drop", _DROP))}
+            ("revise", _REVISE), ("settle", _SETTLE), ("retry", _RETRY), ("drop", _DROP))}
 
     def _item_key(self, key: str) -> str:
         return keys.outbox_item(key)
@@ -535,10 +580,13 @@ class RedisLedger(Ledger):
         items = [self.get(k.decode()) for k in keys]
         return [i for i in items if i is not None]
 
-    def finish(self, key: str, result: WorkflowResult) -> WorkflowResult:
+    def finish(self, key: str, result: WorkflowResult, delivered: str | None = None) -> WorkflowResult:
         raw = self._call("finish", [self._item_key(key), self._due, self._failed, self._claim_key(key)],
-                         [key, encode_result(result), self.RESULT_TTL_S])
+                         [key, encode_result(result), self.RESULT_TTL_S, delivered or "", repr(time.time())])
         return decode_result(raw) or result
+
+    def revise(self, key: str, seen: str, payload: str, now: float) -> bool:
+        return bool(self._call("revise", [self._item_key(key), self._due], [key, seen, payload, repr(now)]))
 
     def _settle(self, key: str, owner: str, state: str, error: str, attempts: int, next_at: float) -> None:
         self._call("settle", [self._item_key(key), self._due, self._failed, self._claim_key(key)],

@@ -22,13 +22,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
 from lookup_core.phone import parse_number
-from lookup_core.types import CallRecord, Contact, NewContact, WorkflowResult
+from lookup_core.types import CallRecord, Contact, Message, MessageLog, NewContact, WorkflowResult
 from lookup_service.ledger import (
     DONE,
     FAILED,
@@ -39,7 +39,7 @@ from lookup_service.ledger import (
     OutboxUnavailable,
     owner_id,
 )
-from lookup_service.tenants import CREATE_CONTACT
+from lookup_service.tenants import CREATE_CONTACT, MESSAGE_LOG
 
 if TYPE_CHECKING:
     from lookup_service.engine import LookupEngine
@@ -66,12 +66,25 @@ class Attempt:
     refused: Exception | None = None
 
 
+Payload = CallRecord | NewContact | MessageLog
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def encode_payload(value: Payload) -> str:
+    return json.dumps(_plain(value))  # ASCII: a lone surrogate cannot break the store
+
+
 def encode_call(call: CallRecord) -> str:
-    data: dict[str, Any] = {}
-    for f in fields(call):
-        value = getattr(call, f.name)
-        data[f.name] = value.isoformat() if isinstance(value, datetime) else value
-    return json.dumps(data)  # ASCII: a lone surrogate cannot break the store
+    return encode_payload(call)
 
 
 def decode_call(payload: str) -> CallRecord:
@@ -80,6 +93,28 @@ def decode_call(payload: str) -> CallRecord:
         if data.get(name):
             data[name] = datetime.fromisoformat(data[name])
     return CallRecord(**data)
+
+
+def decode_message_log(payload: str) -> MessageLog:
+    data = json.loads(payload)
+    messages = tuple(Message(**{**m, "time": datetime.fromisoformat(m["time"])}) for m in data.pop("messages"))
+    return MessageLog(**data, messages=messages)
+
+
+def revision(workflow: str, stored: str, posted: str) -> str:
+    """The stored payload completed by a later post of the same key: a call with its end or note,
+    a digest with its new messages. Equal to ``stored`` when the post adds nothing."""
+    try:
+        if workflow == CREATE_CONTACT:
+            return stored
+        if workflow == MESSAGE_LOG:
+            digest = decode_message_log(stored)
+            for message in decode_message_log(posted).messages:
+                digest = digest.with_message(message)
+            return encode_payload(digest)
+        return encode_payload(decode_call(stored).merged(decode_call(posted)))
+    except (TypeError, KeyError, ValueError):  # a result kept from the ledger before the outbox: no payload
+        return stored
 
 
 class Outbox:
@@ -104,45 +139,67 @@ class Outbox:
         self._last_store_warning = -HEALTH_EVERY_S
 
     # --- the request path ---------------------------------------------------------------------
-    def submit(self, tenant: Tenant, workflow: str, slot: BackendSlot,
-               call: CallRecord | NewContact) -> tuple[WorkflowResult, str]:
-        """Store ``call`` and try to deliver it within the budget. Returns (answer, outcome) where
-        outcome is ``created``, ``duplicate`` or ``queued``; raises the backend's refusal
+    def submit(self, tenant: Tenant, workflow: str, slot: BackendSlot, payload: Payload) -> tuple[WorkflowResult, str]:
+        """Store ``payload`` (a call, a message digest, a contact to create) and try to deliver it
+        within the budget. Returns (answer, outcome) where outcome is ``created``, ``updated`` (a
+        later post completed the record), ``duplicate`` or ``queued``; raises the backend's refusal
         (ContactNotFound, DeliveryRefused) when the CRM refused it for good within the budget, and
         :class:`OutboxUnavailable` when the store cannot take it."""
         started = time.monotonic()
         deadline = started + self.deadline_s
         now = time.time()
-        item = self.ledger.put(call.key, tenant.name, slot.name, workflow, encode_call(call), now)
+        key = payload.key
+        encoded = encode_payload(payload)
+        item = self.ledger.put(key, tenant.name, slot.name, workflow, encoded, now)
+        revised = False
+        for _ in range(20):  # compare and set against concurrent posts of the same key; bounded
+            if item.payload == encoded:
+                break
+            wanted = revision(workflow, item.payload, encoded)
+            if wanted == item.payload:
+                break
+            if self.ledger.revise(key, item.payload, wanted, now):
+                revised = True
+                item = self.ledger.get(key) or item
+                break
+            item = self.ledger.get(key) or item
         if item.state == DONE and item.result is not None:
             return item.result, "duplicate"
         if item.state == FAILED:  # posted again after a refusal: the CRM may accept it now
-            self.ledger.retry(call.key, now)
+            self.ledger.retry(key, now)
         self.ensure_started()
+        done = "updated" if revised and item.result is not None else "created"
         while True:
-            future = self._try_start(call.key, time.time())
+            future = self._try_start(key, time.time())
             if future is not None:
                 try:
                     attempt = future.result(timeout=max(0.0, deadline - time.monotonic()))
                 except FutureTimeout:
                     attempt = Attempt()
                 if attempt.result is not None:
-                    return attempt.result, "created"
+                    return attempt.result, done
                 if attempt.refused is not None:
                     raise attempt.refused
-                return self._queued(call.key)
-            # another live attempt holds the call: its result, if it comes within the budget
-            current = self.ledger.get(call.key)
+                return self._queued(key)
+            # another live attempt holds the item: its result, if it comes within the budget
+            current = self.ledger.get(key)
             if current is not None and current.state == DONE and current.result is not None:
-                return current.result, "duplicate"
+                return current.result, "duplicate" if not revised else done
             now = time.time()
             if current is None or current.state == FAILED or time.monotonic() >= deadline:
-                return self._queued(call.key)
+                return self._queued(key)
             if (not current.owner or current.lease_until < now) and current.next_at > now:
-                return self._queued(call.key)  # an attempt failed meanwhile: the item waits for its next one
+                return self._queued(key)  # an attempt failed meanwhile: the item waits for its next one
             time.sleep(WAIT_POLL_S)
 
     def _queued(self, key: str) -> tuple[WorkflowResult, str]:
+        """Delivered later: the record's id when it exists already (an update waits), else the key."""
+        try:
+            item = self.ledger.get(key)
+        except OutboxUnavailable:
+            item = None
+        if item is not None and item.result is not None:
+            return item.result, "queued"
         return WorkflowResult(id=key, url=""), "queued"
 
     # --- attempts ------------------------------------------------------------------------------
@@ -191,10 +248,7 @@ class Outbox:
         now = time.time()
         tenant = self.tenants.get(item.tenant)
         slot = tenant.by_name.get(item.backend) if tenant is not None else None
-        creating = item.workflow == CREATE_CONTACT
-        offered = (tenant.create_slot is slot) if creating and tenant is not None else (
-            slot is not None and item.workflow in slot.workflows)
-        if tenant is None or slot is None or not offered:
+        if tenant is None or slot is None or not tenant.offers(slot, item.workflow):
             reason = f"tenant {item.tenant!r} has no backend {item.backend!r} offering {item.workflow} any more"
             return self._refused(item, owner, reason, None)
         if now - item.created_at > self.max_age_s:
@@ -215,10 +269,7 @@ class Outbox:
             return Attempt()
         attempts = item.attempts + 1
         try:
-            if creating:
-                result = self._create(tenant, slot, NewContact(**json.loads(item.payload)))
-            else:
-                result = slot.backend.log_call(decode_call(item.payload))
+            result = self._perform(item, tenant, slot)
         except (ContactNotFound, DeliveryRefused) as exc:
             if breaker is not None:
                 breaker.record_success()  # the CRM answered
@@ -243,12 +294,24 @@ class Outbox:
             return Attempt()
         if breaker is not None:
             breaker.record_success()
-        stored = self.ledger.finish(key, result)
+        stored = self.ledger.finish(key, result, item.payload)
         self.metrics.outbox_delivery(item.tenant, item.backend, "delivered")
         if attempts > 1:
             log.info("outbox: call %s delivered to %s/%s at attempt %d -> %s", key[:12], item.tenant, item.backend,
                      attempts, stored.id)
         return Attempt(result=stored)
+
+    def _perform(self, item: Item, tenant: Tenant, slot: BackendSlot) -> WorkflowResult:
+        """One delivery: the record made, or (the item has a result: a later post revised it) updated."""
+        backend = slot.backend
+        record_id = item.result.id if item.result is not None else None
+        if item.workflow == CREATE_CONTACT:
+            return self._create(tenant, slot, NewContact(**json.loads(item.payload)))
+        if item.workflow == MESSAGE_LOG:
+            digest = decode_message_log(item.payload)
+            return backend.update_message(record_id, digest) if record_id else backend.log_message(digest)
+        call = decode_call(item.payload)
+        return backend.update_call(record_id, call) if record_id else backend.log_call(call)
 
     def _create(self, tenant: Tenant, slot: BackendSlot, new: NewContact) -> WorkflowResult:
         """Create the contact unless the backend has the number already (an earlier attempt whose

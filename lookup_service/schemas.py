@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from marshmallow import EXCLUDE, Schema, fields, pre_load
+from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
 from lookup_core.types import Contact
 
@@ -124,6 +124,27 @@ class WorkflowInputs(_CaseInsensitive):
     answeredTime = fields.Raw(load_default=None, allow_none=True)
     endedTime = fields.Raw(load_default=None, allow_none=True)
     declinedTime = fields.Raw(load_default=None, allow_none=True)
+    note = _Text(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+
+
+class MessageLogInputs(_CaseInsensitive):
+    """MessageLog: one SMS, voicemail or fax (README "Logging messages")."""
+
+    contactCrmId = WorkflowInputs._declared_fields["contactCrmId"]
+    userCrmId = _Text(load_default=None, allow_none=True)
+    type = _Text(required=True, error_messages={"required": "type is required: SMS, Voicemail or Fax"})
+    direction = _Text(required=True, error_messages={"required": "direction is required: incoming or outgoing"})
+    fromNumber = _Text(load_default=None, allow_none=True)
+    fromName = _Text(load_default=None, allow_none=True)
+    toNumber = _Text(load_default=None, allow_none=True)
+    toName = _Text(load_default=None, allow_none=True)
+    text = _Text(load_default=None, allow_none=True, validate=validate.Length(max=10000))
+    subject = _Text(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    time = fields.Raw(load_default=None, allow_none=True)
+    conversationId = _Text(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    messageId = _Text(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    recordingLink = _Text(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    faxDocLink = _Text(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
 class CreateContactInputs(WorkflowInputs):

@@ -15,6 +15,7 @@ from lookup_core.errors import BackendConfigError
 
 log = logging.getLogger(__name__)
 CREATE_CONTACT = "CreateContact"
+MESSAGE_LOG = "MessageLog"  # SMS, voicemail and fax records; not a button on the caller card
 
 
 @dataclass
@@ -30,9 +31,13 @@ class BackendSlot:
     workflows: list[str] = field(init=False)
     crm_name: str | None = field(init=False)
     crm_logo: str | None = field(init=False)
+    logs_messages: bool = field(init=False)
+    lists_users: bool = field(init=False)
 
     def __post_init__(self) -> None:
         cls = backend_class(self.spec.type)
+        self.logs_messages = cls.can_log_messages(self.spec.options)
+        self.lists_users = cls.can_list_users(self.spec.options)
         self.name = self.spec.name
         self.mode = self.spec.mode
         self.workflows = list(self.spec.workflows)
@@ -58,6 +63,7 @@ class Tenant:
     unknown_caller_entry: bool = False
     unknown_caller_text: str = "Unknown caller \u2013 create contact"
     new_contact_name: str = "Unknown caller {number}"
+    timezone: str = "UTC"  # the day of an SMS digest is the day here
     by_name: dict[str, BackendSlot] = field(default_factory=dict)
 
     # CreateContact without Redis: a counter shared by the processes of this machine (a mapped file),
@@ -91,7 +97,17 @@ class Tenant:
             names.extend(w for w in slot.workflows if w not in names)
         if self.create_contacts_in is not None:
             names.append(CREATE_CONTACT)
+        if any(slot.logs_messages for slot in self.slots):
+            names.append(MESSAGE_LOG)
         return names
+
+    def offers(self, slot: BackendSlot, workflow: str) -> bool:
+        """Whether ``slot`` runs ``workflow`` for this tenant."""
+        if workflow == CREATE_CONTACT:
+            return self.create_slot is slot
+        if workflow == MESSAGE_LOG:
+            return slot.logs_messages
+        return workflow in slot.workflows
 
     @property
     def create_slot(self) -> BackendSlot | None:
@@ -135,6 +151,7 @@ def _build_tenant(config: TenantConfig, settings: Settings) -> Tenant:
         unknown_caller_entry=config.unknown_caller_entry,
         unknown_caller_text=config.unknown_caller_text,
         new_contact_name=config.new_contact_name,
+        timezone=config.timezone or settings.naive_timezone,
         # with Redis the cache is shared and the created number's entry is dropped there instead
         creations=_creation_board(config, settings) if config.create_contacts_in and not settings.redis_url else None,
     )

@@ -8,19 +8,21 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from lookup_core.errors import ContactNotFound, DeliveryRefused
 from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import mask
-from lookup_core.types import CallRecord, NewContact, WorkflowResult
+from lookup_core.types import MESSAGE_KINDS, CallRecord, Message, MessageLog, NewContact, WorkflowResult
 from lookup_service.errors import ApiError
 from lookup_service.ledger import OutboxUnavailable
 from lookup_service.outbox import Outbox
-from lookup_service.schemas import CreateContactInputs, WorkflowInputs
-from lookup_service.tenants import CREATE_CONTACT, BackendSlot, Tenant
+from lookup_service.schemas import CreateContactInputs, MessageLogInputs, WorkflowInputs
+from lookup_service.tenants import CREATE_CONTACT, MESSAGE_LOG, BackendSlot, Tenant
 from lookup_service.timeparse import InvalidTime, parse_time
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ _DIRECTIONS = {"incoming": "incoming", "inbound": "incoming", "in": "incoming",
 _TIME_FIELDS = ("startedTime", "answeredTime", "endedTime", "declinedTime")
 _INPUTS_SCHEMA = WorkflowInputs()
 _CREATE_SCHEMA = CreateContactInputs()
+_MESSAGE_SCHEMA = MessageLogInputs()
+_KINDS = {kind.lower(): kind for kind in MESSAGE_KINDS} | {"voice mail": "Voicemail", "voice-mail": "Voicemail"}
 NEW_PREFIX = "new:"  # the id of the unknown-caller entry: new:<e164>
 
 
@@ -45,25 +49,74 @@ def run_workflow(
     Raises :class:`ApiError`."""
     if workflow == CREATE_CONTACT:
         return create_contact(tenant, inputs, outbox)
+    if workflow == MESSAGE_LOG:
+        return log_message(tenant, inputs, outbox)
     data = _load(_INPUTS_SCHEMA, inputs)
     slot, native_id = route(tenant, workflow, data["contactCrmId"].strip())
     call = _call_record(tenant, workflow, slot, native_id, data, naive_zone)
-    try:
-        result, outcome = outbox.submit(tenant, workflow, slot, call)
-    except OutboxUnavailable as exc:
-        log.error("workflow %s on %s/%s: cannot store the call: %s", workflow, tenant.name, slot.name, exc)
-        raise ApiError(503, "outbox_unavailable", "the service cannot store the call durably right now "
-                       f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
-    except ContactNotFound as exc:
-        raise ApiError(404, "unknown_contact", f"{exc}; use the id returned by /Lookup") from None
-    except DeliveryRefused as exc:
-        raise ApiError(422, "refused", f"{slot.name} refused the call record: {exc}") from None
+    result, outcome = _submit(outbox, tenant, workflow, slot, call, "call")
     log.info("workflow %s on %s/%s: %s call with %s -> %s (%s)", workflow, tenant.name, slot.name, call.status,
              mask(call.remote_number), result.id if outcome != "queued" else "queued", outcome)
     return result, outcome
 
 
-def _load(schema: WorkflowInputs, inputs: Mapping[str, Any]) -> dict[str, Any]:
+def _submit(outbox: Outbox, tenant: Tenant, workflow: str, slot: BackendSlot,
+            payload: CallRecord | MessageLog | NewContact, what: str) -> tuple[WorkflowResult, str]:
+    """Hand ``payload`` to the outbox; its failures become the API's errors."""
+    try:
+        return outbox.submit(tenant, workflow, slot, payload)
+    except OutboxUnavailable as exc:
+        log.error("workflow %s on %s/%s: cannot store the %s: %s", workflow, tenant.name, slot.name, what, exc)
+        raise ApiError(503, "outbox_unavailable", f"the service cannot store the {what} durably right now "
+                       f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
+    except ContactNotFound as exc:
+        raise ApiError(404, "unknown_contact", f"{exc}; use the id returned by /Lookup") from None
+    except DeliveryRefused as exc:
+        raise ApiError(422, "refused", f"{slot.name} refused the {what}: {exc}") from None
+
+
+def log_message(tenant: Tenant, inputs: Mapping[str, Any], outbox: Outbox) -> tuple[WorkflowResult, str]:
+    """MessageLog: an SMS joins the digest record of its contact, conversation and day (in the
+    tenant's time zone), created by the day's first message and updated by each later one; a
+    voicemail or fax is a record of its own. A message is added once, however often it is posted."""
+    data = _load(_MESSAGE_SCHEMA, inputs)
+    kind = _KINDS.get(data["type"].strip().lower())
+    if kind is None:
+        raise ApiError(400, "invalid_input", f"inputs.type: must be one of {', '.join(MESSAGE_KINDS)}")
+    direction = _direction(data)
+    if direction is None:
+        raise ApiError(400, "invalid_input", "inputs.direction: must be 'incoming' or 'outgoing'")
+    slot, native_id = route(tenant, MESSAGE_LOG, data["contactCrmId"].strip())
+    try:
+        moment = parse_time(data.get("time"), tenant.timezone)
+    except InvalidTime as exc:
+        raise ApiError(400, "invalid_time", f"inputs.time: {exc}") from None
+    link = _clean(data.get("recordingLink")) if kind == "Voicemail" else _clean(data.get("faxDocLink")) \
+        if kind == "Fax" else None
+    content = [kind, direction, _digits(data.get("fromNumber")), _digits(data.get("toNumber")),
+               _clean(data.get("text")), _clean(data.get("subject")), link, moment.isoformat() if moment else None]
+    message_id = _clean(data.get("messageId")) or hashlib.sha256(json.dumps(content).encode()).hexdigest()[:24]
+    if moment is None:
+        moment = datetime.now(UTC)
+    message = Message(id=message_id, time=moment, direction=direction,
+                      from_number=_clean(data.get("fromNumber")), from_name=_clean(data.get("fromName")),
+                      to_number=_clean(data.get("toNumber")), to_name=_clean(data.get("toName")),
+                      text=_clean(data.get("text")), subject=_clean(data.get("subject")), link=link)
+    conversation = _clean(data.get("conversationId")) or "-".join(sorted(
+        (_digits(data.get("fromNumber")), _digits(data.get("toNumber")))))
+    day = moment.astimezone(ZoneInfo(tenant.timezone)).date().isoformat()
+    identity = [tenant.name, MESSAGE_LOG, slot.name, native_id, kind]
+    identity += [conversation, day] if kind == "SMS" else [message_id]
+    digest = MessageLog(contact_id=native_id, kind=kind, conversation_id=conversation, day=day,
+                        zone=tenant.timezone, messages=(message,), user_id=_clean(data.get("userCrmId")),
+                        key=hashlib.sha256(json.dumps(identity).encode()).hexdigest())
+    result, outcome = _submit(outbox, tenant, MESSAGE_LOG, slot, digest, "message")
+    log.info("MessageLog on %s/%s: %s %s with %s -> %s (%s)", tenant.name, slot.name, kind, direction,
+             mask(message.remote_number), result.id if outcome != "queued" else "queued", outcome)
+    return result, outcome
+
+
+def _load(schema: Schema, inputs: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return schema.load(inputs)
     except ValidationError as exc:
@@ -91,14 +144,7 @@ def create_contact(tenant: Tenant, inputs: Mapping[str, Any], outbox: Outbox) ->
     key = hashlib.sha256(json.dumps([tenant.name, CREATE_CONTACT, slot.name, number]).encode()).hexdigest()
     new = NewContact(number=number, name=name, company=_clean(data.get("company")), email=_clean(data.get("email")),
                      key=key)
-    try:
-        result, outcome = outbox.submit(tenant, CREATE_CONTACT, slot, new)  # type: ignore[arg-type]
-    except OutboxUnavailable as exc:
-        log.error("CreateContact on %s/%s: cannot store the request: %s", tenant.name, slot.name, exc)
-        raise ApiError(503, "outbox_unavailable", "the service cannot store the request durably right now "
-                       f"({exc}); nothing was created; retry later", {"Retry-After": "5"}) from None
-    except DeliveryRefused as exc:
-        raise ApiError(422, "refused", f"{slot.name} refused the new contact: {exc}") from None
+    result, outcome = _submit(outbox, tenant, CREATE_CONTACT, slot, new, "new contact")
     log.info("CreateContact on %s/%s: %s -> %s (%s)", tenant.name, slot.name, mask(number),
              result.id if outcome != "queued" else "queued", outcome)
     return result, outcome
@@ -146,11 +192,11 @@ def route(tenant: Tenant, workflow: str, contact_id: str) -> tuple[BackendSlot, 
     prefix, sep, rest = contact_id.partition(":")
     slot = tenant.by_name.get(prefix) if sep else None
     if slot is not None:
-        if workflow not in slot.workflows:
+        if not tenant.offers(slot, workflow):
             raise ApiError(404, "unknown_workflow", f"backend {slot.name!r} does not offer {workflow!r}; it offers "
                            f"{slot.workflows or 'no workflow'}")
         return slot, rest
-    offering = [s for s in tenant.slots if workflow in s.workflows]
+    offering = [s for s in tenant.slots if tenant.offers(s, workflow)]
     if len(offering) == 1:
         return offering[0], contact_id
     raise ApiError(400, "invalid_input", "inputs.contactCrmId: not an id returned by /Lookup "
@@ -190,6 +236,7 @@ def _call_record(tenant: Tenant, workflow: str, slot: BackendSlot, native_id: st
         declined=times["declinedTime"],
         user_id=_clean(data.get("userCrmId")),
         key=key,
+        note=_clean(data.get("note")),
     )
 
 
