@@ -1,5 +1,5 @@
 """Command line: ``flask --app wsgi <command>``: directory import/stats, lookup, config check, sync,
-outbox list/retry/drop."""
+outbox list/retry/drop, users."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from config.settings import ConfigError, load_settings
 from crm_backends.directory import DirectoryBackend
 from crm_backends.directory_import import ImportFileError, file_size, import_file
 from crm_backends.mirror import MirroredBackend
+from lookup_core.errors import BackendError
 from lookup_core.phone import InvalidPhoneNumber, parse_number
 from lookup_core.redact import mask, mask_numbers
 from lookup_service.schemas import ResponseFormat
@@ -31,6 +32,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(lookup_command)
     app.cli.add_command(sync_command)
     app.cli.add_command(outbox_group)
+    app.cli.add_command(users_command)
 
 
 def _service():
@@ -343,3 +345,48 @@ def outbox_drop(item_id: str) -> None:
     if not ledger.drop(item.key):
         raise click.ClickException(f"{item.key[:16]} was delivered or removed meanwhile")
     click.echo(f"dropped {item.key[:16]} ({item.state}, {item.tenant}/{item.backend})")
+
+
+@click.command("users")
+@click.argument("tenant", required=False)
+@click.argument("backend", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per backend instead of a table.")
+@with_appcontext
+def users_command(tenant: str | None, backend: str | None, as_json: bool) -> None:
+    """The users of each backend that has them (Odoo, Pipedrive, HubSpot; SQL with users_query, REST
+    with a users request): the id to enter as a phone user's CRM user id (userCrmId) in the portal."""
+    service = _service()
+    tenants = [_tenant(service, tenant)] if tenant or len(service.tenants) == 1 else service.tenants
+    failed = False
+    shown = 0
+    for current in tenants:
+        slots = [s for s in current.slots if backend in (None, s.name)]
+        if backend is not None and not slots:
+            raise click.ClickException(f"tenant {current.name!r} has no backend named {backend!r}")
+        for slot in slots:
+            if not slot.lists_users:
+                if backend is not None:
+                    raise click.ClickException(f"backend {slot.name!r} of tenant {current.name!r} has no users "
+                                               "to list (see its documentation: users_query, users request)")
+                continue
+            shown += 1
+            try:
+                users = slot.backend.list_users()
+            except BackendError as exc:
+                failed = True
+                click.echo(f"{current.name}/{slot.name}: cannot list users: {exc}", err=True)
+                continue
+            if as_json:
+                click.echo(json.dumps({"tenant": current.name, "backend": slot.name, "users": [
+                    {"id": u.id, "name": u.name, "email": u.email} for u in users]}, ensure_ascii=False))
+                continue
+            click.echo(f"{current.name}/{slot.name} ({slot.crm_name or slot.spec.type}): {len(users)} user(s)")
+            rows = [(str(u.id), u.name or "", u.email or "") for u in users]
+            widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("id", "name", "email"))]
+            for row in [("id", "name", "email"), *rows]:
+                click.echo("  " + "  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
+    if not shown:
+        click.echo("no backend with users is configured (odoo, pipedrive, hubspot; sql with users_query; "
+                   "rest with a users request)", err=True)
+    if failed:
+        sys.exit(1)

@@ -20,7 +20,7 @@ from flask import Flask
 from marshmallow import EXCLUDE, RAISE, Schema, fields
 
 from config.settings import KNOWN_WORKFLOWS, MAX_RESULTS_CAP, Settings
-from lookup_service.schemas import CAMEL_KEYS, ResponseFormat, WorkflowInputs, _Text
+from lookup_service.schemas import CAMEL_KEYS, MessageLogInputs, ResponseFormat, WorkflowInputs, _Text
 
 API_VERSION = "1.0.0"
 OPENAPI_VERSION = "3.1.0"
@@ -86,6 +86,12 @@ class WorkflowRequest(_Open):
     inputs = fields.Nested(WorkflowInputs, required=True)
 
 
+class MessageLogRequest(_Open):
+    """A MessageLog body; keys are matched in any letter case."""
+
+    inputs = fields.Nested(MessageLogInputs, required=True)
+
+
 class WorkflowResult(Schema):
     id = fields.String(required=True, metadata={"description": "id of the record the workflow created"})
     url = fields.String(required=True, metadata={"description": "link to the record, empty when unknown"})
@@ -125,6 +131,16 @@ _WORKFLOW_INPUT_NOTES = {
     "answeredTime": "when it was answered; empty if not answered",
     "endedTime": "when it ended",
     "declinedTime": "when it was declined; empty if it was answered",
+    "note": "the user's note on the call (optional); a later post of the same call with a note adds it to the record",
+    "type": "`SMS`, `Voicemail` or `Fax` (any letter case)",
+    "fromNumber": "the sender's number", "fromName": "the sender's name, when known",
+    "toNumber": "the recipient's number", "toName": "the recipient's name, when known",
+    "text": "the SMS text", "subject": "a subject line, when the message has one",
+    "time": "when the message was sent or received (default: now); its day in the tenant's time zone picks the "
+            "SMS digest",
+    "conversationId": "the conversation (default: the pair of numbers)",
+    "messageId": "the message's own id (default: a hash of the other fields): a message is added once",
+    "recordingLink": "the voicemail's recording", "faxDocLink": "the fax document",
 }
 _TIME_FORMATS = ("ISO 8601 with or without a zone (without one: LOOKUP_TIMEZONE), Unix seconds or milliseconds, "
                  "or empty")
@@ -132,10 +148,10 @@ _TIME_FORMATS = ("ISO 8601 with or without a zone (without one: LOOKUP_TIMEZONE)
 
 def _workflow_input_notes(self: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
     """An apispec attribute function: the contract's description of each workflow input."""
-    if not isinstance(field.parent, WorkflowInputs) or field.name not in _WORKFLOW_INPUT_NOTES:
+    if not isinstance(field.parent, WorkflowInputs | MessageLogInputs) or field.name not in _WORKFLOW_INPUT_NOTES:
         return {}
     note = _WORKFLOW_INPUT_NOTES[field.name]
-    if field.name.endswith("Time"):  # a Raw field: parsed by lookup_service.timeparse
+    if field.name.endswith("Time") or field.name == "time":  # a Raw field: parsed by lookup_service.timeparse
         return {"type": ["string", "number", "null"], "description": f"{note}; {_TIME_FORMATS}"}
     return {"description": note}
 
@@ -205,7 +221,8 @@ def _workflow_operations(name: str) -> dict[str, Any]:
     return {"post": {
         "tags": ["workflows"], "operationId": f"workflow{name}", "summary": f"Run the {name} workflow",
         "description": "Records the call in the backend that produced `contactCrmId`, exactly once: the same call "
-                       "posted again returns the same id.",
+                       "(same direction, numbers and start) posted again returns the same id, and when the later "
+                       "post adds to it (the answer and end times, a note) the record is updated.",
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": "WorkflowRequest", "example": {"inputs": _WORKFLOW_EXAMPLE}}}},
         "responses": {
@@ -340,6 +357,21 @@ def _create_contact_operation() -> dict[str, Any]:
     return operation
 
 
+def _message_log_operation() -> dict[str, Any]:
+    operation = _workflow_operations("MessageLog")
+    post = operation["post"]
+    post["summary"] = "Log an SMS, voicemail or fax (tenants with a backend that logs messages)"
+    post["description"] = ("SMS are kept as one record per contact, conversation and day (in the tenant's time "
+                           "zone): the day's first message creates it, later ones update it, each message once. A "
+                           "voicemail or fax is a record of its own holding its link. The answer is the record's id.")
+    post["requestBody"]["content"]["application/json"] = {"schema": "MessageLogRequest", "example": {"inputs": {
+        "contactCrmId": "directory:alexa", "type": "SMS", "direction": "incoming", "fromNumber": "+41215522000",
+        "fromName": "Alexa Holiday", "toNumber": "+41445001020", "text": "Can you call me back?",
+        "time": "2026-11-21T09:12:00Z", "messageId": "sms-8812"}}}
+    post["responses"]["422"] = _error("refused: the CRM rejected the record")
+    return operation
+
+
 def _described_paths(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every Flask rule the service registers, by its rule text, with the paths describing it."""
     style = settings.response_keys
@@ -347,7 +379,7 @@ def _described_paths(settings: Settings) -> dict[str, dict[str, Any]]:
         **_contacts_paths(),
         "/Lookup": {"/Lookup": _lookup_operations(style)},
         "/<workflow>": {**{f"/{name}": _workflow_operations(name) for name in KNOWN_WORKFLOWS},
-                        "/CreateContact": _create_contact_operation()},
+                        "/CreateContact": _create_contact_operation(), "/MessageLog": _message_log_operation()},
         "/healthz": {"/healthz": {"get": {
             "tags": ["operations"], "operationId": "healthz", "summary": "Liveness: the process answers",
             "security": _PUBLIC,
@@ -456,7 +488,8 @@ def build_spec(app: Flask, settings: Settings) -> dict[str, Any]:
                                                       "description": "the value of LOOKUP_METRICS_TOKEN"})
     for name, schema in (
         ("Error", Error), ("Contact", contact_schema(settings.response_keys)), ("LookupRequest", LookupRequest),
-        ("WorkflowRequest", WorkflowRequest), ("WorkflowResult", WorkflowResult), ("Health", Health),
+        ("WorkflowRequest", WorkflowRequest), ("MessageLogRequest", MessageLogRequest),
+        ("WorkflowResult", WorkflowResult), ("Health", Health),
         ("Readiness", Readiness),
     ):
         spec.components.schema(name, schema=schema)

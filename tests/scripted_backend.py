@@ -19,7 +19,7 @@ from crm_backends import registry
 from crm_backends.base import Backend, BackendOptions
 from lookup_core.errors import BackendUnavailable, RateLimited
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, WorkflowResult
 
 
 @dataclass
@@ -34,6 +34,10 @@ class Script:
     people: list[Contact] = field(default_factory=list)  # what a search by name finds
     search_fail: Exception | None = None
     searches: int = 0
+    users: list[CrmUser] = field(default_factory=list)  # the CRM's users (flask --app wsgi users)
+    users_fail: Exception | None = None
+    user_reads: int = 0
+    owners: list[str | None] = field(default_factory=list)  # the owner of each logged call
 
 
 SCRIPTS: dict[str, Script] = {}
@@ -50,6 +54,7 @@ class ScriptedBackend(Backend):
     modes = frozenset({"live"})
     workflows = frozenset({"CallFlow"})
     search_by_name = True
+    users = True
     default_crm_name = "Scripted"
 
     @property
@@ -81,7 +86,16 @@ class ScriptedBackend(Backend):
         words = term.casefold().split()
         return [c for c in script.people if all(w in (c.name or "").casefold() for w in words)][:limit]
 
+    def list_users(self) -> list[CrmUser]:
+        script = self.script
+        with script.lock:
+            script.user_reads += 1
+        if script.users_fail is not None:
+            raise script.users_fail
+        return list(script.users)
+
     def log_call(self, call: CallRecord) -> WorkflowResult:
+        self.script.owners.append(self.owner_for(call.user_id))
         self.script.logged.append(call)
         return WorkflowResult(id=f"{self.name}-call-{len(self.script.logged)}", url=None)
 
