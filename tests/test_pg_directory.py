@@ -29,7 +29,7 @@ from crm_backends.directory_import import import_file
 from crm_backends.pg_store import PgContactStore, libpq_url, schema_name
 from lookup_core.errors import BackendUnavailable
 from lookup_core.phone import parse_number
-from lookup_core.types import CallRecord, Contact
+from lookup_core.types import CallRecord, Contact, Message, MessageLog
 from lookup_service import create_app
 from tests.conftest import HEADERS, TOKEN, write_csv
 from tests.servers import free_port, wait_until
@@ -136,6 +136,30 @@ def test_call_records_rank_and_are_kept_once(open_store, tmp_path):
     assert record["id"] == "call-1" and record["contact_id"] == "cleo" and record["duration"] == 295
     assert record["ended"] == "2026-11-01T00:05:00+00:00" and store.calls("ann") == []
     assert store.has_contact("cleo") and not store.has_contact("nobody")
+
+
+def test_a_later_post_updates_the_call_and_digests_keep_one_record(open_store, tmp_path):
+    store = open_store()
+    import_file(store, write_csv(tmp_path / "c.csv", CSV))
+    ringing = CallRecord(contact_id="cleo", direction="incoming", started=datetime(2026, 11, 1, tzinfo=UTC), key="k2")
+    assert store.record_call(ringing, "call-2") == "call-2"
+    ended = ringing.merged(CallRecord(contact_id="cleo", direction="incoming", key="k2", note="call back Monday",
+                                      answered=datetime(2026, 11, 1, 0, 0, 5, tzinfo=UTC),
+                                      ended=datetime(2026, 11, 1, 0, 1, 5, tzinfo=UTC)))
+    assert store.record_call(ended, "call-2") == "call-2"
+    [record] = store.calls()
+    assert (record["status"], record["duration"], record["note"]) == ("answered", 60, "call back Monday")
+    first = Message(id="m1", time=datetime(2026, 11, 1, 9, tzinfo=UTC), direction="incoming",
+                    from_number="+41445001020", from_name="Cleo", text="hello")
+    digest = MessageLog(contact_id="cleo", kind="SMS", conversation_id="c", day="2026-11-01", zone="UTC",
+                        messages=(first,), key="d1")
+    assert store.record_message(digest, "msg-1") == "msg-1"
+    later = digest.with_message(Message(id="m2", time=datetime(2026, 11, 1, 10, tzinfo=UTC), direction="outgoing",
+                                        to_number="+41445001020", to_name="Cleo", text="hi Cleo"))
+    assert store.record_message(later, "msg-other") == "msg-1"  # the same digest: its record, updated
+    [message] = store.messages("cleo")
+    assert message["message_count"] == 2 and message["body"].endswith("10:00 \u2192 Cleo: hi Cleo")
+    assert message["title"] == "SMS conversation with Cleo \u2013 2026-11-01"
 
 
 def test_sqlite_and_postgres_give_the_same_answers(pg, tmp_path):
