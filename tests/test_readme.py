@@ -36,3 +36,30 @@ def test_every_toml_example_is_a_valid_configuration(index, tmp_path):
     variables = {name: f"example-{name.lower()}" for name in re.findall(r"\$\{(\w+)\}", text)}
     settings = load_settings({"LOOKUP_CONFIG": str(path), **variables})
     assert settings.tenants and all(tenant.backends for tenant in settings.tenants)
+
+
+# Every `curl ... http://127.0.0.1:8000/<Workflow> -d '{...}'` of the README, posted to the demo's
+# contacts: the examples of CallFlow, MessageLog and CreateContact answer 200 as shown.
+POSTS = re.findall(r"http://127\.0\.0\.1:8000/(\w+)(?: \\\n\s*)? -d '(\{.*?\})'", open(README, encoding="utf-8").read(),
+                   re.S)
+
+
+def test_the_readme_has_post_examples_for_each_workflow():
+    assert {path for path, _ in POSTS} >= {"CallFlow", "MessageLog", "CreateContact"}
+
+
+def test_every_workflow_example_of_the_readme_answers_200(make_app, load_contacts, tmp_path):
+    import json
+
+    from tests.conftest import DEMO_CSV, HEADERS
+
+    load_contacts(DEMO_CSV)
+    path = tmp_path / "lookup.toml"
+    path.write_text(f'[[tenant]]\nname = "t"\ntokens = ["{HEADERS["X-Execution-Token"]}"]\ncreate_contacts_in = '
+                    f'"directory"\n  [[tenant.backend]]\n  name = "directory"\n  type = "directory"\n'
+                    f'  path = "{tmp_path / "directory.sqlite3"}"\n')
+    client = make_app(LOOKUP_CONFIG=str(path)).test_client()
+    for workflow, body in POSTS:
+        response = client.post(f"/{workflow}", json=json.loads(body), headers=HEADERS)
+        assert response.status_code == 200, (workflow, body, response.get_json())
+        assert response.get_json()["id"]
