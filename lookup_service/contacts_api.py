@@ -28,6 +28,7 @@ from crm_backends.base import Backend
 from lookup_core.phone import InvalidPhoneNumber, PhoneNumber, extract_numbers, parse_number
 from lookup_core.types import Contact
 from lookup_service import keys
+from lookup_service.cors import CorsPolicy
 from lookup_service.errors import ApiError
 from lookup_service.routes import json_response
 from lookup_service.schemas import find_key
@@ -53,13 +54,15 @@ def _store_of(backend: Backend) -> Any | None:
     return store if store is not None and hasattr(store, "listing") else None
 
 
+_EXPOSED = "X-Contacts-Unlisted, X-Contacts-Full-Listing, X-Contacts-Incomplete"
+
+
 def register_contacts_api(app: Flask, service: Service) -> None:
     bp = Blueprint("contacts", __name__)
     header = service.settings.token_header
     tokens = service.tokens
     configs: dict[str, TenantConfig] = {config.name: config for config in service.settings.tenants}
-    every_origin = {origin for config in configs.values() for origin in config.allowed_origins}
-    allow_headers = f"{header}, Content-Type"
+    cors = CorsPolicy(configs.values(), header)
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="contacts")
 
     def authenticate() -> tuple[Tenant, TenantConfig]:
@@ -67,30 +70,12 @@ def register_contacts_api(app: Flask, service: Service) -> None:
         g.contacts_tenant = tenant.name
         return tenant, configs[tenant.name]
 
-    def origin_allowed(origin: str, tenant_name: str | None) -> bool:
-        allowed = configs[tenant_name].allowed_origins if tenant_name in configs else every_origin
-        return origin.lower() in allowed or "*" in allowed
-
     @bp.after_request
-    def cors(response: Response) -> Response:
-        origin = request.headers.get("Origin")
-        if origin and origin_allowed(origin, g.get("contacts_tenant")):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "X-Contacts-Unlisted, X-Contacts-Full-Listing, " \
-                                                                "X-Contacts-Incomplete"
-        response.vary.add("Origin")
-        return response
+    def readable_by_origin(response: Response) -> Response:
+        return cors.answer(response, request.headers.get("Origin"), g.get("contacts_tenant"), _EXPOSED)
 
     def preflight() -> Response:
-        # no token in a preflight: any tenant's origin gets the answer, the real request is checked
-        response = Response(status=204)
-        origin = request.headers.get("Origin")
-        if origin and origin_allowed(origin, None):
-            response.headers["Access-Control-Allow-Methods"] = _METHODS
-            response.headers["Access-Control-Allow-Headers"] = allow_headers
-            response.headers["Access-Control-Max-Age"] = "600"
-        response.headers["Allow"] = _METHODS
-        return response
+        return cors.preflight(request.headers.get("Origin"), _METHODS)
 
     @bp.route("/contacts", methods=["GET", "OPTIONS"], provide_automatic_options=False)
     def contacts() -> Response:

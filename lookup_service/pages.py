@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, render_template, request, url_for
 
 from crm_backends.mirror import MirroredBackend
+from lookup_service.cors import CorsPolicy
 from lookup_service.errors import ApiError
 from lookup_service.service import Service
 from lookup_service.tenants import Tenant
@@ -62,32 +63,19 @@ def register_pages(app: Flask, service: Service) -> None:
 
     # The adapter asks /status for the tenant's icon from the partner's page: the same origins as the
     # contacts endpoints (the tenant's allowed_origins) may read it.
-    origins = {config.name: set(config.allowed_origins) for config in service.settings.tenants}
-    every_origin = set().union(*origins.values())
-
-    def allowed(origin: str | None, tenant: str | None) -> bool:
-        permitted = every_origin if tenant is None else origins.get(tenant, set())
-        return bool(origin) and (origin.lower() in permitted or "*" in permitted)  # type: ignore[union-attr]
+    cors = CorsPolicy(service.settings.tenants, header)
 
     @bp.route("/status", methods=["GET", "OPTIONS"], provide_automatic_options=False)
     def status() -> Response:
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS":  # a preflight carries no token
-            response = Response(status=204, headers={"Allow": "GET, OPTIONS"})
-            if allowed(origin, None):
-                response.headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "GET",
-                                         "Access-Control-Allow-Headers": header, "Access-Control-Max-Age": "600"})
-            response.vary.add("Origin")
-            return response
+            return cors.preflight(origin, "GET, OPTIONS")
         tenant = service.tokens.require(request.headers)
         body = {"tenant": tenant.name, "contactIcon": contact_icon(tenant),
                 "backends": backend_states(service, tenant)}
         response = Response(json.dumps(body, ensure_ascii=False), mimetype="application/json",
                             headers={"Cache-Control": "no-store"})
-        if allowed(origin, tenant.name):
-            response.headers["Access-Control-Allow-Origin"] = origin
-        response.vary.add("Origin")
-        return response
+        return cors.answer(response, origin, tenant.name)
 
     @bp.route("/embeddable/adapter.js", methods=["GET"])
     def adapter() -> Response:
