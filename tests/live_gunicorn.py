@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import http.client
 import os
-import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.servers import free_port
+from tests.servers.lookup_process import procfile_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile_command() -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = shlex.split(line[4:])
-    command[0] = str(Path(sys.executable).parent / "gunicorn")
-    return command
 
 
 class LiveGunicorn:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import http.client
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,17 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.servers import free_port
+from tests.servers.lookup_process import procfile_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "worker-test-token-0123"
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from Linux /proc")
 
 
-def _procfile_command() -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = shlex.split(line[4:])
-    command[0] = str(Path(sys.executable).parent / "gunicorn")
-    return command
 
 
 @pytest.fixture
@@ -45,7 +39,7 @@ def gunicorn(tmp_path):
                "LOOKUP_ACCESS_LOG": "0", "LOOKUP_PHONE_INDEX": "0"}
         env.pop("LOOKUP_CONFIG", None)
         log = open(tmp_path / "gunicorn.log", "ab")  # noqa: SIM115 - closed with the process below
-        process = subprocess.Popen(_procfile_command(), cwd=ROOT, env=env, stdout=log, stderr=log,
+        process = subprocess.Popen(procfile_command(), cwd=ROOT, env=env, stdout=log, stderr=log,
                                    start_new_session=True)
         log.close()
         started.append(process)

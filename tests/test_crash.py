@@ -12,11 +12,9 @@ from __future__ import annotations
 import collections
 import os
 import random
-import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +26,7 @@ import requests
 from crm_backends.contact_store import ContactStore
 from crm_backends.directory_import import import_file
 from tests.servers import free_port
+from tests.servers.lookup_process import procfile_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "crash-token-0123456789"
@@ -39,11 +38,6 @@ pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers in Linux /proc")]
 
 
-def _command(port: int) -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = shlex.split(line[4:])
-    command[0] = str(Path(sys.executable).parent / "gunicorn")
-    return command + ["--bind", f"127.0.0.1:{port}"]
 
 
 def _workers(master: int) -> list[int]:
@@ -72,7 +66,7 @@ def service(tmp_path):
                "LOOKUP_INSTANCE_DIR": str(tmp_path), "LOOKUP_ACCESS_LOG": "0", "LOOKUP_PHONE_INDEX": "0", **extra}
         env.pop("LOOKUP_CONFIG", None)
         log = open(tmp_path / "gunicorn.log", "ab")  # noqa: SIM115 - closed with the process below
-        process = subprocess.Popen(_command(port), cwd=ROOT, env=env, stdout=log, stderr=log,
+        process = subprocess.Popen(procfile_command(port), cwd=ROOT, env=env, stdout=log, stderr=log,
                                    start_new_session=True)
         log.close()
         processes.append(process)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from lookup_service.openapi import build_spec, contact_schema, undescribed_rules
 from lookup_service.schemas import CAMEL_KEYS, PASCAL_KEYS, ResponseFormat, WorkflowInputs
 from tests.conftest import DEMO_CSV, HEADERS, TOKEN
 from tests.servers import free_port
-from tests.servers.lookup_process import start_service
+from tests.servers.lookup_process import procfile_command, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ_EXAMPLES = int(os.environ.get("OPENAPI_FUZZ_EXAMPLES", "100"))
@@ -181,11 +180,6 @@ def test_the_spec_follows_the_app_it_is_built_for(make_app):
 
 # --- schemathesis against a live gunicorn --------------------------------------------------------------
 
-def _procfile_command(port: int) -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = shlex.split(line[4:])
-    command[0] = str(Path(sys.executable).parent / command[0])
-    return [*command, "--bind", f"127.0.0.1:{port}"]  # on the command line it wins over the config's 0.0.0.0
 
 
 @pytest.fixture
@@ -205,7 +199,7 @@ def live_service(tmp_path):
            "LOOKUP_TOKENS": TOKEN, "LOOKUP_METRICS_TOKEN": METRICS_TOKEN,
            "LOOKUP_DIRECTORY": str(tmp_path / "directory.sqlite3"), "LOOKUP_STATE_DB": str(tmp_path / "state.sqlite3"),
            "LOOKUP_INSTANCE_DIR": str(tmp_path / "instance"), "LOOKUP_ACCESS_LOG": "0"}
-    service = start_service(_procfile_command(port), port, env, ROOT, tmp_path / "gunicorn.log")
+    service = start_service(procfile_command(port), port, env, ROOT, tmp_path / "gunicorn.log")
     yield service
     service.stop()
 

@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from lookup_core.types import CallRecord, Contact, Message, MessageLog
 from lookup_service import create_app
 from tests.conftest import HEADERS, TOKEN, write_csv
 from tests.servers import free_port, wait_until
+from tests.servers.lookup_process import procfile_command
 from tests.servers.postgres import PASSWORD, Postgres, postgres_server
 from tests.test_phone_index import POOL, _contacts, _fill
 
@@ -342,11 +342,6 @@ def test_the_app_and_its_cli_use_postgresql(pg, tmp_path):
 
 # --- two service processes, one database ---------------------------------------------------------
 
-def _procfile_command() -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = shlex.split(line[4:])
-    command[0] = str(Path(sys.executable).parent / "gunicorn")
-    return command
 
 
 def _environment(url: str, instance: Path, **extra: str) -> dict[str, str]:
@@ -381,7 +376,7 @@ def two_services(pg, tmp_path) -> Iterator[tuple[str, list[int]]]:
             instance = tmp_path / name
             instance.mkdir()
             log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - closed once the process has it
-            processes.append(subprocess.Popen(_procfile_command(), cwd=ROOT, env=_environment(url, instance,
+            processes.append(subprocess.Popen(procfile_command(), cwd=ROOT, env=_environment(url, instance,
                              PORT=str(port)), stdout=log, stderr=log, start_new_session=True))
             log.close()
             ports.append(port)

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def procfile_command(port: int | None = None) -> list[str]:
+    """The Procfile's web command, run with this environment's gunicorn; with ``port``, bound to
+    127.0.0.1 (on the command line the bind wins over the configuration's 0.0.0.0)."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = shlex.split(line[4:])
+    command[0] = str(Path(sys.executable).parent / command[0])
+    return command + (["--bind", f"127.0.0.1:{port}"] if port is not None else [])
 
 
 class ServiceProcess:
