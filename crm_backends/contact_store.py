@@ -30,7 +30,7 @@ from lookup_core.phone import PhoneNumber, extract_numbers
 from lookup_core.types import CallRecord, Contact, MessageLog, StoredPhone
 
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
-from .sqlite_schema import LOOKUP, SCHEMA, add_missing_columns, read_generations, use_wal
+from .sqlite_schema import LOOKUP, RANKING, SCHEMA, add_missing_columns, read_generations, use_wal
 
 
 @dataclass
@@ -427,16 +427,16 @@ class ContactStore:
         if not keys:
             return found
         rows = self.conn.execute(
-            f"""SELECT p.key, {_FULL} FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
+            f"""SELECT p.key, {_FULL}, MIN(p.extension != '') AS loose
+                FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid
                 WHERE p.key IN ({','.join('?' * len(keys))})
-                GROUP BY p.key, c.rowid ORDER BY p.key, MIN(p.extension != ''), c.last_activity DESC NULLS LAST,
-                    c.name, c.rowid""",
+                GROUP BY p.key, c.rowid ORDER BY p.key, {RANKING}""",
             keys,
         ).fetchall()
         for row in rows:
             bucket = found.setdefault(row[0], [])
             if len(bucket) < limit:
-                bucket.append(_full_contact(row[1:]))
+                bucket.append(_full_contact(row[1:-1]))
         return found
 
     def get(self, contact_id: str) -> Contact | None:

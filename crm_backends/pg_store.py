@@ -579,14 +579,13 @@ class PgContactStore:
         s = self._s
         with self._connection() as conn:
             rows = conn.execute(
-                f"""SELECT p.key, {_FULL} FROM {s}.phones p JOIN {s}.contacts c ON c.pk = p.contact_pk
-                    WHERE p.key = ANY(%s) GROUP BY p.key, c.pk
-                    ORDER BY p.key, bool_and(p.extension <> ''), c.last_activity DESC NULLS LAST,
-                        c.name COLLATE "C" NULLS FIRST, c.pk""", (keys,)).fetchall()
+                f"""SELECT p.key, {_FULL}, bool_and(p.extension <> '') AS loose
+                    FROM {s}.phones p JOIN {s}.contacts c ON c.pk = p.contact_pk
+                    WHERE p.key = ANY(%s) GROUP BY p.key, c.pk ORDER BY p.key, {_RANKING}""", (keys,)).fetchall()
         for row in rows:
             bucket = found.setdefault(row[0], [])
             if len(bucket) < limit:
-                bucket.append(_full_contact(row[1:]))
+                bucket.append(_full_contact(row[1:-1]))
         return found
 
     def get(self, contact_id: str) -> Contact | None:

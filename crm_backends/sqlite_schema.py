@@ -117,13 +117,14 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
                 if "duplicate column" not in str(exc):
                     raise
 
-# One number's contacts, ranked; and every number's, in the same ranking (the phone index).
+# One number's contacts, ranked; and every number's, in the same ranking (the phone index). RANKING
+# needs the column `loose` (the contact has the number only with an extension).
 _COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
        c.email, MIN(p.extension != '') AS loose
 FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
-_RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
-LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {_RANKING} LIMIT ?"
-RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {_RANKING}"
+RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
+LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {RANKING} LIMIT ?"
+RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {RANKING}"
 
 
 def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:
