@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS contacts (
     custom_data TEXT,
     phones TEXT,
     last_activity REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    phone_types TEXT,  -- JSON: a raw value of phones -> its type (lookup_core.phone_types)
+    job_title TEXT,
+    image_url TEXT
 );
 CREATE TABLE IF NOT EXISTS phones (
     key TEXT NOT NULL,
@@ -92,6 +95,32 @@ FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
 _RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
 LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {_RANKING} LIMIT ?"
 RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {_RANKING}"
+
+
+# Columns added to ``contacts`` after stores were first written: (name, SQL type). A store file of
+# an earlier version gets them when it is opened (see :func:`add_columns`); they are read as NULL.
+ADDED_COLUMNS = (("phone_types", "TEXT"), ("job_title", "TEXT"), ("image_url", "TEXT"))
+
+
+def add_columns(conn: sqlite3.Connection) -> list[str]:
+    """Add the :data:`ADDED_COLUMNS` a store written by an earlier version lacks; returns their
+    names. Under the write lock, so that two processes opening the same old file do not race."""
+    def missing() -> list[tuple[str, str]]:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(contacts)")}
+        return [(name, kind) for name, kind in ADDED_COLUMNS if name not in present]
+
+    if not missing():
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        added = missing()
+        for name, kind in added:
+            conn.execute(f"ALTER TABLE contacts ADD COLUMN {name} {kind}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return [name for name, _ in added]
 
 
 def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -137,7 +137,8 @@ def test_the_report_says_which_column_was_read_as_what(make_app):
     app = make_app()
     google = run_import(app, os.path.join(DATA, "google-contacts.csv")).output
     for line in ("Phone 1 - Value -> phone (type from Phone 1 - Label)", "Organization Name -> company",
-                 "E-mail 1 - Value (else E-mail 2 - Value) -> email", "Organization Title -> customData title",
+                 "E-mail 1 - Value (else E-mail 2 - Value) -> email",
+                 "Organization Title -> job title (and customData title)",
                  "line 9: no phone number (Eva Nur-Mail)"):
         assert line in google
     outlook = run_import(app, os.path.join(DATA, "outlook-contacts-cp1252.csv")).output
