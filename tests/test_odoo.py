@@ -27,6 +27,7 @@ READ_FIELDS = [
     "phone",
     "mobile",
     "email",
+    "function",
     "parent_id",
     "commercial_partner_id",
     "commercial_company_name",
