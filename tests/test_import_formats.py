@@ -175,6 +175,35 @@ def test_labels_become_the_numbers_type_never_a_number(directory_path):
 
 
 @pytest.mark.parametrize(
+    "filename, name, expected",
+    [
+        ("google-contacts.csv", "Anna Müller", {"+41 21 552 20 00": "business", "079/123 45 67": "mobile"}),
+        ("outlook-contacts-utf8.csv", "Jürg Zürcher",
+         {"041 710 22 33": "business", "041 710 22 34": "fax", "079 444 55 66": "mobile"}),
+        ("outlook-contacts-utf8.csv", "Françoise Schönenberger",
+         {"+41 32 625 70 70": "business", "032 625 70 71": "home"}),  # Company Main Phone, Home Phone
+        ("outlook-contacts-de-cp1252.csv", "Régine Bühler", None),
+    ],
+)
+def test_the_stored_contact_keeps_each_numbers_type_and_the_job_title(directory_path, filename, name, expected):
+    store = ContactStore(directory_path)
+    try:
+        import_file(store, os.path.join(DATA, filename))
+        [row] = store.conn.execute("SELECT id FROM contacts WHERE name = ?", (name,)).fetchall()
+        contact = store.get(row[0])
+    finally:
+        store.close()
+    if expected is None:  # Telefon Firma, Haupttelefon, Fax geschäftlich, Autotelefon
+        assert set(contact.phone_types.values()) == {"business", "fax", "other"}
+    else:
+        assert contact.phone_types == expected
+    if name == "Jürg Zürcher":  # "Job Title" beside Outlook's "Title" (Dr.)
+        assert contact.job_title == "Geschäftsführer"
+    if name == "Anna Müller":  # Google's "Organization Title"
+        assert contact.job_title == "Leiterin Buchhaltung"
+
+
+@pytest.mark.parametrize(
     "header, field, phone_type",
     [
         ("Telefon", "phone", None), ("Téléphone", "phone", None), ("Tel.", "phone", None), ("TEL", "phone", None),
