@@ -208,9 +208,9 @@ class RecordFields(Schema):
     email = JMESPathField(load_default=None)
     last_activity = JMESPathField(load_default=None)
     custom_data = ExpressionMap(load_default=dict)
-    # the contacts API: the types of the numbers ``phones`` finds, in the same order (``phones[].type``
-    # beside ``phones[].number``, or ``['work', 'mobile']`` beside ``[phone, mobile]``), each read by
-    # lookup_core.phone_types.phone_type; the job title and a picture URL
+    # the contacts API: the types of the numbers ``phones`` finds, in the same order and number
+    # (``phones[].type`` beside ``phones[].number``, or ``['work', 'mobile']`` beside ``[phone, mobile]``),
+    # each read by lookup_core.phone_types.phone_type; the job title and a picture URL
     phone_types = JMESPathField(load_default=None)
     job_title = JMESPathField(load_default=None)
     image_url = JMESPathField(load_default=None)
@@ -464,13 +464,14 @@ def _phones(value: Any) -> list[str]:
 
 
 def _phone_types(numbers: Any, labels: Any) -> dict[str, str]:
-    """Each number's type: ``labels`` beside ``numbers``, item by item (a list beside a list, or
-    one value beside one value); an item without a label has no type."""
+    """Each number's type: ``labels`` beside ``numbers``, item by item (a list beside a list of the
+    same length, or one value beside one value). Lists of different lengths (a projection such as
+    ``phones[].type`` leaves out the entries without a type) cannot be paired: no type then."""
     if labels is None:
         return {}
     if not isinstance(numbers, list):
         numbers, labels = [numbers], [labels]
-    elif not isinstance(labels, list):
+    elif not isinstance(labels, list) or len(labels) != len(numbers):
         return {}
     types: dict[str, str] = {}
     for item, label in zip(numbers, labels, strict=False):
