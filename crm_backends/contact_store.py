@@ -30,7 +30,7 @@ from lookup_core.phone import PhoneNumber, extract_numbers
 from lookup_core.types import CallRecord, Contact, MessageLog, StoredPhone
 
 from .phone_index import BuildReport, InvalidIndex, PhoneIndex, SnapshotKeeper, build, index_path
-from .sqlite_schema import LOOKUP, RANKING, SCHEMA, add_missing_columns, read_generations, use_wal
+from .sqlite_schema import LOOKUP, RANKING, SCHEMA, add_columns, read_generations, use_wal
 
 
 @dataclass
@@ -83,7 +83,9 @@ class DirectoryStore(Protocol):
 
 def contact_row(contact: Contact, now: float) -> tuple:
     """A contact as the stores write it: id, name, company, contact_uri, company_uri, email,
-    custom_data (JSON), phones (JSON), last_activity (epoch seconds), updated_at."""
+    custom_data (JSON), phones (JSON), last_activity (epoch seconds), updated_at, phone_types
+    (JSON, only the types of numbers in ``phones``), job_title, image_url."""
+    types = {raw: kind for raw, kind in contact.phone_types.items() if raw in contact.phones and kind}
     return (
         contact.id,
         contact.name,
@@ -95,6 +97,9 @@ def contact_row(contact: Contact, now: float) -> tuple:
         json.dumps(contact.phones, ensure_ascii=False),
         contact.last_activity.timestamp() if contact.last_activity else None,
         now,
+        json.dumps(types, ensure_ascii=False) if types else None,
+        contact.job_title,
+        contact.image_url,
     )
 
 
@@ -141,7 +146,7 @@ class ContactStore:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
-            add_missing_columns(conn)
+            add_columns(conn)  # a store written by an earlier version
             # a new store's search index is kept by every write from the start
             conn.execute("INSERT OR IGNORE INTO meta (name, value) SELECT 'search_index', '1' "
                          "WHERE NOT EXISTS (SELECT 1 FROM contacts)")
@@ -260,12 +265,13 @@ class ContactStore:
             )
             conn.executemany(
                 """INSERT INTO contacts (id, name, company, contact_uri, company_uri, email,
-                       custom_data, phones, last_activity, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       custom_data, phones, last_activity, updated_at, phone_types, job_title, image_url)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET name=excluded.name, company=excluded.company,
                        contact_uri=excluded.contact_uri, company_uri=excluded.company_uri,
                        email=excluded.email, custom_data=excluded.custom_data,
-                       phones=excluded.phones,
+                       phones=excluded.phones, phone_types=excluded.phone_types,
+                       job_title=excluded.job_title, image_url=excluded.image_url,
                        last_activity=COALESCE(excluded.last_activity, contacts.last_activity),
                        updated_at=excluded.updated_at""",
                 contact_rows,
@@ -485,16 +491,19 @@ class ContactStore:
 
 
 TOMBSTONE_KEEP_S = 30 * 86400.0  # deletions older than this are forgotten: older syncs get a full listing
-_FULL = "c.id, c.name, c.company, c.contact_uri, c.company_uri, c.email, c.custom_data, c.phones, c.updated_at"
+_FULL = ("c.id, c.name, c.company, c.contact_uri, c.company_uri, c.email, c.custom_data, c.phones, c.updated_at, "
+         "c.phone_types, c.job_title, c.image_url")
 
 
 def _full_contact(row: tuple | list) -> Contact:
-    """A contact from the ``_FULL`` columns, with its numbers as stored (``phones``); ``last_activity``
-    carries the time it was last written (the contacts API has no other use for it)."""
+    """A contact from the ``_FULL`` columns, with its numbers as stored (``phones``) and their types;
+    ``last_activity`` carries the time it was last written (the contacts API has no other use for it).
+    A contact written before types were kept has none (its numbers answer "unknown")."""
     return Contact(
         id=row[0], name=row[1], company=row[2], contact_uri=row[3], company_uri=row[4], email=row[5],
         custom_data=json.loads(row[6]) if row[6] else {}, phones=json.loads(row[7]) if row[7] else [],
         last_activity=datetime.fromtimestamp(row[8], UTC) if row[8] else None,
+        phone_types=json.loads(row[9]) if row[9] else {}, job_title=row[10], image_url=row[11],
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import TypeVar
 
+from lookup_core.phone_types import phone_type as embeddable_type
 from lookup_core.types import Contact, StoredPhone
 
 from .contact_store import ContactStore, normalize_phones
@@ -66,6 +67,9 @@ HEADER_ALIASES: dict[str, tuple[str, str | None]] = {
     # a plain "Title" is a job title, unless a job title column is there too (Outlook: "Dr.")
     **dict.fromkeys(("title", "jobtitle", "organizationtitle", "position", "funktion", "fonction", "poste"),
                     ("title", None)),
+    # a picture's address (Google: "Photo", a URL)
+    **dict.fromkeys(("photo", "photourl", "picture", "pictureurl", "avatar", "profileimageurl", "imageurl"),
+                    ("image_url", None)),
     # e-mail
     **dict.fromkeys(("email", "emailaddress", "emailvalue", "emailadresse", "mail", "courriel",
                      "adressedemessagerie", "adresseemail", "adressemail"), ("email", None)),
@@ -81,7 +85,7 @@ HEADER_ALIASES: dict[str, tuple[str, str | None]] = {
     "telex": ("phone", "telex"), "ruckmeldung": ("phone", "callback"),
     # export bookkeeping that says nothing about the caller
     **dict.fromkeys(("emaillabel", "emailtype", "emailtyp", "emaildisplayname", "emailangezeigtername", "labels",
-                     "groupmembership", "photo", "fileas", "phoneticfirstname", "phoneticmiddlename",
+                     "groupmembership", "fileas", "phoneticfirstname", "phoneticmiddlename",
                      "phoneticlastname", "yominame", "givennameyomi", "additionalnameyomi", "familynameyomi",
                      "organizationtype", "organizationyominame", "gender", "geschlecht", "sensitivity",
                      "vertraulichkeit", "priority", "prioritat", "private", "privat", "internetfreebusy",
@@ -492,13 +496,13 @@ class _Columns:
         title = self.header
         lines = []
         for name in ("id", "name", "first_name", "middle_name", "last_name", "company", "title", "email",
-                     "contact_uri", "company_uri"):
+                     "contact_uri", "company_uri", "image_url"):
             indexes = self.named.get(name, [])
             if indexes:
                 used = title[indexes[0]] + (f" (else {', '.join(title[i] for i in indexes[1:])})"
                                             if len(indexes) > 1 else "")
                 target = {"first_name": "name (first)", "middle_name": "name (middle)", "last_name": "name (last)",
-                          "title": "customData title"}.get(name, name)
+                          "title": "job title (and customData title)"}.get(name, name)
                 lines.append(f"{used} -> {target}")
         for index, kind, label in self.phones:
             how = f"type from {title[label]}" if label is not None else (kind or "no type")
@@ -636,6 +640,7 @@ def _rows(lines: Iterable[tuple[int, list[str]]], columns: _Columns) -> Iterator
         title = cell("title")
         if title:
             custom.setdefault("title", title)
+        image = cell("image_url")
         yield _Row(line, Contact(
             id=cell("id"),
             name=name or None,
@@ -645,6 +650,9 @@ def _rows(lines: Iterable[tuple[int, list[str]]], columns: _Columns) -> Iterator
             email=cell("email") or None,
             custom_data=custom,
             phones=[number.text for number in numbers],
+            phone_types={number.text: embeddable_type(number.type) for number in numbers if number.type},
+            job_title=title or None,
+            image_url=image if image.startswith(("https://", "http://")) else None,
         ), numbers)
 
 

@@ -97,12 +97,15 @@ RECENT_CALLS = 1024
 # How long a new call may take to appear in the calls search (HubSpot says "a few seconds").
 SEARCH_INDEX_LAG_S = 15.0
 
+# The contact's main number is its business line (HubSpot keeps the mobile apart): the contacts API's phoneType.
+PHONE_TYPES = {"phone": "business", "mobilephone": "mobile"}
 BASE_PROPERTIES = (
     "firstname",
     "lastname",
     "company",
     "phone",
     "mobilephone",
+    "jobtitle",
     "email",
     "lastmodifieddate",
     "notes_last_updated",
@@ -345,7 +348,8 @@ class HubSpotBackend(HttpSource):
         props = record.get("properties")
         if not contact_id or not isinstance(props, dict):
             return None
-        phones = [str(props[p]).strip() for p in ("phone", "mobilephone") if scalar(props.get(p))]
+        typed = [(str(props[p]).strip(), kind) for p, kind in PHONE_TYPES.items() if scalar(props.get(p))]
+        phones = [value for value, _ in typed]
         if not phones:
             return None
         first, last = scalar(props.get("firstname")), scalar(props.get("lastname"))
@@ -369,6 +373,8 @@ class HubSpotBackend(HttpSource):
             phones=phones,
             last_activity=activity,
             email=email_address,
+            phone_types=dict(reversed(typed)),  # the same number in both: the first property's type
+            job_title=scalar(props.get("jobtitle")),
         )
 
     def _attach_companies(self, contacts: list[Contact], portal: str | None, deadline: float | None) -> None:

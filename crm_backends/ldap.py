@@ -41,6 +41,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from lookup_core.errors import BackendConfigError, BackendUnavailable, CredentialsRejected
 from lookup_core.phone import PhoneNumber
+from lookup_core.phone_types import phone_type
 from lookup_core.types import Contact, SyncBatch
 
 from .base import Backend, BackendOptions, BackendSpec
@@ -104,6 +105,9 @@ class AttributeMap(Schema):
     company = AttributeNames(load_default=lambda: ["company", "o"])
     email = AttributeNames(load_default=lambda: ["mail"])
     phones = AttributeNames(load_default=lambda: list(DEFAULT_PHONE_ATTRIBUTES))
+    # the contacts API's jobTitle and profileImageUrl (an attribute holding an http(s) URL)
+    job_title = AttributeNames(load_default=lambda: ["title"])
+    image_url = AttributeNames(load_default=list)
     # "" picks entryUUID (OpenLDAP, 389 DS) or objectGUID (AD), else the DN; "dn" forces the DN.
     id = fields.String(load_default="")
     custom_data = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -314,6 +318,8 @@ class LdapBackend(Backend):
             + self.attrs["company"]
             + self.attrs["email"]
             + self.attrs["phones"]
+            + self.attrs["job_title"]
+            + self.attrs["image_url"]
             + list(self.attrs["custom_data"].values())
             + self._uri_fields
             + self._id_attrs
@@ -588,8 +594,12 @@ class LdapBackend(Backend):
             log.debug("%s: entry without id attribute skipped", self._where())
             return None
         phones: list[str] = []
+        types: dict[str, str] = {}
         for attribute in self.attrs["phones"]:
-            phones += entry.texts(attribute)
+            values = entry.texts(attribute)
+            phones += values
+            for value in values:  # the attribute names the type: mobile, homePhone, facsimileTelephoneNumber...
+                types.setdefault(value, phone_type(attribute))
         custom = {}
         for label, attribute in self.attrs["custom_data"].items():
             values = entry.texts(attribute)
@@ -605,6 +615,10 @@ class LdapBackend(Backend):
             custom_data=custom,
             contact_uri=self._uri(self.options["contact_uri_template"], entry, contact_id),
             company_uri=self._uri(self.options["company_uri_template"], entry, contact_id),
+            phone_types=types,
+            job_title=entry.first(self.attrs["job_title"]),
+            image_url=next((url for url in (u.split()[0] for a in self.attrs["image_url"] for u in entry.texts(a))
+                            if url.lower().startswith(("https://", "http://"))), None),
         )
 
     def _uri(self, template: str, entry: _Entry, contact_id: str) -> str | None:

@@ -50,6 +50,8 @@ from .http import HttpSource, positive_int, retry_after, text
 
 log = logging.getLogger(__name__)
 
+# A partner's phone is its business line, mobile its mobile (the contacts API's phoneType).
+PHONE_TYPES = {"phone": "business", "mobile": "mobile"}
 ODOO_LOGO = "https://odoocdn.com/openerp_website/static/src/img/assets/png/odoo_logo.png"
 _DATETIME = "%Y-%m-%d %H:%M:%S"
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?")
@@ -335,11 +337,12 @@ class OdooBackend(HttpSource):
         partner_id = positive_int(row.get("id"))
         if partner_id is None:
             return None
-        phones = [
-            value.strip()
+        typed = [
+            (value.strip(), PHONE_TYPES[name])
             for name in schema.phone_fields
             if isinstance(value := row.get(name), str) and value.strip()
         ]
+        phones = [value for value, _ in typed]
         own_name = text(row.get("name"))
         parent = _many2one(row.get("parent_id"))
         commercial = _many2one(row.get("commercial_partner_id"))
@@ -363,6 +366,8 @@ class OdooBackend(HttpSource):
             phones=phones,
             email=text(row.get("email")),
             last_activity=_odoo_datetime(row.get("write_date")),
+            phone_types=dict(reversed(typed)),  # the same number in both fields: phone's type
+            job_title=text(row.get("function")),  # "Job Position"
         )
 
     def _form_url(self, record_id: int) -> str:
@@ -515,6 +520,7 @@ class OdooBackend(HttpSource):
                 "name",
                 *phone_fields,
                 "email",
+                "function",
                 "parent_id",
                 "commercial_partner_id",
                 "commercial_company_name",

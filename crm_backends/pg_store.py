@@ -155,6 +155,12 @@ CREATE TABLE {s}.messages (
 );
 CREATE INDEX messages_by_contact ON {s}.messages (contact_id);
 """),
+    # the contacts API: each number's type (JSON, raw value -> type), the job title and the picture
+    (4, """
+ALTER TABLE {s}.contacts ADD COLUMN phone_types TEXT;
+ALTER TABLE {s}.contacts ADD COLUMN job_title TEXT;
+ALTER TABLE {s}.contacts ADD COLUMN image_url TEXT;
+"""),
 ]
 
 # The ranking of contact_store.py, in PostgreSQL: NULL names first and names in byte order, as SQLite
@@ -166,7 +172,7 @@ _RANKING = 'loose, c.last_activity DESC NULLS LAST, c.name COLLATE "C" NULLS FIR
 _LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = %s GROUP BY c.pk ORDER BY {_RANKING} LIMIT %s"
 _RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.pk ORDER BY p.key, {_RANKING}"
 _CONTACT_FIELDS = ("id", "name", "company", "contact_uri", "company_uri", "email", "custom_data", "phones",
-                   "last_activity", "updated_at")
+                   "last_activity", "updated_at", "phone_types", "job_title", "image_url")
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -445,7 +451,8 @@ class PgContactStore:
         with self.write() as conn:
             conn.execute("""CREATE TEMP TABLE IF NOT EXISTS incoming_contacts (ord INTEGER, id TEXT, name TEXT,
                 company TEXT, contact_uri TEXT, company_uri TEXT, email TEXT, custom_data TEXT, phones TEXT,
-                last_activity DOUBLE PRECISION, updated_at DOUBLE PRECISION) ON COMMIT DELETE ROWS""")
+                last_activity DOUBLE PRECISION, updated_at DOUBLE PRECISION, phone_types TEXT, job_title TEXT,
+                image_url TEXT) ON COMMIT DELETE ROWS""")
             conn.execute("""CREATE TEMP TABLE IF NOT EXISTS incoming_phones (key TEXT, contact_id TEXT,
                 extension TEXT) ON COMMIT DELETE ROWS""")
             with conn.cursor() as cursor:
@@ -474,12 +481,16 @@ class PgContactStore:
                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, company = EXCLUDED.company,
                     contact_uri = EXCLUDED.contact_uri, company_uri = EXCLUDED.company_uri,
                     email = EXCLUDED.email, custom_data = EXCLUDED.custom_data, phones = EXCLUDED.phones,
+                    phone_types = EXCLUDED.phone_types, job_title = EXCLUDED.job_title,
+                    image_url = EXCLUDED.image_url,
                     last_activity = COALESCE(EXCLUDED.last_activity, contacts.last_activity),
                     updated_at = EXCLUDED.updated_at
                 WHERE (contacts.name, contacts.company, contacts.contact_uri, contacts.company_uri, contacts.email,
-                       contacts.custom_data, contacts.phones, contacts.last_activity)
+                       contacts.custom_data, contacts.phones, contacts.phone_types, contacts.job_title,
+                       contacts.image_url, contacts.last_activity)
                     IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.company, EXCLUDED.contact_uri, EXCLUDED.company_uri,
-                       EXCLUDED.email, EXCLUDED.custom_data, EXCLUDED.phones,
+                       EXCLUDED.email, EXCLUDED.custom_data, EXCLUDED.phones, EXCLUDED.phone_types,
+                       EXCLUDED.job_title, EXCLUDED.image_url,
                        COALESCE(EXCLUDED.last_activity, contacts.last_activity))""")
             conn.execute(f"""INSERT INTO {s}.phones (key, contact_pk, extension)
                 SELECT DISTINCT i.key, c.pk, i.extension

@@ -51,6 +51,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import PhoneNumber
+from lookup_core.phone_types import phone_type
 from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
@@ -348,6 +349,8 @@ class PipedriveBackend(HttpSource):
         org_name: Any,
         phones: list[str],
         emails: list[str],
+        phone_types: dict[str, str] | None = None,
+        job_title: Any = None,
     ) -> Contact:
         return Contact(
             id=str(person_id),
@@ -357,6 +360,8 @@ class PipedriveBackend(HttpSource):
             company_uri=f"{self.app_url}/organization/{org_id}" if org_id else None,
             phones=phones,
             email=emails[0] if emails else None,
+            phone_types=phone_types or {},
+            job_title=text(job_title),
         )
 
     # mirror ---------------------------------------------------------------------------------
@@ -434,8 +439,11 @@ class PipedriveBackend(HttpSource):
             emails = sorted(_values_with_primary(person.get("emails")), key=lambda e: not e[1])
             org_id = positive_int(person.get("org_id"))
             org_name = self._org_names.get(org_id) if org_id else None
+            # a number's label is work, home, mobile or other; job_title comes with Pipedrive's contact sync on
+            types = {value: phone_type(label) for value, label in _labels(person.get("phones")).items()}
             contacts.append(
-                self._contact(person_id, person.get("name"), org_id, org_name, phones, [e[0] for e in emails])
+                self._contact(person_id, person.get("name"), org_id, org_name, phones, [e[0] for e in emails],
+                              types, person.get("job_title"))
             )
         return contacts, deleted, since
 
@@ -753,6 +761,15 @@ def _values_with_primary(items: Any) -> list[tuple[str, bool]]:
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and isinstance(item.get("value"), str | int) and str(item["value"]).strip():
             found.append((str(item["value"]).strip(), item.get("primary") is True))
+    return found
+
+
+def _labels(items: Any) -> dict[str, str]:
+    """The label of each number of ``[{"value": ..., "label": ...}]`` (v2 persons) that has one."""
+    found: dict[str, str] = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("value"), str | int) and isinstance(item.get("label"), str):
+            found.setdefault(str(item["value"]).strip(), item["label"])
     return found
 
 

@@ -41,6 +41,7 @@ from lookup_core.errors import (
     DeliveryRefused,
 )
 from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.phone_types import phone_type
 from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
@@ -207,6 +208,12 @@ class RecordFields(Schema):
     email = JMESPathField(load_default=None)
     last_activity = JMESPathField(load_default=None)
     custom_data = ExpressionMap(load_default=dict)
+    # the contacts API: the types of the numbers ``phones`` finds, in the same order and number
+    # (``phones[].type`` beside ``phones[].number``, or ``['work', 'mobile']`` beside ``[phone, mobile]``),
+    # each read by lookup_core.phone_types.phone_type; the job title and a picture URL
+    phone_types = JMESPathField(load_default=None)
+    job_title = JMESPathField(load_default=None)
+    image_url = JMESPathField(load_default=None)
 
     @validates_schema
     def _has_a_name(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -456,6 +463,25 @@ def _phones(value: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _phone_types(numbers: Any, labels: Any) -> dict[str, str]:
+    """Each number's type: ``labels`` beside ``numbers``, item by item (a list beside a list of the
+    same length, or one value beside one value). Lists of different lengths (a projection such as
+    ``phones[].type`` leaves out the entries without a type) cannot be paired: no type then."""
+    if labels is None:
+        return {}
+    if not isinstance(numbers, list):
+        numbers, labels = [numbers], [labels]
+    elif not isinstance(labels, list) or len(labels) != len(numbers):
+        return {}
+    types: dict[str, str] = {}
+    for item, label in zip(numbers, labels, strict=False):
+        label = scalar(label)
+        if label:
+            for number in _phones(item):
+                types.setdefault(number, phone_type(label))
+    return types
+
+
 def _display(value: Any) -> str | None:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -649,6 +675,8 @@ class RestBackend(HttpSource):
         template = self.options.get("contact_uri_template")
         if not contact_uri and template:
             contact_uri = _fill(template, {"id": contact_id}, lambda text: quote(text, safe=""))
+        found = self._value(get("phones"), record)
+        image = _text(self._value(get("image_url"), record)) or ""
         return Contact(
             id=contact_id,
             name=name,
@@ -656,9 +684,12 @@ class RestBackend(HttpSource):
             contact_uri=contact_uri,
             company_uri=_text(self._value(get("company_uri"), record)),
             custom_data=custom,
-            phones=_phones(self._value(get("phones"), record)),
+            phones=_phones(found),
             last_activity=read_time(self._value(get("last_activity"), record)),
             email=_text(self._value(get("email"), record)),
+            phone_types=_phone_types(found, self._value(get("phone_types"), record)),
+            job_title=_text(self._value(get("job_title"), record)),
+            image_url=image if image.lower().startswith(("https://", "http://")) else None,
         )
 
     def _contacts(self, records: list[Any], what: str) -> list[Contact]:

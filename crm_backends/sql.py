@@ -43,6 +43,7 @@ from lookup_core.errors import (
     DeliveryRefused,
 )
 from lookup_core.phone import PhoneNumber, parse_number
+from lookup_core.phone_types import phone_type
 from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
 
 from .base import Backend, BackendOptions, BackendSpec
@@ -116,6 +117,20 @@ class SqlFields(Schema):
     updated_at = fields.String(load_default=None)
     deleted = fields.String(load_default=None)
     custom_data = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    # the contacts API: each number's type, from a column holding the row's label (a join with a
+    # phones table), or per phone column ({"mobile": "mobile", "tel": "work"}); read by
+    # lookup_core.phone_types.phone_type. And the job title and a picture URL.
+    phone_type = fields.String(load_default=None)
+    phone_types = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    job_title = fields.String(load_default=None)
+    image_url = fields.String(load_default=None)
+
+    @validates_schema
+    def _typed_columns_are_phones(self, data: dict[str, Any], **kwargs: Any) -> None:
+        phones = {column.lower() for column in data.get("phones") or []}
+        for column in data.get("phone_types") or {}:
+            if column.lower() not in phones:
+                raise ValidationError(f"{column!r} is not one of the phones columns", "phone_types")
 
 
 class SqlOptions(BackendOptions):
@@ -231,7 +246,7 @@ class _Columns:
     """Positions of the mapped columns in one result; ``missing`` lists (key, column) not found."""
 
     SINGLE = ("id", "name", "first_name", "last_name", "company", "contact_uri", "company_uri", "email",
-              "last_activity", "updated_at", "deleted")
+              "last_activity", "updated_at", "deleted", "phone_type", "job_title", "image_url")
 
     def __init__(self, keys: Iterable[str], mapping: dict[str, Any], optional: Iterable[str] = ()):
         self.names = list(keys)
@@ -249,7 +264,15 @@ class _Columns:
             return index
 
         self.index = {name: find(f"fields.{name}", mapping.get(name)) for name in self.SINGLE}
-        self.phones = [i for i in (find("fields.phones", c) for c in mapping["phones"]) if i is not None]
+        self.phones: list[int] = []
+        self.phone_labels: dict[int, str] = {}  # a phone column's configured type
+        labels = {column.lower(): label for column, label in (mapping.get("phone_types") or {}).items()}
+        for column in mapping["phones"]:
+            i = find("fields.phones", column)
+            if i is not None:
+                self.phones.append(i)
+                if column.lower() in labels:
+                    self.phone_labels[i] = labels[column.lower()]
         self.custom: list[tuple[str, int]] = []
         for label, column in mapping["custom_data"].items():
             i = find(f"fields.custom_data.{label}", column)
@@ -338,7 +361,9 @@ def _add(items: dict[str, _Item], other: _Item) -> None:
     for phone in source.phones:
         if phone not in target.phones:
             target.phones.append(phone)
-    for name in ("name", "company", "contact_uri", "company_uri", "email"):
+    for phone, kind in source.phone_types.items():
+        target.phone_types.setdefault(phone, kind)
+    for name in ("name", "company", "contact_uri", "company_uri", "email", "job_title", "image_url"):
         if getattr(target, name) is None:
             setattr(target, name, getattr(source, name))
     for label, value in source.custom_data.items():
@@ -703,6 +728,14 @@ class SqlBackend(Backend):
         if name is None:
             parts = [_text(value("first_name")), _text(value("last_name"))]
             name = " ".join(p for p in parts if p) or None
+        row_label = _text(value("phone_type"))
+        types: dict[str, str] = {}
+        for i in columns.phones:
+            label = columns.phone_labels.get(i) or row_label
+            if label:
+                for phone in _phone_values(row[i]):
+                    types.setdefault(phone, phone_type(label))
+        image = _text(value("image_url")) or ""
         contact = Contact(
             id=contact_id,
             name=name,
@@ -713,6 +746,9 @@ class SqlBackend(Backend):
             last_activity=_as_datetime(value("last_activity")),
             phones=list(dict.fromkeys(p for i in columns.phones for p in _phone_values(row[i]))),
             custom_data={label: shown for label, i in columns.custom if (shown := _text(row[i])) is not None},
+            phone_types=types,
+            job_title=_text(value("job_title")),
+            image_url=image if image.lower().startswith(("https://", "http://")) else None,
         )
         if self._templates:
             by_name = {n.lower(): row[i] for i, n in enumerate(columns.names)}

@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS contacts (
     custom_data TEXT,
     phones TEXT,
     last_activity REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    phone_types TEXT,  -- JSON: a raw value of phones -> its type (lookup_core.phone_types)
+    job_title TEXT,
+    image_url TEXT
 );
 CREATE TABLE IF NOT EXISTS phones (
     key TEXT NOT NULL,
@@ -102,21 +105,6 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_contact ON messages (contact_id);
 """
 
-# Columns added to a table after its first release: (table, column, type). A store file made
-# before is given them when it is opened.
-ADDED_COLUMNS = [("calls", "note", "TEXT")]
-
-
-def add_missing_columns(conn: sqlite3.Connection) -> None:
-    for table, column, kind in ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            try:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                if "duplicate column" not in str(exc):
-                    raise
-
 # One number's contacts, ranked; and every number's, in the same ranking (the phone index). RANKING
 # needs the column `loose` (the contact has the number only with an extension).
 _COLUMNS = """c.id, c.name, c.company, c.contact_uri, c.company_uri, c.custom_data, c.last_activity,
@@ -125,6 +113,34 @@ FROM phones p JOIN contacts c ON c.rowid = p.contact_rowid"""
 RANKING = "loose, c.last_activity DESC NULLS LAST, c.name, c.rowid"
 LOOKUP = f"SELECT {_COLUMNS} WHERE p.key = ? GROUP BY c.rowid ORDER BY {RANKING} LIMIT ?"
 RANKED_BY_KEY = f"SELECT p.key, {_COLUMNS} GROUP BY p.key, c.rowid ORDER BY p.key, {RANKING}"
+
+
+# Columns added to ``contacts`` after stores were first written: (name, SQL type). A store file of
+# an earlier version gets them when it is opened (see :func:`add_columns`); they are read as NULL.
+ADDED_COLUMNS = (("contacts", "phone_types", "TEXT"), ("contacts", "job_title", "TEXT"),
+                 ("contacts", "image_url", "TEXT"), ("calls", "note", "TEXT"))
+
+
+def add_columns(conn: sqlite3.Connection) -> list[str]:
+    """Add the :data:`ADDED_COLUMNS` a store written by an earlier version lacks; returns their
+    names. Under the write lock, so that two processes opening the same old file do not race."""
+    def missing() -> list[tuple[str, str, str]]:
+        present = {(table, row[1]) for table in {t for t, _, _ in ADDED_COLUMNS}
+                   for row in conn.execute(f"PRAGMA table_info({table})")}
+        return [(table, name, kind) for table, name, kind in ADDED_COLUMNS if (table, name) not in present]
+
+    if not missing():
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        added = missing()
+        for table, name, kind in added:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return [name for _, name, _ in added]
 
 
 def read_generations(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -21,7 +21,8 @@ Use::
         if entry.problem:
             report(entry.line, entry.problem)  # e.g. "no phone number (no TEL property with a value)"
         else:
-            store(entry.contact)  # id, name, company, phones (as written), email, custom_data["title"]
+            store(entry.contact)  # id, name, company, phones (as written) and their types, email,
+                                  # job_title (also custom_data["title"]), image_url (a PHOTO URL)
 
 The contact's id is the card's UID. A card without a UID gets an id derived from its name and the
 digits of its numbers (:func:`derived_id`), so importing the same file again updates the contacts
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from lookup_core.phone import extract_numbers
+from lookup_core.phone_types import phone_type
 from lookup_core.types import Contact
 
 __all__ = ["Tel", "VCardEntry", "decode_vcard_bytes", "derived_id", "parse_vcards"]
@@ -48,7 +50,7 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPED = {"n": "\n", "N": "\n"}
 _ENCODINGS = {"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"}
 # Properties whose values are read; every other one is skipped before its value is decoded.
-_WANTED = {"UID", "FN", "N", "NICKNAME", "ORG", "TEL", "EMAIL", "TITLE", "VERSION", "X-ABLABEL"}
+_WANTED = {"UID", "FN", "N", "NICKNAME", "ORG", "TEL", "EMAIL", "TITLE", "PHOTO", "VERSION", "X-ABLABEL"}
 # Apple wraps its standard labels: "_$!<Mobile>!$_".
 _APPLE_LABEL = re.compile(r"^_\$!<(.*)>!\$_$")
 
@@ -267,6 +269,7 @@ def _build(properties: list[_Property], line: int, region: str) -> VCardEntry:
     email = next((address for preferred, address in emails if preferred), None) or (
         emails[0][1] if emails else None
     )
+    photo = _text(first.get("PHOTO")) or ""
     contact = Contact(
         id=uid or derived_id(name, phones),
         name=name,
@@ -274,6 +277,11 @@ def _build(properties: list[_Property], line: int, region: str) -> VCardEntry:
         custom_data=custom,
         phones=phones,
         email=email,
+        # TYPE=cell, TYPE=work,voice, Apple's item1.X-ABLabel (see lookup_core.phone_types)
+        phone_types={tel.value: phone_type(",".join(tel.types)) for tel in tels if tel.types},
+        job_title=title,
+        # a PHOTO given by address (vCard 4.0, or 3.0 VALUE=uri); an embedded picture is dropped
+        image_url=photo if photo.lower().startswith(("https://", "http://")) else None,
     )
     entry = VCardEntry(contact=contact, line=line, uid=uid, version=_text(first.get("VERSION")), tels=tels)
     if not tels:

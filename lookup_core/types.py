@@ -27,6 +27,11 @@ class Contact:
     # Most recent activity the source knows of (ranking tie-breaker), timezone-aware.
     last_activity: datetime | None = None
     email: str | None = None
+    # The type of each number in ``phones`` whose source says (the raw value -> a type of
+    # lookup_core.phone_types.PHONE_TYPES); a number not in it is "unknown". Contacts API only.
+    phone_types: dict[str, str] = field(default_factory=dict)
+    job_title: str | None = None
+    image_url: str | None = None  # an http(s) URL of the contact's picture
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from flask import Blueprint, Flask, Response, g, request
 from config.settings import TenantConfig
 from crm_backends.base import Backend
 from lookup_core.phone import InvalidPhoneNumber, PhoneNumber, extract_numbers, parse_number
+from lookup_core.phone_types import PHONE_TYPES
 from lookup_core.types import Contact
 from lookup_service import keys
 from lookup_service.cors import CorsPolicy
@@ -266,22 +267,25 @@ def embeddable(slot: BackendSlot, contact: Contact, config: TenantConfig, region
     """A contact in Embeddable's third-party contact shape."""
     phones: list[dict[str, str]] = []
     seen: set[str] = set()
+    types = contact.phone_types
     for raw in contact.phones:
+        kind = types.get(raw, "unknown") if types else "unknown"
+        kind = kind if kind in PHONE_TYPES else "other"
         for number in extract_numbers(str(raw), region)[0]:
             text = number.e164 or number.key.partition(":")[2]
             if text and text not in seen:
                 seen.add(text)
-                phones.append({"phoneNumber": text, "phoneType": "unknown" if number.e164 else "extension"})
+                phones.append({"phoneNumber": text, "phoneType": kind if number.e164 else "extension"})
     item: dict[str, Any] = {
         "id": f"{slot.name}:{contact.id}",
         "name": contact.name or contact.company or "",
         "type": config.contacts_service_name,
         "phoneNumbers": phones,
         "company": contact.company or "",
-        "jobTitle": _custom(contact, _JOB_TITLE_KEYS) or "",
+        "jobTitle": contact.job_title or _custom(contact, _JOB_TITLE_KEYS) or "",
         "emails": [contact.email] if contact.email else [],
     }
-    image = _custom(contact, _IMAGE_KEYS)
+    image = contact.image_url or _custom(contact, _IMAGE_KEYS)
     if image and image.startswith(("https://", "http://")):
         item["profileImageUrl"] = image
     return item

@@ -243,7 +243,10 @@ def _workflow_operations(name: str) -> dict[str, Any]:
 _PHONE = {"type": "object", "required": ["phoneNumber", "phoneType"], "properties": {
     "phoneNumber": {"type": "string", "description": "E.164 (`+41215522000`), or the digits of an extension",
                     "example": "+41215522000"},
-    "phoneType": {"type": "string", "description": "`unknown` (the sources do not say), `extension` for a short number",
+    "phoneType": {"type": "string",
+                  "description": "the type the source gives the number (a vCard TEL TYPE, a Google/Outlook label or "
+                                 "column, an LDAP attribute, a CRM field or label; see the README), `unknown` when "
+                                 "it gives none, `extension` for a short internal number",
                   "enum": ["direct", "mobile", "business", "home", "fax", "extension", "other", "unknown"]}}}
 _EMBEDDABLE_CONTACT = {
     "type": "object", "required": ["id"],
@@ -256,9 +259,13 @@ _EMBEDDABLE_CONTACT = {
         "type": {"type": "string", "description": "the tenant's `contacts_service_name` (default PhoneLookup)"},
         "phoneNumbers": {"type": "array", "items": _PHONE},
         "company": {"type": "string"},
-        "jobTitle": {"type": "string"},
+        "jobTitle": {"type": "string", "description": "the source's job title field (vCard TITLE, LDAP title, HubSpot "
+                                                     "jobtitle, Odoo function...), else a title custom field; "
+                                                     "\"\" when none"},
         "emails": {"type": "array", "items": {"type": "string"}},
-        "profileImageUrl": {"type": "string", "description": "only when the source has one"},
+        "profileImageUrl": {"type": "string",
+                            "description": "an http(s) URL of the contact's picture, only when the source has one "
+                                           "(vCard PHOTO by URL, Google's Photo column, a configured field)"},
         "deleted": {"type": "boolean", "description": "only in answers to a `syncTimestamp`"},
     },
 }

@@ -476,3 +476,15 @@ def test_live_search_by_name_or_company(library, tmp_path):
                                                                key=str.casefold)[:3]
     assert backend.search("nobody here", 20) == [] and backend.search(" ", 20) == []
     backend.close()
+
+
+def test_tel_types_and_title_reach_the_mirror_and_a_live_search(library, tmp_path):
+    mirror = MirroredBackend(make_backend(library, tmp_path))
+    assert mirror.sync_now().ok
+    frieda = mirror.store.get(FRIEDA)  # TEL;TYPE="work,voice" (a tel: URI with ext=123) and TYPE=cell
+    assert sorted(frieda.phone_types.values()) == ["business", "mobile"]
+    assert mirror.store.get(SWITCHBOARD).phone_types == {"+41215520201": "business"}
+    assert mirror.store.get(ANNA).job_title == "Leiterin Buchhaltung"
+    mirror.close()
+    [live] = make_backend(library, tmp_path / "live").search("Frieda", 5)
+    assert live.phone_types == frieda.phone_types and live.job_title == frieda.job_title

@@ -11,6 +11,7 @@ import pytest
 from crm_backends.directory_import import import_file
 from lookup_core.types import Contact
 from tests.conftest import DEMO_CSV, HEADERS, write_csv
+from tests.test_api import CAMEL
 
 ORIGIN = "https://softphone.example"
 CSV = DEMO_CSV + ("jurg;Jürg Müller;Zürcher Kantonalbank;+41 44 500 10 20;;;de;https://crm.example/c/jurg;\n"
@@ -274,3 +275,40 @@ tokens = ["{HEADERS["X-Execution-Token"]}"]
     asked = script.searches
     paused = client.get("/contacts/search?searchString=jürg", headers=HEADERS)
     assert "X-Contacts-Incomplete" in paused.headers and script.searches == asked  # not asked while paused
+
+
+GOOGLE_CSV = (
+    "First Name,Last Name,Organization Name,Organization Title,Photo,Phone 1 - Label,Phone 1 - Value,"
+    "Phone 2 - Label,Phone 2 - Value,Phone 3 - Label,Phone 3 - Value\n"
+    "Jürg,Müller,Zürcher Kantonalbank,Head of Sales,https://lh3.googleusercontent.com/contacts/jurg,"
+    "Mobile,+41 79 555 10 20,Work,+41 44 500 10 20,,+41 44 500 10 21\n"
+    "Reception,,Zürcher Kantonalbank,,,Work,201,Home Fax,+41 44 500 10 22,,\n"
+)
+
+
+def test_numbers_answer_the_type_the_source_gives_with_job_title_and_picture(make_api, tmp_path):
+    app, store = make_api()
+    import_file(store, write_csv(tmp_path / "google.csv", GOOGLE_CSV))
+    client = app.test_client()
+    listed = {item["name"]: item for item in _all_pages(client)[0]}
+    jurg = listed["Jürg Müller"]
+    assert jurg["phoneNumbers"] == [{"phoneNumber": "+41795551020", "phoneType": "mobile"},
+                                    {"phoneNumber": "+41445001020", "phoneType": "business"},
+                                    {"phoneNumber": "+41445001021", "phoneType": "unknown"}]
+    assert jurg["jobTitle"] == "Head of Sales"
+    assert jurg["profileImageUrl"] == "https://lh3.googleusercontent.com/contacts/jurg"
+    reception = listed["Reception"]
+    assert reception["phoneNumbers"] == [{"phoneNumber": "201", "phoneType": "extension"},
+                                         {"phoneNumber": "+41445001022", "phoneType": "fax"}]
+    assert reception["jobTitle"] == "" and "profileImageUrl" not in reception
+
+    matched = client.post("/contacts/match", json={"phoneNumbers": ["0795551020"]}, headers=HEADERS).get_json()
+    assert matched["data"]["0795551020"][0]["phoneNumbers"][0] == {"phoneNumber": "+41795551020",
+                                                                  "phoneType": "mobile"}
+    found = client.get("/contacts/search?searchString=mull", headers=HEADERS).get_json()["data"]
+    assert found[0]["phoneNumbers"][1]["phoneType"] == "business" and found[0]["jobTitle"] == "Head of Sales"
+
+    # the /Lookup answer keeps its shape: the job title stays in customData, nothing else is added
+    lookup = client.get("/Lookup?PhoneNumber=41795551020", headers=HEADERS).get_json()
+    assert lookup[0]["customData"].get("title") == "Head of Sales"
+    assert list(lookup[0]) == CAMEL

@@ -137,3 +137,48 @@ def test_workers_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path):
         for worker in workers:
             worker.join(30)
         assert [worker.exitcode for worker in workers] == [0] * 8
+
+
+def _old_store(path: str) -> None:
+    """A directory file as the version before numbers had types wrote it: the contacts table without
+    phone_types, job_title and image_url; one contact with a mobile and an office number."""
+    import json
+    import re
+    import sqlite3
+
+    from crm_backends.sqlite_schema import SCHEMA
+
+    old = re.sub(r",\s*phone_types TEXT.*?image_url TEXT", "", SCHEMA, flags=re.S)
+    assert "phone_types" not in old and "job_title" not in old and "updated_at REAL NOT NULL\n)" in old
+    conn = sqlite3.connect(path)
+    conn.executescript(old)
+    phones = ["+41 79 555 10 20", "+41 44 500 10 20"]
+    conn.execute("INSERT INTO contacts (id, name, phones, updated_at) VALUES ('old', 'Olga Alt', ?, 1.0)",
+                 (json.dumps(phones),))
+    conn.executemany("INSERT INTO phones (key, contact_rowid) VALUES (?, 1)",
+                     [(parse_number(p).key,) for p in phones])
+    conn.commit()
+    conn.close()
+
+
+def test_a_store_written_before_phone_types_opens_and_answers_unknown(make_app, directory_path):
+    _old_store(directory_path)
+    app = make_app()
+    client = app.test_client()
+    assert client.get("/Lookup?PhoneNumber=41795551020", headers=HEADERS).get_json()[0]["name"] == "Olga Alt"
+    [olga] = client.get("/contacts", headers=HEADERS).get_json()["data"]
+    assert olga["phoneNumbers"] == [{"phoneNumber": "+41795551020", "phoneType": "unknown"},
+                                    {"phoneNumber": "+41445001020", "phoneType": "unknown"}]
+    assert olga["jobTitle"] == ""
+    # the columns were added: a new import keeps the types
+    write_csv_path = write_csv(os.path.join(os.path.dirname(directory_path), "typed.csv"),
+                               "id;name;Mobile;Business Phone;Job Title\nold;Olga Alt;+41 79 555 10 20;"
+                               "+41 44 500 10 20;Buyer\n")
+    runner = app.test_cli_runner()
+    assert "imported 1 contacts" in runner.invoke(args=["directory", "import", write_csv_path]).output
+    [olga] = client.get("/contacts", headers=HEADERS).get_json()["data"]
+    assert [p["phoneType"] for p in olga["phoneNumbers"]] == ["mobile", "business"]
+    assert olga["jobTitle"] == "Buyer"
+    reopened = ContactStore(directory_path)  # and a second open finds nothing to add
+    assert reopened.get("old").phone_types == {"+41 79 555 10 20": "mobile", "+41 44 500 10 20": "business"}
+    reopened.close()

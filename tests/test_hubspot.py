@@ -40,6 +40,7 @@ PROPERTIES = [
     "company",
     "phone",
     "mobilephone",
+    "jobtitle",
     "email",
     "lastmodifieddate",
     "notes_last_updated",
@@ -280,7 +281,8 @@ def test_custom_properties_become_custom_data(fake, make):
     backend = make(portal_id=PORTAL_ID, resolve_company=False, custom_properties=["jobtitle", "hs_language"])
     [contact] = backend.lookup(NUMBER, 5)
     assert contact.custom_data == {"jobtitle": "CFO"}
-    assert fake.recorded(path=SEARCH)[0].body["properties"][-2:] == ["jobtitle", "hs_language"]
+    properties = fake.recorded(path=SEARCH)[0].body["properties"]
+    assert properties[-1] == "hs_language" and properties.count("jobtitle") == 1
 
 
 def test_check_reads_account_and_one_contact(fake, make):
@@ -923,3 +925,17 @@ def test_search_formats_are_asked_for_in_the_typed_properties(fake, make):
     assert make().lookup(number, 5) == []
     [found] = make(search_formats=["0##/###.##.##"]).lookup(number, 5)
     assert found.name == "Anna"
+
+
+def test_phone_is_the_business_line_mobilephone_the_mobile_and_jobtitle_the_job_title(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00",
+                            mobilephone="079 123 45 67", jobtitle="Head of Purchasing")
+    backend = make(portal_id=PORTAL_ID, resolve_company=False)
+    [live] = backend.lookup(NUMBER, 5)
+    assert live.phone_types == {"+41 21 552 20 00": "business", "079 123 45 67": "mobile"}
+    assert live.job_title == "Head of Purchasing" and live.custom_data == {}
+    mirror = MirroredBackend(make(portal_id=PORTAL_ID, resolve_company=False))
+    assert mirror.sync_now().ok
+    stored = mirror.store.get(anna)
+    assert stored.phone_types == live.phone_types and stored.job_title == "Head of Purchasing"
+    mirror.close()

@@ -137,7 +137,8 @@ def test_the_report_says_which_column_was_read_as_what(make_app):
     app = make_app()
     google = run_import(app, os.path.join(DATA, "google-contacts.csv")).output
     for line in ("Phone 1 - Value -> phone (type from Phone 1 - Label)", "Organization Name -> company",
-                 "E-mail 1 - Value (else E-mail 2 - Value) -> email", "Organization Title -> customData title",
+                 "E-mail 1 - Value (else E-mail 2 - Value) -> email",
+                 "Organization Title -> job title (and customData title)",
                  "line 9: no phone number (Eva Nur-Mail)"):
         assert line in google
     outlook = run_import(app, os.path.join(DATA, "outlook-contacts-cp1252.csv")).output
@@ -171,6 +172,35 @@ def test_labels_become_the_numbers_type_never_a_number(directory_path):
         store.close()
     assert report.warnings == [] and len(stored) == 8
     assert all(key.startswith("+") for key in stored)  # no label was read as a (short) number
+
+
+@pytest.mark.parametrize(
+    "filename, name, expected",
+    [
+        ("google-contacts.csv", "Anna Müller", {"+41 21 552 20 00": "business", "079/123 45 67": "mobile"}),
+        ("outlook-contacts-utf8.csv", "Jürg Zürcher",
+         {"041 710 22 33": "business", "041 710 22 34": "fax", "079 444 55 66": "mobile"}),
+        ("outlook-contacts-utf8.csv", "Françoise Schönenberger",
+         {"+41 32 625 70 70": "business", "032 625 70 71": "home"}),  # Company Main Phone, Home Phone
+        ("outlook-contacts-de-cp1252.csv", "Régine Bühler", None),
+    ],
+)
+def test_the_stored_contact_keeps_each_numbers_type_and_the_job_title(directory_path, filename, name, expected):
+    store = ContactStore(directory_path)
+    try:
+        import_file(store, os.path.join(DATA, filename))
+        [row] = store.conn.execute("SELECT id FROM contacts WHERE name = ?", (name,)).fetchall()
+        contact = store.get(row[0])
+    finally:
+        store.close()
+    if expected is None:  # Telefon Firma, Haupttelefon, Fax geschäftlich, Autotelefon
+        assert set(contact.phone_types.values()) == {"business", "fax", "other"}
+    else:
+        assert contact.phone_types == expected
+    if name == "Jürg Zürcher":  # "Job Title" beside Outlook's "Title" (Dr.)
+        assert contact.job_title == "Geschäftsführer"
+    if name == "Anna Müller":  # Google's "Organization Title"
+        assert contact.job_title == "Leiterin Buchhaltung"
 
 
 @pytest.mark.parametrize(

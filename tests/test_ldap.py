@@ -516,3 +516,20 @@ def test_search_formats_become_equality_assertions(tmp_path):
     assert "(telephoneNumber=021/552.20.00)" in b.lookup_filter(parse_number("41215522000"))
     plain = make(tmp_path, "ldap://127.0.0.1:1", substring_search="none", attributes={"phones": ["telephoneNumber"]})
     assert "021/552.20.00" not in plain.lookup_filter(parse_number("41215522000"))
+
+
+def test_the_attribute_a_number_sits_in_is_its_type_and_title_the_job_title(backend, slapd, tmp_path):
+    [bruno] = backend.lookup(parse_number("41791234567"), 5)
+    assert bruno.phone_types == {"079 123-45-67": "mobile"}
+    [carla] = backend.lookup(parse_number("41446681800"), 5)
+    assert carla.phone_types == {"0041 44 668 18 00": "business", "+41446681801": "home"}
+    [anna] = backend.search("anna", 5)
+    assert anna.job_title == "CFO" and bruno.job_title is None
+    # mirrored: the store keeps them for the contacts API
+    mirror = MirroredBackend(make(tmp_path, slapd.url))
+    assert mirror.sync_now().ok
+    [stored] = [c for c in mirror.store.listing(0, 100, 0.0)[0] if c and c.name == "Bruno Beispiel"]
+    assert stored.phone_types == {"079 123-45-67": "mobile"}
+    [stored] = [c for c in mirror.store.listing(0, 100, 0.0)[0] if c and c.name == "Anna Muster"]
+    assert stored.job_title == "CFO"
+    mirror.close()

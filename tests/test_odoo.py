@@ -27,6 +27,7 @@ READ_FIELDS = [
     "phone",
     "mobile",
     "email",
+    "function",
     "parent_id",
     "commercial_partner_id",
     "commercial_company_name",
@@ -936,3 +937,23 @@ def test_a_partner_odoo_refuses_is_a_refusal_for_good(odoo, tmp_path):
     backend = make_backend(fake, tmp_path)
     with pytest.raises(DeliveryRefused, match="Contacts require a name"):
         backend.create_contact(NewContact(number="+41791234567", name=""))
+
+
+def test_phone_is_the_business_line_mobile_the_mobile_and_function_the_job_title(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    alice = fake.add_partner("Alice Martin", phone="+41 21 552 20 00", mobile="079 123 45 67",
+                             function="Sales Manager")
+    backend = make_backend(fake, tmp_path)
+    [live] = backend.lookup(NUMBER, 5)
+    assert live.phone_types == {"+41 21 552 20 00": "business", "079 123 45 67": "mobile"}
+    assert live.job_title == "Sales Manager"
+    mirror = MirroredBackend(backend, store_path=str(tmp_path / "m.sqlite3"))
+    assert mirror.sync_now().ok
+    stored = mirror.store.get(str(alice))
+    assert stored.phone_types == live.phone_types and stored.job_title == "Sales Manager"
+    mirror.close()
+    # 18.2 has no mobile field: phone alone, still the business line
+    newer = odoo(version="saas~18.2")
+    newer.add_partner("Bob Keller", phone="021 552 20 00")
+    [bob] = make_backend(newer, tmp_path / "new").lookup(NUMBER, 5)
+    assert bob.phone_types == {"021 552 20 00": "business"} and bob.job_title is None

@@ -530,3 +530,27 @@ def test_create_contact_writes_one_contact_that_the_next_lookup_finds(pg, tmp_pa
         assert backend.data_version() != before  # cached answers of this directory are stale at once
     finally:
         backend.close()
+
+
+def test_a_directory_of_schema_version_2_migrates_and_its_contacts_answer_unknown(pg, tmp_path, monkeypatch):
+    url = paas_url(pg)
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        with monkeypatch.context() as patch:
+            patch.setattr(pg_store, "MIGRATIONS", [m for m in pg_store.MIGRATIONS if m[0] <= 2])
+            assert pg_store.migrate(conn, "d") == 2
+        conn.execute("""INSERT INTO d.contacts (id, name, phones, updated_at, words)
+                        VALUES ('old', 'Olga Alt', '["+41 79 555 10 20"]', 1.0, ' olga alt | #41795551020')""")
+        conn.execute("INSERT INTO d.phones (key, contact_pk) SELECT '+41795551020', pk FROM d.contacts")
+    store = PgContactStore(url, "d", instance_dir=str(tmp_path))
+    try:
+        with psycopg.connect(libpq_url(url)) as conn:
+            assert conn.execute("SELECT MAX(version) FROM d.schema_version").fetchone()[0] == pg_store.MIGRATIONS[-1][0]
+        old = store.get("old")
+        assert old.phones == ["+41 79 555 10 20"] and old.phone_types == {} and old.job_title is None
+        typed = Contact(id="old", name="Olga Alt", phones=["+41 79 555 10 20"],
+                        phone_types={"+41 79 555 10 20": "mobile"}, job_title="Buyer")
+        store.upsert([(typed, store.normalize_phones(typed.phones))])
+        [listed] = store.listing(0, 10, 0.0)[0]
+        assert listed.phone_types == {"+41 79 555 10 20": "mobile"} and listed.job_title == "Buyer"
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from lookup_core.phone import (
     mask,
     parse_number,
 )
+from lookup_core.phone_types import PHONE_TYPES, phone_type
 from lookup_core.types import Contact
 
 LOOKED_UP = ["41215522000", "+41215522000", "0041215522000", "0215522000", "021 552 20 00"]
@@ -495,3 +496,34 @@ def test_search_forms_add_the_patterns_after_the_automatic_spellings():
     assert forms[:len(number.search_forms())] == number.search_forms()
     assert forms[len(number.search_forms()):] == ["021 552 20 00"]
     assert parse_number("201").search_forms(["0## ### ## ##"]) == ["201"]  # a short number has no format
+
+
+# --- a number's type from its source's label (lookup_core.phone_types) ---------------------------
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        # Google Contacts' labels, Apple's and the vCard TYPE lists (RFC 6350)
+        ("Mobile", "mobile"), ("Work", "business"), ("Home", "home"), ("Main", "business"), ("Work Fax", "fax"),
+        ("Home Fax", "fax"), ("Pager", "other"), ("Other", "other"), ("* Mobile", "mobile"), ("iPhone", "mobile"),
+        ("_$!<Mobile>!$_", "mobile"), ("_$!<HomeFax>!$_", "fax"), ("cell", "mobile"), ("cell,voice,pref", "mobile"),
+        ("work,voice", "business"), ("home,fax", "fax"), ("X-MOBILE", "mobile"), ("text", "other"),
+        ("textphone", "other"), ("voice", "unknown"), ("pref", "unknown"),
+        # Outlook's columns in English, German and French
+        ("Business Phone 2", "business"), ("Company Main Phone", "business"), ("Assistant's Phone", "other"),
+        ("Callback", "other"), ("Car Phone", "other"), ("Other Phone", "other"), ("TTY/TDD Phone", "other"),
+        ("Telefon geschäftlich", "business"), ("Büro", "business"), ("Geschäftlich", "business"),
+        ("Privat", "home"), ("Mobil", "mobile"), ("Handy", "mobile"), ("Natel", "mobile"),
+        ("Téléphone bureau", "business"), ("Télécopie bureau", "fax"), ("Tél. domicile", "home"),
+        ("Direct Dial", "direct"), ("Durchwahl", "direct"), ("direct", "direct"),
+        # LDAP attributes and CRM fields
+        ("telephoneNumber", "business"), ("mobile", "mobile"), ("homePhone", "home"), ("pager", "other"),
+        ("facsimileTelephoneNumber", "fax"), ("otherMobile", "mobile"), ("ipPhone", "business"),
+        ("mobilephone", "mobile"),
+        # nothing, or a label that only says "phone"; the user's own words
+        (None, "unknown"), ("", "unknown"), ("Phone 2", "unknown"), ("Tel.", "unknown"), ("Oma", "other"),
+        ("Google Voice", "other"),
+    ],
+)
+def test_a_sources_label_gives_the_embeddable_type(label, expected):
+    assert phone_type(label) == expected
+    assert expected in PHONE_TYPES

@@ -796,3 +796,21 @@ def test_search_formats_become_search_terms(fake, make):
     fake.add_person("Anna", ["021/552.20.00"])
     make(search_formats=["0##/###.##.##"]).lookup(parse_number("41215522000"), 5)
     assert "021/552.20.00" in [r.query.get("term") for r in searches(fake)]
+
+
+def test_a_mirrored_persons_number_labels_are_their_types(fake, make):
+    anna = fake.add_person("Anna Muster", [
+        {"value": "+41 21 552 20 00", "primary": True, "label": "work"},
+        {"value": "079 123 45 67", "primary": False, "label": "mobile"},
+        {"value": "+41 21 552 20 09", "primary": False, "label": "home"},
+        {"value": "+41 21 552 20 08", "primary": False, "label": "other"},
+    ], job_title="Buyer")
+    beat = fake.add_person("Beat Ohne", [{"value": "+41 44 000 00 00"}])  # no label: unknown
+    mirror = MirroredBackend(make())
+    assert mirror.sync_now().ok
+    stored = mirror.store.get(str(anna))
+    assert stored.phone_types == {"+41 21 552 20 00": "business", "079 123 45 67": "mobile",
+                                  "+41 21 552 20 09": "home", "+41 21 552 20 08": "other"}
+    assert stored.job_title == "Buyer"
+    assert mirror.store.get(str(beat)).phone_types == {} and mirror.store.get(str(beat)).job_title is None
+    mirror.close()

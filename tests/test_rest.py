@@ -1194,3 +1194,29 @@ def test_create_contact_refused_by_the_api_is_a_refusal_for_good(api, tmp_path):
 def test_without_a_create_contact_request_the_backend_cannot_create(api, tmp_path):
     backend = build(exact_options(api), tmp_path)
     assert not type(backend).can_create_contacts(backend.options)
+
+
+def test_phone_types_beside_the_phones_give_each_number_its_type(api, tmp_path):
+    records = [
+        {"id": 1, "name": "Anna Muster", "role": "CFO", "avatar": "https://erp.example/a.png",
+         "phones": [{"number": "+41 21 552 20 00", "type": "Office"}, {"number": "079 123 45 67", "type": "cell"}]},
+        # one entry without a type: the two lists cannot be paired, no number is typed
+        {"id": 2, "name": "Bruno Keller", "phones": [{"number": "+41 21 552 20 00"}, {"number": "079 000 00 00",
+                                                                                     "type": "cell"}]},
+    ]
+    api.route("GET", "/api/contacts", lambda r: Reply(200, {"data": records}))
+    fields = {"id": "id", "name": "name", "phones": "phones[].number", "phone_types": "phones[].type",
+              "job_title": "role", "image_url": "avatar"}
+    backend = build({"lookup_url": api.url + "/api/contacts?phone={national}", "results": "data",
+                     "fields": fields}, tmp_path)
+    anna, bruno = backend.lookup(NUMBER, 5)
+    assert anna.phone_types == {"+41 21 552 20 00": "business", "079 123 45 67": "mobile"}
+    assert (anna.job_title, anna.image_url) == ("CFO", "https://erp.example/a.png")
+    assert bruno.phone_types == {} and bruno.job_title is None and bruno.image_url is None
+    # separate fields: a literal list of labels beside them, a missing field keeps the positions
+    api.route("GET", "/api/one", lambda r: Reply(200, {"data": [
+        {"id": 3, "name": "Chantal", "tel": None, "mobile": "+41 21 552 20 00"}]}))
+    fields = {"id": "id", "name": "name", "phones": "[tel, mobile]", "phone_types": "['work', 'mobile']"}
+    [chantal] = build({"lookup_url": api.url + "/api/one?phone={national}", "results": "data",
+                       "fields": fields}, tmp_path).lookup(NUMBER, 5)
+    assert chantal.phone_types == {"+41 21 552 20 00": "mobile"}

@@ -820,3 +820,23 @@ def test_insert_contact_query_parameters_are_checked(tmp_path):
     with pytest.raises(BackendConfigError, match="insert_contact_query.*:phone"):
         make_backend("sqlite:///" + str(tmp_path / "x.sqlite3"), tmp_path,
                      insert_contact_query="INSERT INTO customers (phone) VALUES (:phone)")
+
+
+def test_numbers_take_the_type_of_their_column_or_of_the_rows_label(db, tmp_path):
+    typed = {**FIELDS, "phone_types": {"phone": "work", "MOBILE": "mobile"}, "job_title": "lang"}
+    [clara] = lookup(make_backend(db, tmp_path, fields=typed), "41313222111")
+    assert clara.phone_types == {"0041 31 322 21 11": "business", "079 123 45 67": "mobile"}
+    assert clara.job_title == "fr"  # any column can be the job title; this table has none of its own
+    # a phones table with a label per number: one row per number, merged into one contact
+    db.run("CREATE TABLE numbers (customer_id INTEGER, number TEXT, kind TEXT)")
+    db.run("INSERT INTO numbers VALUES (2, '+41 44 668 18 00', 'Büro'), (2, '079 555 10 20', 'Handy'), "
+           "(2, '+41 44 668 18 09', NULL)")
+    query = ("SELECT c.id, c.first_name, c.last_name, n.number, n.kind FROM customers c "
+             "JOIN numbers n ON n.customer_id = c.id WHERE c.id IN (SELECT customer_id FROM numbers "
+             f"WHERE {STRIP.format('number')} IN (:digits, :national)) ORDER BY c.id")
+    fields = {"id": "id", "first_name": "first_name", "last_name": "last_name", "phones": "number",
+              "phone_type": "kind"}
+    [bruno] = lookup(make_backend(db, tmp_path, query=query, fields=fields), "41446681800")
+    assert bruno.phone_types == {"+41 44 668 18 00": "business", "079 555 10 20": "mobile"}  # no kind: unknown
+    with pytest.raises(BackendConfigError, match="phone_types"):
+        make_backend(db, tmp_path, fields={**FIELDS, "phone_types": {"fax": "fax"}})

@@ -302,3 +302,32 @@ def test_android_export_v21():
             Tel("076 552 60 00", ("cell",)), Tel("091/552 60 01", ("voice",)),
         ], None),
     ]
+
+
+def test_each_number_gets_the_type_its_card_gives():
+    icloud = load("icloud-export.vcf")
+    assert [e.contact.phone_types for e in icloud] == [
+        {"079 345 67 89": "mobile", "+41 44 552 30 00": "business", "+41 (0)44 552 30 09": "business"},
+        {"+41 31 552 40 00": "business", "031 552 40 09": "fax"},  # Apple's WorkFax label
+        {"+41 79 552 50 00": "mobile", "+41 61 552 50 01": "business"},  # iPhone; "büro basel"
+    ]
+    frieda, helen, _ = load("contacts-v4.vcf")
+    assert list(frieda.contact.phone_types.values()) == ["business", "mobile"]  # work,voice; cell
+    assert list(helen.contact.phone_types.values()) == ["business", "fax"]
+    assert frieda.contact.job_title == "Projektleiterin" and icloud[0].contact.job_title == "Serviceleiter"
+
+
+def test_a_photo_by_address_is_the_picture_an_embedded_one_is_not():
+    text = (
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Mia Rossi\r\nTEL;TYPE=cell:+41 79 555 10 20\r\nTEL:+41 21 552 20 00\r\n"
+        "PHOTO:https://cdn.example/mia.jpg\r\nEND:VCARD\r\n"
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ugo Rossi\r\nTEL;TYPE=HOME:+41 21 552 20 01\r\n"
+        "PHOTO;ENCODING=b;TYPE=JPEG:/9j/4AAQSkZJRgABAQAAAQABAAD\r\n AAQSkZJRg==\r\nEND:VCARD\r\n"
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Eva Rossi\r\nTEL:+41 21 552 20 02\r\n"
+        "PHOTO;VALUE=uri:data:image/png;base64,iVBORw0KGgo=\r\nEND:VCARD\r\n"
+    )
+    mia, ugo, eva = parse_vcards(text)
+    assert mia.contact.image_url == "https://cdn.example/mia.jpg"
+    assert mia.contact.phone_types == {"+41 79 555 10 20": "mobile"}  # no TYPE: no entry, "unknown"
+    assert ugo.contact.image_url is None and ugo.contact.phone_types == {"+41 21 552 20 01": "home"}
+    assert eva.contact.image_url is None

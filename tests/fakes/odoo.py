@@ -259,6 +259,7 @@ class OdooFake:
                 "phone": None,
                 "mobile": None,
                 "email": None,
+                "function": None,
                 "parent_id": None,
                 "is_company": False,
                 "company_name": None,
@@ -301,6 +302,7 @@ class OdooFake:
             "display_name": ("char", None),
             "phone": ("char", None),
             "email": ("char", None),
+            "function": ("char", None),  # "Job Position" on the Contacts form (base module)
             "parent_id": ("many2one", "res.partner"),
             "commercial_partner_id": ("many2one", "res.partner"),
             "commercial_company_name": ("char", None),

@@ -190,6 +190,7 @@ class FakePipedrive:
         phones: list[str] | list[dict[str, Any]],
         org_id: int | None = None,
         emails: list[str] | None = None,
+        job_title: str | None = None,
     ) -> int:
         with self._lock:
             person_id = self._new_id()
@@ -206,6 +207,8 @@ class FakePipedrive:
                 "is_deleted": False,
                 "visible_to": 3,
             }
+            if job_title is not None:  # a company with contact sync on (see _person_v2)
+                self.persons[person_id]["job_title"] = job_title
             return person_id
 
     def update_person(self, person_id: int, **changes: Any) -> None:
@@ -452,7 +455,10 @@ class FakePipedrive:
         return {"success": True, "data": self._person_v2(person)}
 
     def _person_v2(self, person: dict[str, Any]) -> dict[str, Any]:
-        return {
+        # job_title (like ims, postal_address, notes, birthday) is in the answer only when the
+        # company has contact sync enabled: here, for persons given one
+        extra = {"job_title": person["job_title"]} if "job_title" in person else {}
+        return extra | {
             "id": person["id"],
             "name": person["name"],
             "first_name": person["name"].split(" ")[0],
