@@ -81,6 +81,10 @@ class DirectoryStore(Protocol):
     def close(self) -> None: ...
 
 
+# one encoder for every row: json.dumps with an option builds a new encoder at each call
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def contact_row(contact: Contact, now: float) -> tuple:
     """A contact as the stores write it: id, name, company, contact_uri, company_uri, email,
     custom_data (JSON), phones (JSON), last_activity (epoch seconds), updated_at, phone_types
@@ -93,11 +97,11 @@ def contact_row(contact: Contact, now: float) -> tuple:
         contact.contact_uri,
         contact.company_uri,
         contact.email,
-        json.dumps(contact.custom_data, ensure_ascii=False) if contact.custom_data else None,
-        json.dumps(contact.phones, ensure_ascii=False),
+        _to_json(contact.custom_data) if contact.custom_data else None,
+        _to_json(contact.phones),
         contact.last_activity.timestamp() if contact.last_activity else None,
         now,
-        json.dumps(types, ensure_ascii=False) if types else None,
+        _to_json(types) if types else None,
         contact.job_title,
         contact.image_url,
     )

@@ -12,6 +12,7 @@ English, German and French. :func:`phone_type` reads them all.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -51,6 +52,7 @@ _APPLE = re.compile(r"_\$!<(.*?)>!\$_")
 _WORD = re.compile(r"[a-z]+")
 
 
+@functools.lru_cache(maxsize=4096)  # an import or a sync reads the same few labels on every row
 def phone_type(label: str | None) -> str:
     """The Embeddable type (``direct``, ``mobile``, ``business``, ``home``, ``fax``, ``other`` or
     ``unknown``) of a number a source labels ``label``: a vCard TYPE list ("work,voice"), a
