@@ -1236,6 +1236,6 @@ def test_callflow_at_ring_and_at_hang_up_through_the_web_layer(odoo, make_app, t
         inputs, answeredTime="2026-11-21T09:00:05Z", endedTime="2026-11-21T09:03:20Z")})
     assert final.status_code == 200 and final.get_json()["id"] == first.get_json()["id"]
     (message,) = fake.messages
-    assert str(message["id"]) == first.get_json()["id"].split(":")[-1]
+    assert str(message["id"]) == first.get_json()["id"]
     assert "Duration: 3:15" in message["body"] and "Status: answered" in message["body"]
     assert message["author_id"] == fake.agent_partner_id
