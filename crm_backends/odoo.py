@@ -9,7 +9,10 @@ re-checked with the project's normalization, so a loose match never shows a wron
 
 CallFlow logs the call on the partner's chatter, as an internal note (``message_post``) or as a
 completed "Call" activity (``mail.activity`` + ``action_feedback``). The note carries a reference
-derived from the call's key, so a retry after a timeout finds the message it already posted.
+derived from the call's key, so a retry after a timeout finds the message it already posted. Either
+way the record is a ``mail.message``: a later post of the call (its end, a note) rewrites its body
+with ``write``. MessageLog records (an SMS digest of a day, a voicemail, a fax) are internal notes
+too, rewritten the same way as the day's messages arrive. The CRM users are ``res.users``.
 
 Every request is ``POST {url}/jsonrpc`` with ``{"jsonrpc": "2.0", "method": "call", "params":
 {"service": ..., "method": ..., "args": [...]}}``: ``common.version``, ``common.authenticate``
@@ -43,7 +46,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import PhoneNumber
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import HttpSource, positive_int, retry_after, text
@@ -140,6 +143,8 @@ class OdooBackend(HttpSource):
     search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
+    logs_messages = True
+    users = True
     default_crm_name = "Odoo"
     default_crm_logo = ODOO_LOGO
     secret_keys = frozenset({"api_key", "password"})
@@ -237,29 +242,90 @@ class OdooBackend(HttpSource):
             raise DeliveryRefused(self.fail("create did not return the new partner's id"))
         return WorkflowResult(id=str(created), url=self._form_url(created))
 
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """Rewrite the body of the call's ``mail.message`` (the note, or the message of the completed
+        activity) with ``write``: the same record now says how the call ended."""
+        message_id = positive_int(record_id)
+        if message_id is None:
+            raise DeliveryRefused(self.fail(f"{record_id!r} is not a mail.message id"))
+        marker = _call_marker(call.key) if call.key and self.options["dedupe_calls"] else None
+        with self._timeout(self.options["write_timeout"]):
+            self._write_message(message_id, _call_html(call, marker), "call record")
+            return WorkflowResult(id=str(message_id), url=self._partner_url(call.contact_id))
+
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        """An internal note on the partner holding the digest; a retry whose first answer was lost
+        finds the note by the reference printed in it and brings it up to date instead."""
+        partner_id = positive_int(message_log.contact_id)
+        if partner_id is None:
+            raise ContactNotFound(self.fail(f"{message_log.contact_id!r} is not a partner id"))
+        marker = _message_marker(message_log.key) if message_log.key else None
+        body = _digest_html(message_log, marker)
+        with self._timeout(self.options["write_timeout"]):
+            url = self._form_url(partner_id)
+            found = self._marked_message(partner_id, marker) if marker else None
+            if found is not None:
+                message_id, stored = found
+                if stored != body:
+                    self._write_message(message_id, body, "message log")
+                return WorkflowResult(id=str(message_id), url=url)
+            self._check_partner(partner_id)
+            user_id = positive_int(self.owner_for(message_log.user_id))
+            try:
+                message_id = self._post_note(partner_id, body, user_id)
+            except _OdooError as exc:
+                if exc.name in _REFUSED_ERRORS:
+                    raise DeliveryRefused(self.fail(f"refused the message log: {exc.name}: {exc.odoo_message}")) \
+                        from None
+                raise
+            return WorkflowResult(id=str(message_id), url=url)
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        """Replace the note's body with the digest as it is now (all of the day's messages)."""
+        message_id = positive_int(record_id)
+        if message_id is None:
+            raise DeliveryRefused(self.fail(f"{record_id!r} is not a mail.message id"))
+        marker = _message_marker(message_log.key) if message_log.key else None
+        with self._timeout(self.options["write_timeout"]):
+            self._write_message(message_id, _digest_html(message_log, marker), "message log")
+            return WorkflowResult(id=str(message_id), url=self._partner_url(message_log.contact_id))
+
+    def list_users(self) -> list[CrmUser]:
+        """Odoo's internal users (``share = False``: no portal or public users), active ones only (the
+        default ``active_test``), by name."""
+        with self._timeout(self.options["write_timeout"]):
+            rows = self._rows(
+                self._execute(
+                    "res.users",
+                    "search_read",
+                    [[["share", "=", False]]],
+                    {"fields": ["name", "login", "email"], "order": "name, id"},
+                )
+            )
+        users = []
+        for row in rows:
+            user_id = positive_int(row.get("id"))
+            if user_id is None:
+                continue
+            login = text(row.get("login"))
+            email = text(row.get("email")) or (login if login and "@" in login else None)
+            users.append(CrmUser(id=str(user_id), name=text(row.get("name")) or login, email=email))
+        return users
+
     def _log_call(self, partner_id: int, call: CallRecord) -> WorkflowResult:
         url = self._form_url(partner_id)
         marker = _call_marker(call.key) if call.key and self.options["dedupe_calls"] else None
         if marker:
-            found = self._execute(
-                "mail.message",
-                "search_read",
-                [[["model", "=", "res.partner"], ["res_id", "=", partner_id], ["body", "ilike", marker]]],
-                {"fields": ["id"], "limit": 1},
-            )
-            existing = self._rows(found)
-            if existing and positive_int(existing[0].get("id")):
+            found = self._marked_message(partner_id, marker)
+            if found is not None:
+                message_id, body = found
                 log.info("odoo %s: call already logged on partner %s", self.name, partner_id)
-                return WorkflowResult(id=str(existing[0]["id"]), url=url)
-        try:
-            exists = self._rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
-        except _OdooError as exc:
-            if exc.name != "odoo.exceptions.MissingError":
-                raise
-            exists = []
-        if not exists:
-            raise ContactNotFound(self.fail(f"no partner with id {partner_id}"))
-        user_id = positive_int(call.user_id)
+                # an attempt whose answer was lost may have posted an earlier version of the call
+                if html.escape(call.summary()) not in body:
+                    self._write_message(message_id, _call_html(call, marker), "call record")
+                return WorkflowResult(id=str(message_id), url=url)
+        self._check_partner(partner_id)
+        user_id = positive_int(self.owner_for(call.user_id))
         try:
             if self.options["call_log_as"] == "activity":
                 result = self._log_activity(partner_id, call, marker, user_id)
@@ -378,10 +444,59 @@ class OdooBackend(HttpSource):
             return f"{self.base_url}/odoo/res.partner/{record_id}"
         return f"{self.base_url}/web#id={record_id}&model=res.partner&view_type=form"
 
+    def _partner_url(self, contact_id: str) -> str | None:
+        partner_id = positive_int(contact_id)
+        return self._form_url(partner_id) if partner_id else None
+
+    # ------------------------------------------------------------------ chatter records
+    def _marked_message(self, partner_id: int, marker: str) -> tuple[int, str] | None:
+        """The id and body of the partner's message carrying ``marker``, if one was posted."""
+        rows = self._rows(
+            self._execute(
+                "mail.message",
+                "search_read",
+                [[["model", "=", "res.partner"], ["res_id", "=", partner_id], ["body", "ilike", marker]]],
+                {"fields": ["id", "body"], "limit": 1},
+            )
+        )
+        message_id = positive_int(rows[0].get("id")) if rows else None
+        if message_id is None:
+            return None
+        body = rows[0].get("body")
+        return message_id, body if isinstance(body, str) else ""
+
+    def _check_partner(self, partner_id: int) -> None:
+        try:
+            exists = self._rows(self._execute("res.partner", "read", [[partner_id]], {"fields": ["display_name"]}))
+        except _OdooError as exc:
+            if exc.name != "odoo.exceptions.MissingError":
+                raise
+            exists = []
+        if not exists:
+            raise ContactNotFound(self.fail(f"no partner with id {partner_id}"))
+
+    def _write_message(self, message_id: int, body: str, what: str) -> None:
+        """``mail.message`` ``write`` of the body: the ORM's write, allowed to the message's author and
+        to users who may write the partner it is posted on. Writing the same body again is harmless."""
+        try:
+            done = self._execute("mail.message", "write", [[message_id], {"body": body}])
+        except _OdooError as exc:
+            if exc.name in _REFUSED_ERRORS or exc.name.endswith(".ValueError"):
+                raise DeliveryRefused(
+                    self.fail(f"refused to update the {what} {message_id}: {exc.name}: {exc.odoo_message}")
+                ) from None
+            raise
+        if done is not True:
+            raise BackendUnavailable(self.fail(f"mail.message.write of {message_id} answered {done!r}"))
+
     # ------------------------------------------------------------------ call logging
     def _log_note(self, partner_id: int, call: CallRecord, marker: str | None, user_id: int | None) -> int:
+        return self._post_note(partner_id, _call_html(call, marker), user_id)
+
+    def _post_note(self, partner_id: int, body: str, user_id: int | None) -> int:
+        """``message_post`` of an internal note (HTML ``body``) signed by the user's partner."""
         kwargs: dict[str, Any] = {
-            "body": _call_html(call, marker),
+            "body": body,
             "message_type": "comment",
             "subtype_xmlid": "mail.mt_note",
         }
@@ -493,7 +608,7 @@ class OdooBackend(HttpSource):
             partner = _many2one(rows[0].get("partner_id")) if rows else None
             if partner is None:
                 log.warning(
-                    "odoo %s: no Odoo user with id %s (userCrmId); notes are posted as the API user",
+                    "odoo %s: no Odoo user with id %s (userCrmId or default_user_id); posted as the API user",
                     self.name,
                     user_id,
                 )
@@ -714,6 +829,25 @@ def _any_set(names: tuple[str, ...]) -> list[Any]:
 def _call_marker(key: str) -> str:
     """A reference printed in the note; searching for it finds a call already logged."""
     return "peoplefone-call-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _message_marker(key: str) -> str:
+    """The reference printed in a message log's note (see :func:`_call_marker`)."""
+    return "peoplefone-msg-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _digest_html(message_log: MessageLog, marker: str | None) -> str:
+    """The note's body: the title, then each line of the digest as an escaped paragraph; a
+    voicemail's recording or a fax's document also as a link."""
+    parts = [f"<p><b>{html.escape(message_log.title)}</b></p>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in message_log.body().splitlines() if line.strip()]
+    link = message_log.link
+    if link and re.match(r"^https?://", link, re.IGNORECASE):
+        label = "Recording" if message_log.kind == "Voicemail" else "Document"
+        parts.append(f'<p>{label}: <a href="{html.escape(link)}">{html.escape(link)}</a></p>')
+    if marker:
+        parts.append(f"<p>Message log reference: {marker}</p>")
+    return "".join(parts)
 
 
 def _fmt_time(moment: datetime | None) -> str | None:

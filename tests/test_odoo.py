@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -403,7 +404,7 @@ def test_callflow_note(odoo, tmp_path, make_call, headline, details):
     assert fake.model_calls("mail.message", "search_read") == [
         (
             [[["model", "=", "res.partner"], ["res_id", "=", alice], ["body", "ilike", marker(call.key)]]],
-            {"fields": ["id"], "limit": 1},
+            {"fields": ["id", "body"], "limit": 1},
         )
     ]
     assert fake.model_calls("res.partner", "read") == [([[alice]], {"fields": ["display_name"]})]
@@ -584,15 +585,52 @@ def test_callflow_unknown_contact(odoo, tmp_path):
     assert fake.messages == []
 
 
-def test_unknown_user_posts_as_api_user(odoo, tmp_path, caplog):
+def test_unknown_user_posts_as_api_user_with_one_warning(odoo, tmp_path, caplog):
     fake = odoo()
     alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
     backend = make_backend(fake, tmp_path)
-    call = CallRecord(contact_id=str(alice), direction="incoming", user_id="4242", key="u1", started=T0)
-    with caplog.at_level(logging.WARNING, logger="crm_backends.odoo"):
-        backend.log_call(call)
-    assert fake.messages[0]["author_id"] == fake.bot_partner_id
-    assert "no Odoo user with id 4242" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        for key in ("u1", "u2"):
+            backend.log_call(
+                CallRecord(contact_id=str(alice), direction="incoming", user_id="4242", key=key, started=T0)
+            )
+    assert [m["author_id"] for m in fake.messages] == [fake.bot_partner_id] * 2
+    warnings = [r.getMessage() for r in caplog.records if "4242" in r.getMessage()]
+    assert len(warnings) == 1 and "is not a user of the CRM" in warnings[0]
+    # the users were read once, not per call; the unknown id was never looked up as a user
+    assert len(fake.model_calls("res.users", "search_read")) == 1
+    assert fake.model_calls("res.users", "read") == []
+
+
+def test_unknown_user_goes_to_the_default_user(odoo, tmp_path, caplog):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, default_user_id=str(fake.agent_user_id))
+    with caplog.at_level(logging.WARNING):
+        backend.log_call(CallRecord(contact_id=str(alice), direction="incoming", user_id="4242", key="u1",
+                                    started=T0))
+        # an archived user and a portal user are not owners either
+        backend.log_call(CallRecord(contact_id=str(alice), direction="incoming", user_id="11", key="u2",
+                                    started=T0))
+        backend.log_call(CallRecord(contact_id=str(alice), direction="incoming", user_id="12", key="u3",
+                                    started=T0))
+    assert [m["author_id"] for m in fake.messages] == [fake.agent_partner_id] * 3
+    assert sum("is not a user of the CRM" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_list_users_are_the_active_internal_users(odoo, tmp_path):
+    from lookup_core.types import CrmUser
+
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    assert backend.users and backend.can_list_users(backend.options)
+    assert backend.list_users() == [
+        CrmUser(id="9", name="Anna Agent", email="anna@acme.test"),  # the partner's e-mail (login "anna")
+        CrmUser(id=str(fake.uid), name="Lookup Bot", email=fake.login),  # no e-mail: the login is one
+    ]
+    assert fake.model_calls("res.users", "search_read") == [
+        ([[["share", "=", False]]], {"fields": ["name", "login", "email"], "order": "name, id"})
+    ]
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -957,3 +995,266 @@ def test_phone_is_the_business_line_mobile_the_mobile_and_function_the_job_title
     newer.add_partner("Bob Keller", phone="021 552 20 00")
     [bob] = make_backend(newer, tmp_path / "new").lookup(NUMBER, 5)
     assert bob.phone_types == {"021 552 20 00": "business"} and bob.job_title is None
+# Call updates, message logs, through the backend and the web layer ----------------------------------
+def ring(contact_id: str, **later) -> CallRecord:
+    """A call as posted while it rings; ``later`` adds what the post at hang-up knows."""
+    call = CallRecord(contact_id=contact_id, direction="incoming", originator_number="+41215522000",
+                      originator_name="Alice Martin", destination_number="+41445550101", started=T0,
+                      user_id="9", key="key-ring")
+    return call.merged(CallRecord(contact_id=contact_id, direction="incoming", **later)) if later else call
+
+
+HUNG_UP = {"answered": T0 + timedelta(seconds=5), "ended": T0 + timedelta(seconds=200)}
+
+
+@pytest.mark.parametrize("mode", ["note", "activity"])
+def test_a_call_logged_at_ring_is_updated_in_place_at_hang_up(odoo, tmp_path, mode):
+    fake = odoo(version="18.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, call_log_as=mode)
+    first = backend.log_call(ring(str(alice)))
+    (message,) = fake.messages
+    assert "Status: missed" in message["body"]
+
+    final = ring(str(alice), note="Wants a quote <20 seats>", **HUNG_UP)
+    updated = backend.update_call(first.id, final)
+
+    assert updated == first  # the same record and link
+    (message,) = fake.messages
+    body = message["body"]
+    assert "<li>Status: answered</li>" in body and "<li>Duration: 3:15</li>" in body
+    assert "<li>Ended: 2024-03-05 09:33:20 UTC</li>" in body
+    assert "Wants a quote &lt;20 seats&gt;" in body  # the note, escaped
+    assert marker("key-ring") in body  # a retry of the first post still finds the record
+    assert fake.model_calls("mail.message", "write") == [([[message["id"]], {"body": body}], {})]
+    # the update is idempotent: a retry after a lost answer writes the same body again
+    assert backend.update_call(first.id, final) == first
+    assert fake.messages[0]["body"] == body and len(fake.messages) == 1
+
+
+def test_a_retried_first_post_carrying_the_hang_up_brings_the_record_up_to_date(odoo, tmp_path):
+    # the first attempt posted the ringing call but its answer was lost; meanwhile the hang-up
+    # revised the outbox item, so the retry is log_call with the final call
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    first = backend.log_call(ring(str(alice)))
+    again = backend.log_call(ring(str(alice), **HUNG_UP))
+    assert again == first
+    (message,) = fake.messages
+    assert "Duration: 3:15" in message["body"]
+    fake.clear_requests()
+    assert backend.log_call(ring(str(alice), **HUNG_UP)) == first  # nothing new: nothing written
+    assert fake.model_calls("mail.message", "write") == []
+
+
+def test_an_update_odoo_refuses_is_a_refusal_for_good(odoo, tmp_path):
+    from lookup_core.errors import DeliveryRefused
+
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    first = backend.log_call(ring(str(alice)))
+    del fake.models["mail.message"].records[int(first.id)]  # someone deleted the note in Odoo
+    with pytest.raises(DeliveryRefused, match="MissingError"):
+        backend.update_call(first.id, ring(str(alice), **HUNG_UP))
+    with pytest.raises(DeliveryRefused, match="not a mail.message id"):
+        backend.update_call("erp-1", ring(str(alice), **HUNG_UP))
+
+
+def test_the_fakes_write_is_strict(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    message_id = int(backend.log_call(ring(str(alice))).id)
+    with pytest.raises(BackendUnavailable, match="Invalid field 'content' on model 'mail.message'"):
+        backend._execute("mail.message", "write", [[message_id], {"content": "x"}])
+    with pytest.raises(CredentialsRejected, match="Only administrators can modify 'model' and 'res_id'"):
+        backend._execute("mail.message", "write", [[message_id], {"res_id": alice + 1}])
+    with pytest.raises(BackendUnavailable, match="Wrong value for mail.message.body"):
+        backend._execute("mail.message", "write", [[message_id], {"body": ["<p>x</p>"]}])
+    with pytest.raises(BackendUnavailable, match="write\\(\\) expects a dict"):
+        backend._execute("mail.message", "write", [[message_id], "<p>x</p>"])
+    with pytest.raises(BackendUnavailable, match="does not exist on the model 'res.partner'"):
+        backend._execute("res.partner", "write", [[alice], {"name": "x"}])
+    # a computed field without inverse is read-only: Odoo drops the value
+    assert backend._execute("mail.message", "write", [[message_id], {"preview": "x"}]) is True
+    assert "Call reference" in fake.messages[0]["body"]
+
+
+def sms_log(contact_id: str, count: int, day: str = "2024-03-05", **fields):
+    from lookup_core.types import Message, MessageLog
+
+    messages = tuple(
+        Message(id=f"m{n}", time=datetime.fromisoformat(f"{day}T09:{n:02d}:00+00:00"),
+                direction="incoming" if n % 2 else "outgoing",
+                from_number="+41215522000" if n % 2 else "+41445550101",
+                from_name="Alice Martin" if n % 2 else None,
+                to_number="+41445550101" if n % 2 else "+41215522000",
+                to_name=None if n % 2 else "Alice Martin", text=f"text <{n}> & more")
+        for n in range(1, count + 1)
+    )
+    values = {"contact_id": contact_id, "kind": "SMS", "conversation_id": "c-1", "day": day, "zone": "UTC",
+              "messages": messages, "user_id": "9", "key": f"digest-{contact_id}-{day}"}
+    values.update(fields)
+    return MessageLog(**values)
+
+
+def test_a_digest_is_one_note_rewritten_as_messages_arrive(odoo, tmp_path):
+    fake = odoo(version="17.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path)
+    assert backend.logs_messages and backend.can_log_messages(backend.options)
+
+    first = backend.log_message(sms_log(str(alice), 1))
+    ((args, kwargs),) = fake.model_calls("res.partner", "message_post")
+    assert args == [[alice]]
+    assert {k: v for k, v in kwargs.items() if k != "body"} == {
+        "message_type": "comment", "subtype_xmlid": "mail.mt_note", "body_is_html": True,
+        "author_id": fake.agent_partner_id,  # userCrmId 9, a user of the CRM
+    }
+    for count in range(2, 11):
+        assert backend.update_message(first.id, sms_log(str(alice), count)) == first
+
+    (message,) = fake.messages
+    assert first.id == str(message["id"]) and first.url == f"{fake.url}/web#id={alice}&model=res.partner&view_type=form"
+    assert (message["res_id"], message["message_type"], message["subtype_xmlid"]) == (alice, "comment", "mail.mt_note")
+    paragraphs = re.findall(r"<p>(.*?)</p>", message["body"])
+    assert paragraphs[0] == "<b>SMS conversation with Alice Martin \u2013 2024-03-05</b>"
+    assert paragraphs[1] == "Participants: Alice Martin (+41215522000), +41445550101"
+    lines = paragraphs[2:-1]
+    assert len(lines) == 10
+    assert lines[0] == "09:01 \u2190 Alice Martin: text &lt;1&gt; &amp; more"
+    assert lines[1] == "09:02 \u2192 Alice Martin: text &lt;2&gt; &amp; more"
+    assert paragraphs[-1].startswith("Message log reference: peoplefone-msg-")
+    assert len(fake.model_calls("mail.message", "write")) == 9
+
+
+def test_a_lost_answer_to_the_first_message_does_not_make_a_second_note(odoo, tmp_path):
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, write_timeout=0.3)
+    backend.log_message(sms_log(str(alice), 1, day="2024-03-04"))  # warms the caches
+    fake.hang_on("res.partner", "message_post", 0.6)
+    with pytest.raises(BackendUnavailable):
+        backend.log_message(sms_log(str(alice), 1))
+    assert wait_until(lambda: len(fake.messages) == 2)
+
+    # the retry carries the digest as it is now (a second message arrived meanwhile)
+    result = backend.log_message(sms_log(str(alice), 2))
+    assert len(fake.messages) == 2 and result.id == str(fake.messages[-1]["id"])
+    assert "text &lt;2&gt;" in fake.messages[-1]["body"]
+    fake.clear_requests()
+    assert backend.log_message(sms_log(str(alice), 2)) == result
+    assert fake.model_calls("mail.message", "write") == []  # the same digest: nothing to write
+
+
+def test_a_voicemail_note_holds_its_link(odoo, tmp_path):
+    from lookup_core.types import Message, MessageLog
+
+    fake = odoo()
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    backend = make_backend(fake, tmp_path, default_user_id=str(fake.uid))
+    voicemail = MessageLog(
+        contact_id=str(alice), kind="Voicemail", conversation_id="v", day="2024-03-05", zone="UTC",
+        messages=(Message(id="v1", time=T0, direction="incoming", from_number="+41215522000",
+                          link="https://pbx.example/rec/77.mp3?a=1&b=2"),),
+        user_id="4242", key="vm-1",
+    )
+    result = backend.log_message(voicemail)
+    (message,) = fake.messages
+    assert result.id == str(message["id"]) and message["author_id"] == fake.bot_partner_id  # the default user
+    assert "<p><b>Voicemail from +41215522000 \u2013 2024-03-05</b></p>" in message["body"]
+    assert ('<p>Recording: <a href="https://pbx.example/rec/77.mp3?a=1&amp;b=2">'
+            'https://pbx.example/rec/77.mp3?a=1&amp;b=2</a></p>') in message["body"]
+
+
+def test_a_message_log_for_an_unknown_partner_is_not_found(odoo, tmp_path):
+    fake = odoo()
+    backend = make_backend(fake, tmp_path)
+    with pytest.raises(ContactNotFound):
+        backend.log_message(sms_log("99999", 1))
+    with pytest.raises(ContactNotFound):
+        backend.log_message(sms_log("hubspot-1", 1))
+    assert fake.messages == []
+
+
+ODOO_TENANT = """
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+timezone = "Europe/Zurich"
+  [[tenant.backend]]
+  name = "erp"
+  type = "odoo"
+  url = "{url}"
+  database = "{database}"
+  username = "{login}"
+  api_key = "{api_key}"
+  call_log_as = "{mode}"
+"""
+ACME = {"X-Execution-Token": "acme-token-1234"}
+
+
+def odoo_app(make_app, tmp_path, fake: OdooFake, mode: str = "note"):
+    config = tmp_path / "lookup.toml"
+    config.write_text(ODOO_TENANT.format(url=fake.url, database=fake.database, login=fake.login,
+                                         api_key=fake.api_key, mode=mode))
+    return make_app(LOOKUP_CONFIG=str(config)).test_client()
+
+
+def sms_post(partner: int, number: int, day: str = "2026-11-21", **fields) -> dict:
+    inputs = {"contactCrmId": f"erp:{partner}", "type": "SMS", "direction": "incoming" if number % 2 else "outgoing",
+              "fromNumber": "+41215522000" if number % 2 else "+41445550101",
+              "toNumber": "+41445550101" if number % 2 else "+41215522000",
+              "fromName": "Alice Martin" if number % 2 else "Support", "toName": "Support" if number % 2 else
+              "Alice Martin", "text": f"message number {number}", "time": f"{day}T09:{number:02d}:00Z",
+              "messageId": f"m-{day}-{number}", **fields}
+    return {"inputs": inputs}
+
+
+def test_message_log_through_the_web_layer(odoo, make_app, tmp_path):
+    fake = odoo(version="18.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    client = odoo_app(make_app, tmp_path, fake)
+    ids = set()
+    for number in range(1, 11):
+        response = client.post("/MessageLog", json=sms_post(alice, number), headers=ACME)
+        assert response.status_code == 200, response.get_json()
+        ids.add(response.get_json()["id"])
+    again = client.post("/MessageLog", json=sms_post(alice, 3), headers=ACME)  # posted twice: once
+    other_day = client.post("/MessageLog", json=sms_post(alice, 1, day="2026-11-22"), headers=ACME).get_json()
+    voicemail = client.post("/MessageLog", headers=ACME, json={"inputs": {
+        "contactCrmId": f"erp:{alice}", "type": "Voicemail", "direction": "incoming", "fromNumber": "+41215522000",
+        "fromName": "Alice Martin", "time": "2026-11-21T15:00:00Z", "recordingLink": "https://pbx.example/rec/9.mp3"}})
+
+    assert len(ids) == 1 and again.get_json()["id"] in ids and other_day["id"] not in ids
+    assert voicemail.status_code == 200
+    notes = {str(m["id"]): m["body"] for m in fake.messages}
+    assert len(notes) == 3 and set(notes) == {*ids, other_day["id"], voicemail.get_json()["id"]}
+    digest = notes[ids.pop()]
+    assert "SMS conversation with Alice Martin \u2013 2026-11-21" in digest
+    # ten lines in the tenant's time (Zurich, UTC+1), message 3 once
+    assert len(re.findall(r"<p>10:\d\d [\u2190\u2192] ", digest)) == 10 and digest.count("message number 3<") == 1
+    assert "<p>10:01 \u2190 Alice Martin: message number 1</p>" in digest
+    assert notes[other_day["id"]].count("message number") == 1
+    assert "https://pbx.example/rec/9.mp3" in notes[voicemail.get_json()["id"]]
+    assert all(m["res_id"] == alice for m in fake.messages)
+
+
+@pytest.mark.parametrize("mode", ["note", "activity"])
+def test_callflow_at_ring_and_at_hang_up_through_the_web_layer(odoo, make_app, tmp_path, mode):
+    fake = odoo(version="18.0")
+    alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
+    client = odoo_app(make_app, tmp_path, fake, mode)
+    inputs = {"contactCrmId": f"erp:{alice}", "direction": "incoming", "originatorNumber": "41215522000",
+              "destinationNumber": "41445550101", "startedTime": "2026-11-21T09:00:00Z", "userCrmId": "9"}
+    first = client.post("/CallFlow", json={"inputs": inputs}, headers=ACME)
+    assert first.status_code == 200, first.get_json()
+    final = client.post("/CallFlow", headers=ACME, json={"inputs": dict(
+        inputs, answeredTime="2026-11-21T09:00:05Z", endedTime="2026-11-21T09:03:20Z")})
+    assert final.status_code == 200 and final.get_json()["id"] == first.get_json()["id"]
+    (message,) = fake.messages
+    assert str(message["id"]) == first.get_json()["id"]
+    assert "Duration: 3:15" in message["body"] and "Status: answered" in message["body"]
+    assert message["author_id"] == fake.agent_partner_id

@@ -25,6 +25,14 @@ Sources the behaviour follows (cited again at each method):
   (odoo/odoo#189739), so 18.2 and 19.0 have ``phone`` only.
 * ``mail.activity.action_feedback`` posts the "activity done" message on the document and returns
   its id (addons/mail/models/mail_activity.py).
+* ``write`` (External API, "Update records": ``write([ids], {values})`` answers ``true``) on
+  ``mail.message``: ``MailMessage.write`` in addons/mail/models/mail_message.py refuses ``model`` and
+  ``res_id`` to non-administrators (AccessError), the ORM's ``write`` refuses an unknown field
+  ("Invalid field ... on model ...", ValueError), a value of the wrong type, and a record that no
+  longer exists (MissingError); a computed field without inverse (``preview``) is read-only, its value
+  dropped. Who may write a message (``_filter_accessible_from_query``): its author, or a user with
+  write access to the document it is posted on; the API user here may write partners.
+* ``res.users`` (``share``: portal and public users; ``active``; ``email`` related to the partner).
 """
 
 from __future__ import annotations
@@ -329,7 +337,9 @@ class OdooFake:
                     "id": ("integer", None),
                     "name": ("char", None),
                     "login": ("char", None),
+                    "email": ("char", None),
                     "partner_id": ("many2one", "res.partner"),
+                    "share": ("boolean", None),
                     "active": ("boolean", None),
                 },
                 frozenset({"read", "search_read"}),
@@ -387,8 +397,10 @@ class OdooFake:
                     "subtype_xmlid": ("char", None),
                     "author_id": ("many2one", "res.partner"),
                     "date": ("datetime", None),
+                    "subject": ("char", None),
+                    "preview": ("char", None),  # computed from the body, no inverse
                 },
-                frozenset({"search_read"}),
+                frozenset({"search_read", "read", "write"}),
             ),
         }
 
@@ -397,24 +409,21 @@ class OdooFake:
         company = self._insert("res.partner", self._partner_row("Acme Phone Services", is_company=True))
         bot = self._insert("res.partner", self._partner_row("Lookup Bot", parent_id=company))
         agent = self._insert("res.partner", self._partner_row("Anna Agent", parent_id=company))
+        former = self._insert("res.partner", self._partner_row("Fred Former", parent_id=company, active=False))
+        customer = self._insert("res.partner", self._partner_row("Paula Portal", email="paula@customer.test"))
         self.own_company_id, self.agent_partner_id, self.bot_partner_id = company, agent, bot
         self._next_id["res.partner"] = 10
         users = self.models["res.users"].records
-        users[self.uid] = {
-            "id": self.uid,
-            "name": "Lookup Bot",
-            "login": self.login,
-            "partner_id": bot,
-            "active": True,
-        }
-        users[9] = {
-            "id": 9,
-            "name": "Anna Agent",
-            "login": "anna@acme.test",
-            "partner_id": agent,
-            "active": True,
-        }
+        for user_id, name, login, partner, share, active in (
+            (self.uid, "Lookup Bot", self.login, bot, False, True),
+            (9, "Anna Agent", "anna", agent, False, True),
+            (11, "Fred Former", "fred@acme.test", former, False, False),  # archived
+            (12, "Paula Portal", "paula@customer.test", customer, True, True),  # a portal user
+        ):
+            users[user_id] = {"id": user_id, "name": name, "login": login, "partner_id": partner, "share": share,
+                              "active": active}
         self.agent_user_id = 9
+        self.partner(agent)["email"] = "anna@acme.test"
         models = self.models["ir.model"].records
         for model_id, model, name in (
             (85, "res.partner", "Contact"),
@@ -499,6 +508,10 @@ class OdooFake:
             if fname == "commercial_company_name":
                 commercial = self._commercial(record)
                 return commercial.get("name") if commercial.get("is_company") else record.get("company_name")
+        if model == "res.users" and fname == "email":
+            return self.models["res.partner"].records.get(record.get("partner_id"), {}).get("email")
+        if model == "mail.message" and fname == "preview":
+            return re.sub(r"<[^>]+>", " ", record.get("body") or "").strip()[:190] or None
         if fname == "res_model" and model == "mail.activity":
             return self.models["ir.model"].records[record["res_model_id"]]["model"]
         return record.get(fname)
@@ -987,6 +1000,47 @@ class OdooFake:
             },
         )
 
+    def _m_write(self, model: _Model, args: list, kwargs: dict, context: dict) -> bool:
+        # https://www.odoo.com/documentation/17.0/developer/reference/external_api.html#update-records
+        # write(ids, vals) -> True; only mail.message offers it here (MailMessage.write)
+        bound = self._bind("write", ["ids", "vals"], args, kwargs, required=2)
+        ids = self._record_ids("write", bound["ids"])
+        values = bound["vals"]
+        if not isinstance(values, dict):
+            raise _type_error("write() expects a dict of values")
+        for name, value in values.items():
+            if name not in model.fields:
+                raise _value_error(f"Invalid field {name!r} on model {model.name!r}")
+            if name in ("model", "res_id"):
+                raise RpcError(ACCESS_ERROR, "Only administrators can modify 'model' and 'res_id' fields.")
+            self._check_value(model, name, value)
+        missing = [i for i in ids if i not in model.records]
+        if missing:
+            raise RpcError(MISSING_ERROR, "Record does not exist or has been deleted.\n"
+                                          f"(Record: {model.name}({missing[0]},), User: {self.uid})")
+        stored = {k: v for k, v in values.items() if k not in ("id", "preview")}  # dropped by the ORM
+        for record_id in ids:
+            model.records[record_id].update(stored)
+        return True
+
+    def _check_value(self, model: _Model, name: str, value: Any) -> None:
+        """A value of the field's type, as the ORM converts it (``False`` empties any field)."""
+        ftype, comodel = model.fields[name]
+        if value is False:
+            return
+        if ftype in ("char", "html", "text") and not isinstance(value, str):
+            raise _value_error(f"Wrong value for {model.name}.{name}: {value!r}")
+        if ftype == "selection" and name == "message_type" and value not in (
+            "email", "comment", "notification", "auto_comment", "user_notification"
+        ):
+            raise _value_error(f"Wrong value for {model.name}.{name}: {value!r}")
+        if ftype in ("integer", "many2one") and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _value_error(f"Wrong value for {model.name}.{name}: {value!r}")
+        if ftype == "many2one" and value not in self.models[comodel].records:
+            raise RpcError(MISSING_ERROR, "Record does not exist or has been deleted.")
+        if ftype == "datetime" and (not isinstance(value, str) or _datetime(value) is None):
+            raise _value_error(f"time data {value!r} does not match format '%Y-%m-%d %H:%M:%S'")
+
     def _m_create(self, model: _Model, args: list, kwargs: dict, context: dict) -> Any:
         # https://www.odoo.com/documentation/17.0/developer/reference/external_api.html#create-records
         # create({...}) -> id (a list of dicts -> list of ids)
@@ -1079,6 +1133,13 @@ class OdooFake:
             )
             del model.records[activity_id]
         return message_ids[0] if message_ids else False
+
+
+def _datetime(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
 
 
 def _like_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
