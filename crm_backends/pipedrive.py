@@ -12,14 +12,24 @@ Requests used (each documented at https://developers.pipedrive.com/docs/api/v1/<
 * ``GET  /api/v2/persons/{id}``     Persons#getPerson: the person (and organization) a call belongs to
 * ``GET  /api/v2/organizations``    Organizations#getOrganizations: company names for the mirror
 * ``POST /api/v1/callLogs``         CallLogs#addCallLog: CallFlow
-* ``POST /api/v2/activities``       Activities#addActivity: CallFlow where call logs are unavailable
+* ``GET  /api/v1/callLogs/{id}``    CallLogs#getCallLog: the activity a call log comes with (update)
+* ``POST /api/v2/activities``       Activities#addActivity: CallFlow where call logs are unavailable,
+  and MessageLog (an SMS digest, a voicemail or a fax)
+* ``PATCH /api/v2/activities/{id}`` Activities#updateActivity: a later post of a call, a digest's
+  next message
 * ``GET  /api/v2/activities``       Activities#getActivities: the person's latest activities, where a
   call already logged shows (call logs are activities too, says the CallLogs page)
+* ``GET  /api/v1/activityTypes``    ActivityTypes#getActivityTypes: whether the company has an ``sms`` type
+* ``GET  /api/v1/users``            Users#getUsers: the company's users (``users`` command, owners)
 * ``GET  /api/v1/users/me``         Users#getCurrentUser: start-up check
 
-Exactly once: the note of every logged call ends with the call's key. Before logging a call the backend
-lists the person's most recently added activities and returns the one whose note carries the key, so a
-retry after a lost answer does not log the call twice.
+Exactly once: the note of every logged call (message record) ends with the call's (digest's) key.
+Before creating one the backend lists the person's most recently added activities and returns the one
+whose note carries the key, so a retry after a lost answer does not create it twice.
+
+Call logs cannot be changed (the CallLogs API has add, get, list and delete, no update): a later post
+of a call updates the activity the call log comes with (subject, note, duration), see
+docs/backends/pipedrive.md.
 
 The API token travels in the ``x-api-token`` header (the only API-key scheme of the OpenAPI specs),
 never in the URL, so it cannot end up in access logs.
@@ -52,7 +62,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import PhoneNumber
 from lookup_core.phone_types import phone_type
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import (
@@ -75,7 +85,12 @@ ORGANIZATIONS_PATH = "/api/v2/organizations"
 ACTIVITIES_PATH = "/api/v2/activities"
 PERSONS_CREATE_PATH = "/api/v2/persons"
 CALL_LOGS_PATH = "/api/v1/callLogs"
+ACTIVITY_TYPES_PATH = "/api/v1/activityTypes"
+USERS_PATH = "/api/v1/users"
 ME_PATH = "/api/v1/users/me"
+# Message records are activities of this type when the company has it, else of type "call".
+MESSAGE_ACTIVITY_TYPE = "sms"
+ACTIVITY_TYPES_TTL_S = 3600.0
 
 # Which spellings of the number the live lookup searches for (see docs/backends/pipedrive.md).
 SEARCH_TERMS = ("nsn", "e164", "national", "digits")
@@ -156,6 +171,8 @@ class PipedriveBackend(HttpSource):
     search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
+    logs_messages = True
+    users = True
     default_crm_name = "Pipedrive"
     default_crm_logo = "https://www.pipedrive.com/favicon.ico"
     # The search API allows 10 requests per 2 seconds on every plan.
@@ -186,6 +203,8 @@ class PipedriveBackend(HttpSource):
         self._call_locks: dict[str, threading.Lock] = {}
         self._calls_lock = threading.Lock()
         self._org_names: dict[int, str | None] = {}
+        self._message_type: tuple[str, float] | None = None  # (type, time.monotonic() read)
+        self._unnumbered_owners: set[str] = set()
 
     # Backend interface ----------------------------------------------------------------------
     @property
@@ -234,7 +253,7 @@ class PipedriveBackend(HttpSource):
             person = self._get_person(person_id)
             org_id = positive_int(person.get("org_id"))
             if call.key and self.options["dedupe_calls"]:
-                found = self._find_logged(call, person_id)
+                found = self._find_logged(person_id, _call_reference(call.key))
                 if found is not None:
                     log.info("%s: call already logged on person %s", self.spec.where(), person_id)
                     self._remember(call.key, found)
@@ -507,7 +526,7 @@ class PipedriveBackend(HttpSource):
             body["from_phone_number"] = self._display_number(call.originator_number)
         if org_id:
             body["org_id"] = org_id
-        user_id = self._user_id(call)
+        user_id = self._owner(call.user_id)
         if user_id is not None:
             body["user_id"] = user_id
         call_id = self._create(CALL_LOGS_PATH, body, "call log")
@@ -515,31 +534,29 @@ class PipedriveBackend(HttpSource):
 
     def _add_activity(self, call: CallRecord, person_id: int, org_id: int | None) -> WorkflowResult:
         start, end = _call_window(call)
-        seconds = call.duration_seconds
-        minutes = max(1, (seconds + 30) // 60) if seconds else 0
         body: dict[str, Any] = {
             "subject": call.summary(),
             "type": self.options["activity_type"],
             "done": True,
             "due_date": start.strftime("%Y-%m-%d"),
             "due_time": start.strftime("%H:%M"),
-            "duration": f"{minutes // 60:02d}:{minutes % 60:02d}",
+            "duration": _hours_minutes(call.duration_seconds),
             # v2 treats person_id as read-only: the person is the primary participant.
             "participants": [{"person_id": person_id, "primary": True}],
             "note": self._note(call, start, end),
         }
         if org_id:
             body["org_id"] = org_id
-        user_id = self._user_id(call)
+        user_id = self._owner(call.user_id)
         if user_id is not None:
             body["owner_id"] = user_id
         activity_id = self._create(ACTIVITIES_PATH, body, "activity")
         return WorkflowResult(id=activity_id, url=f"{self.app_url}/person/{person_id}")
 
-    def _find_logged(self, call: CallRecord, person_id: int) -> WorkflowResult | None:
-        """The person's activity whose note carries this call's key: a call log or activity an
-        earlier attempt created (its answer lost). Newest first, a bounded number of pages."""
-        reference = _call_reference(call.key)
+    def _find_logged(self, person_id: int, reference: str) -> WorkflowResult | None:
+        """The person's activity whose note carries ``reference`` (a call's or a message record's key):
+        a call log or activity an earlier attempt created (its answer lost). Newest first, a bounded
+        number of pages."""
         cursor = None
         for _ in range(DEDUPE_PAGES):
             params = {
@@ -565,6 +582,160 @@ class PipedriveBackend(HttpSource):
             if not cursor:
                 return None
         return None
+
+    # call updates -----------------------------------------------------------------------------
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """Bring the record of an earlier post of ``call`` to its final state (answer, end, duration,
+        status, note). An activity is updated in place. A call log cannot be changed (Pipedrive has no
+        update for call logs): the activity it comes with gets the final subject, note and duration."""
+        person_id = positive_int(call.contact_id)
+        if person_id is None:
+            raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a person id"))
+        # activity ids are numbers; call log ids are hex strings
+        activity_id = positive_int(record_id)
+        if activity_id is None:
+            activity_id = self._call_log_activity(record_id, call, person_id)
+        start, end = _call_window(call)
+        self._update_activity(activity_id, {
+            "subject": call.summary(),
+            "done": True,
+            "due_date": start.strftime("%Y-%m-%d"),
+            "due_time": start.strftime("%H:%M"),
+            "duration": _hours_minutes(call.duration_seconds),
+            "note": self._note(call, start, end),
+        })
+        return WorkflowResult(id=record_id, url=f"{self.app_url}/person/{person_id}")
+
+    def _call_log_activity(self, call_log_id: str, call: CallRecord, person_id: int) -> int:
+        """The id of the activity a call log comes with (``activity_id`` of the call log); when the
+        call log does not say, the person's activity carrying the call's key."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", call_log_id):
+            raise DeliveryRefused(self.fail(f"{call_log_id[:40]!r} is not a call log id"))
+        try:
+            data = self._request("GET", f"{CALL_LOGS_PATH}/{call_log_id}").get("data")
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                raise DeliveryRefused(self.fail(f"call log {call_log_id} is gone (deleted in Pipedrive?)")) from None
+            raise
+        activity_id = positive_int(data.get("activity_id")) if isinstance(data, dict) else None
+        if activity_id is None and call.key:
+            found = self._find_logged(person_id, _call_reference(call.key))
+            activity_id = positive_int(found.id) if found is not None else None
+        if activity_id is None:
+            raise DeliveryRefused(self.fail(f"call log {call_log_id} has no activity to update"))
+        return activity_id
+
+    def _update_activity(self, activity_id: int, body: dict[str, Any]) -> None:
+        """PATCH the activity; a refusal or an activity gone (deleted in Pipedrive) is for good."""
+        try:
+            data = self._request("PATCH", f"{ACTIVITIES_PATH}/{activity_id}", body=body).get("data")
+        except ApiError as exc:
+            if exc.status in (404, 410):
+                raise DeliveryRefused(self.fail(f"activity {activity_id} is gone (deleted in Pipedrive?)")) from None
+            if exc.status in (400, 422):
+                raise DeliveryRefused(str(exc)) from None
+            raise
+        if not isinstance(data, dict) or positive_int(data.get("id")) != activity_id:
+            raise BackendUnavailable(self.fail(f"unexpected answer to the update of activity {activity_id}"))
+
+    # MessageLog -------------------------------------------------------------------------------
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        """A done activity on the person: type ``sms`` where the company has that type (else
+        ``call``), the digest's title as subject, its lines as the HTML note, due on the digest's day."""
+        person_id = positive_int(message_log.contact_id)
+        if person_id is None:
+            raise ContactNotFound(self.fail(f"{message_log.contact_id!r} is not a person id"))
+        key = message_log.key
+        with self._call_lock(key):
+            done = self._calls.get(key) if key else None
+            if done is not None:
+                return done
+            person = self._get_person(person_id)
+            if key and self.options["dedupe_calls"]:
+                found = self._find_logged(person_id, _message_reference(key))
+                if found is not None:
+                    log.info("%s: message record already made on person %s", self.spec.where(), person_id)
+                    self._remember(key, found)
+                    return found
+            body: dict[str, Any] = {
+                "subject": message_log.title,
+                "type": self._message_activity_type(),
+                "done": True,
+                "due_date": message_log.day,
+                "participants": [{"person_id": person_id, "primary": True}],
+                "note": _message_note(message_log),
+            }
+            org_id = positive_int(person.get("org_id"))
+            if org_id:
+                body["org_id"] = org_id
+            owner = self._owner(message_log.user_id)
+            if owner is not None:
+                body["owner_id"] = owner
+            result = WorkflowResult(id=self._create(ACTIVITIES_PATH, body, "activity"),
+                                    url=f"{self.app_url}/person/{person_id}")
+            if key:
+                self._remember(key, result)
+            return result
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        """The digest's activity gets the digest's current title and note (all the day's messages)."""
+        activity_id = positive_int(record_id)
+        if activity_id is None:
+            raise DeliveryRefused(self.fail(f"{record_id[:40]!r} is not an activity id"))
+        self._update_activity(activity_id, {"subject": message_log.title, "note": _message_note(message_log)})
+        person_id = positive_int(message_log.contact_id)
+        return WorkflowResult(id=record_id, url=f"{self.app_url}/person/{person_id}" if person_id else None)
+
+    def _message_activity_type(self) -> str:
+        """``sms`` when the company has an active activity type with that key, else ``call``; read
+        once an hour."""
+        now = time.monotonic()
+        cached = self._message_type
+        if cached is not None and now - cached[1] < ACTIVITY_TYPES_TTL_S:
+            return cached[0]
+        try:
+            data = self._request("GET", ACTIVITY_TYPES_PATH).get("data")
+        except ApiForbidden as exc:
+            log.warning("%s: cannot read the activity types (%s); messages are logged as calls", self.spec.where(), exc)
+            data = []
+        if not isinstance(data, list):
+            raise BackendUnavailable(self.fail(f"unexpected answer from {ACTIVITY_TYPES_PATH}"))
+        has_sms = any(
+            isinstance(item, dict) and item.get("key_string") == MESSAGE_ACTIVITY_TYPE
+            and item.get("active_flag") is not False
+            for item in data
+        )
+        kind = MESSAGE_ACTIVITY_TYPE if has_sms else "call"
+        self._message_type = (kind, now)
+        return kind
+
+    # users --------------------------------------------------------------------------------------
+    def list_users(self) -> list[CrmUser]:
+        """The company's active users (GET /api/v1/users)."""
+        data = self._request("GET", USERS_PATH).get("data")
+        if data is None:
+            data = []
+        if not isinstance(data, list):
+            raise BackendUnavailable(self.fail(f"unexpected answer from {USERS_PATH}"))
+        users = []
+        for item in data:
+            user_id = positive_int(item.get("id")) if isinstance(item, dict) else None
+            if user_id is None or item.get("active_flag") is not True:
+                continue
+            users.append(CrmUser(id=str(user_id), name=text(item.get("name")), email=text(item.get("email"))))
+        return users
+
+    def _owner(self, user_id: str | None) -> int | None:
+        """The Pipedrive user owning a new record: the connector's userCrmId when it is a user of the
+        company, else ``default_user_id``, else None (Pipedrive makes the token's user the owner)."""
+        if user_id and positive_int(user_id) is None:
+            # not a number, so no Pipedrive user id; the value may be an e-mail address: not logged
+            if user_id not in self._unnumbered_owners:
+                self._unnumbered_owners.add(user_id)
+                log.warning("%s: a userCrmId is not a Pipedrive user id (a number); its records go to the "
+                            "default owner", self.spec.where())
+            user_id = None
+        return positive_int(self.owner_for(user_id))
 
     def create_contact(self, new: NewContact) -> WorkflowResult:
         """POST /api/v2/persons (developers.pipedrive.com/docs/api/v1/Persons#addPerson, API v2):
@@ -618,17 +789,6 @@ class PipedriveBackend(HttpSource):
             return None
         parsed = self.parse(raw)
         return parsed.e164 if parsed is not None and parsed.e164 else raw.strip()
-
-    def _user_id(self, call: CallRecord) -> int | None:
-        if call.user_id:
-            user_id = positive_int(call.user_id)
-            if user_id is not None:
-                return user_id
-            log.warning(
-                "%s: userCrmId is not a Pipedrive user id (a number); using the default owner",
-                self.spec.where(),
-            )
-        return self.options.get("default_user_id")
 
     def _call_lock(self, key: str) -> threading.Lock:
         with self._calls_lock:
@@ -809,6 +969,33 @@ def _load_cursor(cursor: str | None) -> dict[str, Any]:
 def _call_reference(key: str) -> str:
     """What a logged call's note carries to be found again (the key is hex: nothing to escape)."""
     return f"(call {key})"
+
+
+def _message_reference(key: str) -> str:
+    """What a message record's note carries to be found again (hex, like a call's key)."""
+    return f"(messages {key})"
+
+
+def _message_note(message_log: MessageLog) -> str:
+    """The digest as an activity note (HTML): the participants, one line per message, the recording
+    or document as a link, and the record's key."""
+    parts = []
+    if message_log.participants:
+        parts.append(f"<p>Participants: {html.escape(', '.join(message_log.participants))}</p>")
+    lines = [html.escape(line).replace("\n", "<br>") for line in message_log.lines()]
+    parts.append(f"<p>{'<br>'.join(lines)}</p>")
+    link = message_log.link
+    if link and re.match(r"^https?://", link):
+        label = "Recording" if message_log.kind == "Voicemail" else "Document"
+        parts.append(f'<p><a href="{html.escape(link, quote=True)}">{label}</a></p>')
+    parts.append(f"<p>Logged by the peoplefone CONNECTOR {html.escape(_message_reference(message_log.key or '-'))}</p>")
+    return "".join(parts)
+
+
+def _hours_minutes(seconds: int) -> str:
+    """An activity's duration (``HH:MM``): talk seconds rounded to minutes, at least one when talked."""
+    minutes = max(1, (seconds + 30) // 60) if seconds else 0
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _utc(moment: datetime) -> datetime:

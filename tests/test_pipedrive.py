@@ -22,7 +22,8 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import parse_number
-from lookup_core.types import CallRecord
+from lookup_core.types import CallRecord, CrmUser, Message, MessageLog
+from tests.conftest import HEADERS, TOKEN
 from tests.fakes.pipedrive import API_TOKEN, OAUTH_TOKEN, FakePipedrive
 
 NUMBER = parse_number("41215522000")  # +41 21 552 20 00, as the connector sends it
@@ -389,7 +390,9 @@ def test_callflow_incoming_answered(fake, make, anna):
     assert posted.headers["content-type"].startswith("application/json")
     assert result.id == fake.call_logs[0]["id"]
     assert result.url == f"{APP}/person/{person}"
-    assert [r.path for r in fake.requests] == [f"/api/v2/persons/{person}", "/api/v2/activities", "/api/v1/callLogs"]
+    # the person, the dedupe listing, the users (is userCrmId 7 one of them? read once, cached), the call log
+    assert [r.path for r in fake.requests] == [f"/api/v2/persons/{person}", "/api/v2/activities", "/api/v1/users",
+                                               "/api/v1/callLogs"]
 
 
 def test_callflow_incoming_missed(fake, make, anna):
@@ -814,3 +817,282 @@ def test_a_mirrored_persons_number_labels_are_their_types(fake, make):
     assert stored.job_title == "Buyer"
     assert mirror.store.get(str(beat)).phone_types == {} and mirror.store.get(str(beat)).job_title is None
     mirror.close()
+# a later post of a call updates its record ----------------------------------------------------------
+def ring_and_hang_up(person: int, key: str = "ab12" * 16) -> tuple[CallRecord, CallRecord]:
+    """The connector's post at ring (a click on CallFlow) and its automatic one at hang-up, merged
+    the way the outbox merges them."""
+    ring = CallRecord(contact_id=str(person), direction="incoming", originator_number="41215522000",
+                      originator_name="Anna Muster", destination_number="41215550101",
+                      started=utc(8, 0, 0), user_id="7", key=key)
+    hang_up = CallRecord(contact_id=str(person), direction="incoming", started=utc(8, 0, 0),
+                         answered=utc(8, 0, 5), ended=utc(8, 2, 10), key=key, note="Wants a quote & a demo")
+    return ring, ring.merged(hang_up)
+
+
+def test_a_call_log_posted_at_ring_and_at_hang_up_is_one_record_with_the_final_state(fake, make, anna):
+    person, _ = anna
+    ring, final = ring_and_hang_up(person)
+    backend = make(call_log_as="call_log")
+    first = backend.log_call(ring)
+    [log_] = fake.call_logs
+    assert log_["outcome"] == "no_answer" and fake.activities[0]["subject"] == "Incoming call from Anna Muster, missed"
+
+    updated = backend.update_call(first.id, final)
+
+    assert updated == first  # the same record, the same id
+    assert len(fake.call_logs) == 1 and len(fake.activities) == 1
+    [read] = fake.recorded("GET", f"/api/v1/callLogs/{first.id}")
+    [patch] = fake.recorded("PATCH", f"/api/v2/activities/{log_['activity_id']}")
+    assert patch.body == {
+        "subject": "Incoming call from Anna Muster, answered, 2:05\nWants a quote & a demo",
+        "done": True,
+        "due_date": "2024-05-06",
+        "due_time": "08:00",
+        "duration": "00:02",
+        "note": note(
+            "Incoming call from Anna Muster, answered, 2:05\nWants a quote &amp; a demo",
+            "Anna Muster (+41215522000)",
+            "+41215550101",
+            "2024-05-06 08:00:00 UTC",
+            "2024-05-06 08:00:05 UTC",
+            "2024-05-06 08:02:10 UTC",
+            "ab12" * 16,
+        ),
+    }
+    activity = fake.activity(log_["activity_id"])
+    assert activity["subject"].startswith("Incoming call from Anna Muster, answered, 2:05")
+    assert activity["duration"] == "00:02" and "Ended: 2024-05-06 08:02:10 UTC" in activity["note"]
+    assert fake.call_logs[0]["outcome"] == "no_answer"  # Pipedrive cannot change a call log itself
+
+    # delivered again (a lost answer): the same update, still one record
+    assert backend.update_call(first.id, final) == first
+    assert len(fake.activities) == 1 and fake.activity(log_["activity_id"])["duration"] == "00:02"
+
+
+def test_an_activity_posted_at_ring_and_at_hang_up_is_updated_in_place(fake, make, anna):
+    person, org = anna
+    ring, final = ring_and_hang_up(person)
+    backend = make(call_log_as="activity")
+    first = backend.log_call(ring)
+    assert fake.activity(int(first.id))["duration"] == "00:00"
+
+    assert backend.update_call(first.id, final) == first
+
+    [activity] = fake.activities
+    assert activity["id"] == int(first.id) and activity["done"] is True
+    assert activity["duration"] == "00:02" and "Answered: 2024-05-06 08:00:05 UTC" in activity["note"]
+    assert activity["person_id"] == person and activity["org_id"] == org and activity["type"] == "call"
+    assert not fake.recorded("GET", "/api/v1/callLogs/" + first.id)  # an activity id needs no look-up
+
+
+def test_updating_a_record_deleted_in_pipedrive_is_refused_for_good(fake, make, anna):
+    person, _ = anna
+    ring, final = ring_and_hang_up(person)
+    backend = make(call_log_as="activity")
+    first = backend.log_call(ring)
+    fake.delete_activity(int(first.id))
+    with pytest.raises(DeliveryRefused, match="gone"):
+        backend.update_call(first.id, final)
+    with pytest.raises(DeliveryRefused, match="gone"):
+        backend.update_call("0123456789abcdef01234567", final)  # no such call log
+
+
+def test_a_failed_update_is_retried(fake, make, anna):
+    person, _ = anna
+    ring, final = ring_and_hang_up(person)
+    backend = make(call_log_as="activity")
+    first = backend.log_call(ring)
+    fake.fail_next(503, path_prefix="/api/v2/activities/")
+    with pytest.raises(BackendUnavailable):
+        backend.update_call(first.id, final)
+    assert backend.update_call(first.id, final) == first
+    assert fake.activity(int(first.id))["duration"] == "00:02"
+
+
+def test_the_fake_refuses_an_update_pipedrive_refuses(fake, anna):
+    person, _ = anna
+    headers = {"x-api-token": API_TOKEN}
+    created = requests.post(fake.base_url + "/api/v2/activities", headers=headers, timeout=5,
+                            json={"subject": "Call", "participants": [{"person_id": person, "primary": True}]})
+    url = f"{fake.base_url}/api/v2/activities/{created.json()['data']['id']}"
+    for bad in ({"outcome": "connected"}, {"done": 1}, {"duration": 125}, {"due_time": "8:00:00"},
+                {"person_id": person}, {"type": "sms"}, {"owner_id": 999}):
+        answer = requests.patch(url, headers=headers, json=bad, timeout=5)
+        assert answer.status_code == 400, bad
+        assert answer.json()["success"] is False
+    missing = requests.patch(fake.base_url + "/api/v2/activities/999999", headers=headers, json={"done": True},
+                             timeout=5)
+    assert missing.status_code == 404
+    assert missing.json() == {"success": False, "error": "Activity not found", "errorCode": 404,
+                              "error_info": "Please check developers.pipedrive.com", "data": None,
+                              "additional_data": None, "code": "ERR_NOT_FOUND"}
+    assert requests.patch(url, headers=headers, json={"done": False}, timeout=5).status_code == 200
+    # the CallLogs API has no update endpoint
+    assert requests.put(fake.base_url + "/api/v1/callLogs/abc", headers=headers, json={}, timeout=5).status_code == 404
+
+
+# MessageLog -----------------------------------------------------------------------------------------
+def digest(person: int, count: int, day: str = "2026-11-21", kind: str = "SMS", **extra) -> MessageLog:
+    messages = tuple(
+        Message(id=f"m-{day}-{n}", time=datetime.fromisoformat(f"{day}T09:{n:02d}:00+00:00"),
+                direction="incoming" if n % 2 else "outgoing",
+                from_number="+41215522000" if n % 2 else "+41445001020",
+                from_name="Anna Muster" if n % 2 else "Support",
+                to_number="+41445001020" if n % 2 else "+41215522000",
+                to_name="Support" if n % 2 else "Anna Muster",
+                text=f"message <{n}>", **extra)
+        for n in range(1, count + 1)
+    )
+    return MessageLog(contact_id=str(person), kind=kind, conversation_id="c-1", day=day, zone="Europe/Zurich",
+                      messages=messages, user_id="7", key=(day.replace("-", "") + kind).ljust(64, "0"))
+
+
+def test_ten_sms_of_a_day_make_one_sms_activity_holding_ten_lines(fake, make, anna):
+    person, org = anna
+    fake.add_activity_type("sms", "SMS")
+    backend = make()
+    first = backend.log_message(digest(person, 1))
+    for count in range(2, 11):
+        assert backend.update_message(first.id, digest(person, count)) == first
+
+    [activity] = fake.activities
+    assert str(activity["id"]) == first.id and first.url == f"{APP}/person/{person}"
+    assert activity["type"] == "sms" and activity["done"] is True and activity["due_date"] == "2026-11-21"
+    assert activity["subject"] == "SMS conversation with Anna Muster \u2013 2026-11-21"
+    assert activity["person_id"] == person and activity["org_id"] == org and activity["owner_id"] == 7
+    lines = activity["note"].split("<p>")[2].removesuffix("</p>").split("<br>")
+    assert len(lines) == 10
+    assert lines[0] == "10:01 \u2190 Anna Muster: message &lt;1&gt;"
+    assert lines[1] == "10:02 \u2192 Anna Muster: message &lt;2&gt;"
+    assert activity["note"].startswith(
+        "<p>Participants: Anna Muster (+41215522000), Support (+41445001020)</p>")
+    patches = fake.recorded("PATCH")
+    assert len(patches) == 9 and set(patches[-1].body) == {"subject", "note"}
+    assert len(fake.recorded("GET", "/api/v1/activityTypes")) == 1  # read once, then cached
+
+    second_day = backend.log_message(digest(person, 1, day="2026-11-22"))
+    assert second_day.id != first.id and len(fake.activities) == 2
+
+
+def test_without_an_sms_type_messages_are_call_activities(fake, make, anna):
+    person, _ = anna
+    fake.add_activity_type("sms", "SMS", active=False)
+    make().log_message(digest(person, 1))
+    assert fake.activities[0]["type"] == "call"
+
+
+def test_a_voicemail_is_one_activity_with_its_link(fake, make, anna):
+    person, _ = anna
+    voicemail = digest(person, 1, kind="Voicemail", link="https://pbx.example/rec/77.mp3?a=1&b=2")
+    result = make().log_message(voicemail)
+    [activity] = fake.activities
+    assert str(activity["id"]) == result.id
+    assert activity["subject"] == "Voicemail from Anna Muster \u2013 2026-11-21"
+    assert '<a href="https://pbx.example/rec/77.mp3?a=1&amp;b=2">Recording</a>' in activity["note"]
+
+
+def test_a_message_record_whose_answer_was_lost_is_not_made_twice(fake, make, anna):
+    person, _ = anna
+    fake.lose_next(path_prefix="/api/v2/activities")
+    with pytest.raises(BackendUnavailable):
+        make().log_message(digest(person, 2))
+    result = make().log_message(digest(person, 2))  # another worker, nothing in memory
+    assert len(fake.activities) == 1 and result.id == str(fake.activities[0]["id"])
+    make().log_message(digest(person, 2, day="2026-11-23"))  # another digest is made
+    assert len(fake.activities) == 2
+
+
+def test_a_message_for_a_person_that_is_gone(fake, make):
+    with pytest.raises(ContactNotFound):
+        make().log_message(digest(424242, 1))
+    with pytest.raises(DeliveryRefused):
+        make().update_message("not-an-activity", digest(1, 1))
+    assert not fake.recorded("POST") and not fake.recorded("PATCH")
+
+
+# users ----------------------------------------------------------------------------------------------
+def test_users_are_the_active_pipedrive_users(fake, make):
+    fake.add_user(21, "Max Agent", "max@acme.example")
+    fake.add_user(22, "Former Agent", "former@acme.example", active=False)
+    backend = make()
+    assert backend.users and backend.can_list_users(backend.options)
+    assert backend.list_users() == [CrmUser(id="7", name="Test User", email="test.user@acme.example"),
+                                    CrmUser(id="21", name="Max Agent", email="max@acme.example")]
+
+
+def test_an_unknown_user_id_is_warned_about_once_and_the_default_owner_used(fake, make, anna, caplog):
+    person, _ = anna
+    fake.add_user(12, "Default Owner", "owner@acme.example")
+    backend = make(call_log_as="activity", default_user_id=12)
+    with caplog.at_level(logging.WARNING):
+        for key in ("call-a", "call-b"):
+            backend.log_call(CallRecord(contact_id=str(person), direction="incoming", started=utc(8, 0),
+                                        user_id="4242", key=key))
+        backend.log_call(CallRecord(contact_id=str(person), direction="incoming", started=utc(8, 0),
+                                    user_id="7", key="call-c"))
+    assert [a["owner_id"] for a in fake.activities] == [12, 12, 7]
+    assert sum("'4242' is not a user" in r.getMessage() for r in caplog.records) == 1
+    assert len(fake.recorded("GET", "/api/v1/users")) == 1  # read once, cached
+
+
+def test_without_a_default_user_pipedrive_chooses_the_owner(fake, make, anna):
+    person, _ = anna
+    make(call_log_as="activity").log_call(CallRecord(contact_id=str(person), direction="incoming", user_id="4242",
+                                                     key="call-d"))
+    [posted] = fake.recorded("POST", "/api/v2/activities")
+    assert "owner_id" not in posted.body and fake.activities[0]["owner_id"] == 7
+
+
+# through the web layer ------------------------------------------------------------------------------
+@pytest.fixture
+def web(fake, make_app, tmp_path):
+    config = f"""
+[[tenant]]
+name = "acme"
+tokens = ["{TOKEN}"]
+
+[[tenant.backend]]
+name = "crm"
+type = "pipedrive"
+api_token = "{API_TOKEN}"
+company_domain = "acme"
+base_url = "{fake.base_url}"
+call_log_as = "call_log"
+timeout = 2.0
+"""
+    path = tmp_path / "lookup.toml"
+    path.write_text(config)
+    return make_app(LOOKUP_CONFIG=str(path), LOOKUP_TIMEZONE="Europe/Zurich").test_client()
+
+
+def test_through_the_service_sms_make_one_digest_and_a_call_one_record(fake, web, anna):
+    person, _ = anna
+    fake.add_activity_type("sms", "SMS")
+
+    def sms(number: int, day: str = "2026-11-21") -> dict:
+        return {"inputs": {"contactCrmId": f"crm:{person}", "type": "SMS", "direction": "incoming",
+                           "fromNumber": "+41215522000", "fromName": "Anna Muster", "toNumber": "+41445001020",
+                           "text": f"message number {number}", "time": f"{day}T09:{number:02d}:00Z",
+                           "messageId": f"m-{day}-{number}"}}
+
+    ids = set()
+    for number in (*range(1, 11), 3):  # the third message posted twice
+        response = web.post("/MessageLog", json=sms(number), headers=HEADERS)
+        assert response.status_code == 200, response.get_json()
+        ids.add(response.get_json()["id"])
+    [activity] = fake.activities
+    assert ids == {str(activity["id"])}
+    assert activity["note"].count("message number 3<") == 1
+    assert sum(activity["note"].count(f"message number {n}<") for n in range(1, 11)) == 10
+    web.post("/MessageLog", json=sms(1, day="2026-11-22"), headers=HEADERS)
+    assert len(fake.activities) == 2
+
+    ring = {"inputs": {"contactCrmId": f"crm:{person}", "direction": "incoming", "originatorNumber": "41215522000",
+                       "destinationNumber": "41445001020", "startedTime": "2026-11-21T09:00:00Z"}}
+    first = web.post("/CallFlow", json=ring, headers=HEADERS).get_json()
+    hang_up = {"inputs": dict(ring["inputs"], answeredTime="2026-11-21T09:00:05Z", endedTime="2026-11-21T09:03:20Z")}
+    final = web.post("/CallFlow", json=hang_up, headers=HEADERS)
+    assert final.status_code == 200 and final.get_json()["id"] == first["id"]
+    assert len(fake.call_logs) == 1
+    call_activity = fake.activity(fake.call_logs[0]["activity_id"])
+    assert call_activity["duration"] == "00:03" and "answered, 3:15" in call_activity["subject"]

@@ -20,8 +20,19 @@ can be present anywhere in the field values"): a phone matches when the term is 
 stored text, or when the term's digits are a substring of the stored number's digits. With
 ``exact_match`` the whole stored text, or all its digits, must equal the term.
 
+Updates follow https://developers.pipedrive.com/docs/api/v1/Activities#updateActivity (API v2:
+``PATCH /api/v2/activities/{id}``, the same body rules as adding one, every key optional; an unknown or
+deleted id is a 404 ``Activity not found``). Call logs have no update endpoint on
+https://developers.pipedrive.com/docs/api/v1/CallLogs (add, get, list, delete, recordings): the fake
+has none either, and a call log stays as it was added; ``GET /api/v1/callLogs/{id}`` answers it with
+the ``activity_id`` of the activity it comes with. ``GET /api/v1/activityTypes``
+(https://developers.pipedrive.com/docs/api/v1/ActivityTypes#getActivityTypes) lists
+:attr:`activity_types`, and activities of another type are refused; ``GET /api/v1/users``
+(https://developers.pipedrive.com/docs/api/v1/Users#getUsers) lists :attr:`users`.
+
 Test helpers: :meth:`add_person`, :meth:`update_person`, :meth:`delete_person`, :meth:`add_org`,
-:meth:`rename_org`, :meth:`fail_next`, :meth:`hang_next`, :meth:`lose_next` (the request is carried out,
+:meth:`rename_org`, :meth:`add_user`, :meth:`add_activity_type`, :meth:`delete_activity`,
+:meth:`activity`, :meth:`fail_next`, :meth:`hang_next`, :meth:`lose_next` (the request is carried out,
 its answer lost); ``call_logs_forbidden``, ``burst_limit``,
 ``daily_tokens``, ``daily_posts_left``; ``requests`` records every request.
 """
@@ -50,7 +61,12 @@ USER_ID = 7
 
 SEARCH_FIELDS = {"custom_fields", "email", "notes", "phone", "name"}
 CALL_LOG_OUTCOMES = {"connected", "no_answer", "left_message", "left_voicemail", "wrong_number", "busy"}
-ACTIVITY_TYPES = {"call", "meeting", "task", "deadline", "email", "lunch"}
+# the types every company starts with (key_string, name)
+DEFAULT_ACTIVITY_TYPES = (("call", "Call"), ("meeting", "Meeting"), ("task", "Task"), ("deadline", "Deadline"),
+                          ("email", "Email"), ("lunch", "Lunch"))
+ACTIVITY_KEYS = {"subject", "type", "owner_id", "deal_id", "lead_id", "org_id", "project_id", "due_date", "due_time",
+                 "duration", "busy", "done", "location", "participants", "attendees", "public_description",
+                 "priority", "note"}
 V1_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$")
 HH_MM = re.compile(r"^\d{2}:\d{2}$")
@@ -148,6 +164,15 @@ class FakePipedrive:
             self._next_id = 1
             self._clock = datetime(2024, 1, 1, tzinfo=UTC)
             self._window: deque[float] = deque()
+            self.activity_types: list[dict[str, Any]] = [
+                {"id": index, "key_string": key, "name": name, "active_flag": True, "is_custom_flag": False,
+                 "order_nr": index, "icon_key": key}
+                for index, (key, name) in enumerate(DEFAULT_ACTIVITY_TYPES, start=1)
+            ]
+            self.users: list[dict[str, Any]] = [
+                {"id": USER_ID, "name": "Test User", "email": "test.user@acme.example", "active_flag": True,
+                 "is_admin": 1, "role_id": 1}
+            ]
             self.call_logs_forbidden = False
             self.burst_limit = 100000
             self.daily_token_limit = 10_000_000
@@ -217,6 +242,27 @@ class FakePipedrive:
             for key, value in changes.items():
                 person[key] = _items(value) if key in ("phones", "emails") else value
             person["update_time"] = self._tick()
+
+    def add_user(self, user_id: int, name: str, email: str, active: bool = True) -> None:
+        with self._lock:
+            self.users.append({"id": user_id, "name": name, "email": email, "active_flag": active, "is_admin": 0,
+                               "role_id": 1})
+
+    def add_activity_type(self, key_string: str, name: str, active: bool = True) -> None:
+        with self._lock:
+            number = len(self.activity_types) + 1
+            self.activity_types.append({"id": number, "key_string": key_string, "name": name, "active_flag": active,
+                                        "is_custom_flag": True, "order_nr": number, "icon_key": "bubble"})
+
+    def delete_activity(self, activity_id: int) -> None:
+        with self._lock:
+            for activity in self.activities:
+                if activity["id"] == activity_id:
+                    activity.update(is_deleted=True, update_time=self._tick())
+
+    def activity(self, activity_id: int) -> dict[str, Any]:
+        with self._lock:
+            return next(dict(a) for a in self.activities if a["id"] == activity_id)
 
     def delete_person(self, person_id: int) -> None:
         with self._lock:
@@ -374,6 +420,18 @@ class FakePipedrive:
             return self._add_activity(headers, body, query)
         if method == "GET" and path == "/api/v2/activities":
             return self._list_activities(query)
+        match = re.fullmatch(r"/api/v2/activities/(\d+)", path)
+        if method == "PATCH" and match:
+            return self._update_activity(int(match.group(1)), headers, body, query)
+        match = re.fullmatch(r"/api/v1/callLogs/([^/]+)", path)
+        if method == "GET" and match:
+            return self._get_call_log(match.group(1), query)
+        if method == "GET" and path == "/api/v1/activityTypes":
+            _only(query, set())
+            return {"success": True, "data": [dict(t) for t in self.activity_types]}
+        if method == "GET" and path == "/api/v1/users":
+            _only(query, set())
+            return {"success": True, "data": [dict(u) for u in self.users]}
         if method == "GET" and path == "/api/v1/users/me":
             return self._me(query)
         raise _Reject(404, f"Unknown method {method} {path}")
@@ -606,6 +664,25 @@ class FakePipedrive:
         # YYYY-MM-DD, due_time and duration HH:MM; type an activity type key_string; person_id is
         # read-only (the person is the primary of participants [{person_id, primary}]).
         _only(query, set())
+        self._check_activity(headers, body)
+        participants = body.get("participants", [])
+        primary = next((p["person_id"] for p in participants if p.get("primary")), None)
+        activity_id = self._new_id()
+        added = _rfc(self._tick())
+        record = dict(
+            body,
+            id=activity_id,
+            person_id=primary,
+            is_deleted=False,
+            add_time=added,
+            update_time=self._clock,
+            owner_id=body.get("owner_id", USER_ID),
+        )
+        self.activities.append(record)
+        return {"success": True, "data": dict(record, update_time=added)}
+
+    def _check_activity(self, headers: dict[str, str], body: Any) -> None:
+        """The body rules of adding and of updating an activity (every key optional)."""
         _json_body(headers, body)
         if "person_id" in body:
             raise _Reject(
@@ -613,33 +690,12 @@ class FakePipedrive:
                 "'person_id' is a read-only field. Add a primary participant to set 'person_id' instead.",
                 "ERR_BAD_REQUEST",
             )
-        _only_keys(
-            body,
-            {
-                "subject",
-                "type",
-                "owner_id",
-                "deal_id",
-                "lead_id",
-                "org_id",
-                "project_id",
-                "due_date",
-                "due_time",
-                "duration",
-                "busy",
-                "done",
-                "location",
-                "participants",
-                "attendees",
-                "public_description",
-                "priority",
-                "note",
-            },
-        )
+        _only_keys(body, ACTIVITY_KEYS)
         _typed(body, str, "subject", "type", "lead_id", "public_description", "note")
         _typed(body, int, "owner_id", "deal_id", "org_id", "project_id", "priority")
         _typed(body, bool, "busy", "done")
-        if "type" in body and body["type"] not in ACTIVITY_TYPES:
+        active = {t["key_string"] for t in self.activity_types if t["active_flag"]}
+        if "type" in body and body["type"] not in active:
             raise _Reject(400, f"unknown activity type {body['type']!r}")
         for key, pattern in (("due_date", DATE), ("due_time", HH_MM), ("duration", HH_MM)):
             if key in body and not (isinstance(body[key], str) and pattern.match(body[key])):
@@ -656,20 +712,32 @@ class FakePipedrive:
         for participant in participants:
             if participant["person_id"] not in self.persons:
                 raise _Reject(404, "Person not found")
-        primary = next((p["person_id"] for p in participants if p.get("primary")), None)
-        activity_id = self._new_id()
-        added = _rfc(self._tick())
-        record = dict(
-            body,
-            id=activity_id,
-            person_id=primary,
-            is_deleted=False,
-            add_time=added,
-            update_time=self._clock,
-            owner_id=body.get("owner_id", USER_ID),
-        )
-        self.activities.append(record)
-        return {"success": True, "data": dict(record, update_time=added)}
+        if body.get("owner_id") is not None and body["owner_id"] not in {u["id"] for u in self.users}:
+            raise _Reject(400, "owner_id: user not found", "ERR_BAD_REQUEST")
+
+    def _update_activity(self, activity_id: int, headers: dict[str, str], body: Any,
+                         query: dict[str, str]) -> dict[str, Any]:
+        # https://developers.pipedrive.com/docs/api/v1/Activities#updateActivity (API v2:
+        # PATCH /api/v2/activities/{id}): the keys sent change, the others stay; a deleted or unknown
+        # activity is a 404. Changing the participants moves the primary person.
+        _only(query, set())
+        self._check_activity(headers, body)
+        activity = next((a for a in self.activities if a["id"] == activity_id and not a["is_deleted"]), None)
+        if activity is None:
+            raise _Reject(404, "Activity not found", "ERR_NOT_FOUND")
+        activity.update(body)
+        if "participants" in body:
+            activity["person_id"] = next((p["person_id"] for p in body["participants"] if p.get("primary")), None)
+        activity["update_time"] = self._tick()
+        return {"success": True, "data": dict(activity, update_time=_rfc(activity["update_time"]))}
+
+    def _get_call_log(self, call_log_id: str, query: dict[str, str]) -> dict[str, Any]:
+        # https://developers.pipedrive.com/docs/api/v1/CallLogs#getCallLog
+        _only(query, set())
+        record = next((c for c in self.call_logs if c["id"] == call_log_id), None)
+        if record is None:
+            raise _Reject(404, "Call log not found", "ERR_NOT_FOUND")
+        return {"success": True, "data": dict(record)}
 
     def _list_activities(self, query: dict[str, str]) -> dict[str, Any]:
         # https://developers.pipedrive.com/docs/api/v1/Activities#getActivities (API v2:
