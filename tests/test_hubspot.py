@@ -454,6 +454,7 @@ def association(contact_id: str) -> list[dict]:
 
 def test_callflow_incoming_answered(fake, make):
     anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.add_owner("Max", "Muster", "max@example.ch", owner_id="73012345")
     backend = make(portal_id=PORTAL_ID)
     call = CallRecord(
         contact_id=anna,
