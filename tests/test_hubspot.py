@@ -1247,3 +1247,26 @@ def test_sms_voicemail_and_a_call_through_the_web_layer(fake, hubspot_client):
     patches = len(fake.recorded("PATCH"))
     assert hubspot_client.post("/CallFlow", json=hang_up, headers=HEADERS).get_json()["id"] == call["id"]
     assert len(fake.recorded("PATCH")) == patches  # a post that adds nothing changes nothing
+
+
+def test_the_fake_refuses_message_records_hubspot_refuses(fake):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def post(path, properties, type_id):
+        body = {"properties": properties, "associations": [
+            {"to": {"id": anna}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]}]}
+        return requests.post(fake.url + path, json=body, headers=headers, timeout=5).status_code
+
+    sms = {"hs_communication_channel_type": "SMS", "hs_communication_logged_from": "CRM",
+           "hs_communication_body": "hi", "hs_timestamp": "2024-05-02T09:00:00.000Z"}
+    assert post(COMMUNICATIONS, dict(sms, hs_communication_channel_type="VOICEMAIL"), 81) == 400  # no such channel
+    assert post(COMMUNICATIONS, {k: v for k, v in sms.items() if k != "hs_communication_logged_from"}, 81) == 400
+    assert post(COMMUNICATIONS, sms, 202) == 400  # a note's association type
+    note = {"hs_note_body": "x", "hs_timestamp": "2024-05-02T09:00:00.000Z"}
+    assert post(NOTES, dict(note, hs_note_body="x" * 65_537), 202) == 400
+    assert post(NOTES, {"hs_note_body": "x"}, 202) == 400  # hs_timestamp is required
+    assert fake.communications == {} and fake.notes == {}
+    assert (post(COMMUNICATIONS, sms, 81), post(NOTES, note, 202)) == (201, 201)
+    owners = requests.get(fake.url + "/crm/v3/owners", params={"limit": "501"}, headers=headers, timeout=5)
+    assert owners.status_code == 400
