@@ -12,6 +12,14 @@ Vendor documentation this module follows (developers.hubspot.com):
 * calls: ``/docs/api/crm/calls`` (``POST /crm/v3/objects/calls``; association type 194 = call to
   contact; ``GET /crm/v3/objects/calls/{id}?idProperty=`` reads a call by a unique property) and
   the calls search (``POST /crm/v3/objects/calls/search``, same body as the contacts search);
+* updates: ``PATCH /crm/v3/objects/{calls|communications|notes}/{id}`` (the "Update" section of
+  each object's page: a partial update, read-only and nonexistent properties refused);
+* communications: ``/docs/api/crm/communications`` (``POST /crm/v3/objects/communications``, the
+  channel ``hs_communication_channel_type`` ``SMS``, ``hs_communication_logged_from`` ``CRM``;
+  association type 81 = communication to contact);
+* notes: ``/docs/api/crm/notes`` (``POST /crm/v3/objects/notes``, ``hs_note_body`` at most 65,536
+  characters; association type 202 = note to contact);
+* owners: ``/docs/api/crm/owners`` (``GET /crm/v3/owners``: ``id`` is what ``hubspot_owner_id`` takes);
 * account info: ``/docs/api/settings/account-information-api`` (``GET /account-info/v3/details``:
   ``portalId``, ``uiDomain``, ``timeZone``);
 * limits and errors: ``/docs/guides/apps/api-usage/usage-details`` (429 bodies with ``policyName``,
@@ -30,11 +38,18 @@ index shows a new call only seconds later; while an attempt whose outcome is unk
 file shared by the processes of this machine, :mod:`crm_backends.attempts`) is younger than
 ``SEARCH_INDEX_LAG_S``, a retry is refused as unavailable (the outbox tries again later) rather than
 risking a second call. A ``call_key_property`` is read directly, without the lag.
+
+Messages (``MessageLog``): an SMS digest is a communication of channel ``SMS``; HubSpot's
+communications have no voicemail or fax channel, so a voicemail or a fax is a note. Both carry a
+reference derived from the digest's key and are found again the same way as calls; later messages of
+the day replace the record's body with a PATCH. A call posted again with more information (its end, a
+note) is updated with a PATCH of the call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import os
 import re
@@ -58,7 +73,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.redact import mask
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
 from .base import BackendOptions, BackendSpec
@@ -87,6 +102,11 @@ CONTACT_OBJECT = "0-1"
 COMPANY_OBJECT = "0-2"
 PRIMARY_COMPANY_TYPE_ID = 1  # contact -> company, label "Primary"
 CALL_TO_CONTACT_TYPE_ID = 194
+COMMUNICATION_TO_CONTACT_TYPE_ID = 81
+NOTE_TO_CONTACT_TYPE_ID = 202
+OWNERS_PAGE = 500  # the owners API's largest page
+MAX_OWNER_PAGES = 40
+RECORD_TEXT_MAX = 65_536  # hs_note_body's limit, kept for communications too
 SEARCH_PAGE = 100
 LIST_PAGE = 100  # the list endpoint's maximum
 SEARCH_RESULT_CAP = 10_000  # the search API pages no further than this
@@ -176,6 +196,8 @@ class HubSpotBackend(HttpSource):
     search_by_name = True
     workflows = frozenset({"CallFlow"})
     creates_contacts = True
+    logs_messages = True
+    users = True
     default_crm_name = "HubSpot"
     status_errors = True
     default_crm_logo = DEFAULT_LOGO
@@ -464,7 +486,8 @@ class HubSpotBackend(HttpSource):
             found = self._find_call(call)
             if found is not None:
                 log.info("%s: call %s was already logged on contact %s", self.where, found, contact_id)
-                return self._remember(call, found, contact_id)
+                # an earlier attempt (whose answer was lost) made it, maybe from an older post
+                return self.update_call(found, call)
             age = self._uncertain.age(call.key)
             if age is not None and not self.options.get("call_key_property"):
                 if age < SEARCH_INDEX_LAG_S:
@@ -484,7 +507,7 @@ class HubSpotBackend(HttpSource):
             if isinstance(exc, HttpStatusError):
                 found = self._refused(exc, call, contact_id)
                 if found is not None:
-                    return self._remember(call, found, contact_id)
+                    return self.update_call(found, call)
             raise
         call_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
         if not call_id:
@@ -493,6 +516,143 @@ class HubSpotBackend(HttpSource):
         self._settled(call)
         log.info("%s: call %s logged on contact %s", self.where, call_id, contact_id)
         return self._remember(call, call_id, contact_id)
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """A later post of the call (its answer, end, duration, a note): PATCH the call record with
+        everything the call says now. The owner and the reference stay as they were."""
+        record_id = str(record_id or "").strip()
+        self._patch("calls", record_id, self.call_properties(call), "call")
+        log.info("%s: call %s updated (%s)", self.where, record_id, call.status)
+        return self._remember(call, record_id, str(call.contact_id or "").strip())
+
+    def _patch(self, kind: str, record_id: str, properties: dict[str, str], what: str) -> None:
+        """``PATCH /crm/v3/objects/{kind}/{id}``; a record deleted in HubSpot or a refused value is a
+        refusal for good, the rest (outage, rate limit) is tried again."""
+        if not record_id.isdigit():
+            raise DeliveryRefused(self.fail(f"{record_id[:40]!r} is not the id of a HubSpot {what}"))
+        try:
+            self._request("PATCH", f"/crm/v3/objects/{kind}/{record_id}", json={"properties": properties},
+                          timeout=max(self.timeout_s, 5.0))
+        except HttpStatusError as exc:
+            if exc.status in (404, 410):
+                raise DeliveryRefused(self.fail(f"the {what} {record_id} no longer exists in HubSpot")) from None
+            if exc.status in (400, 409, 422):
+                raise DeliveryRefused(str(exc)) from None
+            raise
+
+    # MessageLog ------------------------------------------------------------------------------
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        """The digest's record: a communication (SMS) or a note (voicemail, fax) associated with the
+        contact. A record an earlier attempt made (its answer lost) is found by its reference and
+        brought up to date instead of made again."""
+        contact_id = str(message_log.contact_id or "").strip()
+        if not contact_id.isdigit():
+            raise ContactNotFound(self.fail(f"{contact_id[:40]!r} is not a contact id"))
+        kind = _message_object(message_log)
+        attempt = "msg:" + message_log.key if message_log.key else ""
+        if attempt:
+            found = self._find_message(message_log)
+            if found is not None:
+                log.info("%s: %s %s was already logged on contact %s", self.where, kind[:-1], found, contact_id)
+                return self.update_message(found, message_log)
+            age = self._uncertain.age(attempt)
+            if age is not None and age < SEARCH_INDEX_LAG_S:
+                raise BackendUnavailable(
+                    f"{self.where}: the outcome of an attempt {age:.0f}s ago is unknown and the search may not "
+                    f"show it yet; not creating the {kind[:-1]} again before that is known"
+                )
+        properties = self.message_properties(message_log)
+        if kind == "communications":
+            properties = {"hs_communication_channel_type": "SMS", "hs_communication_logged_from": "CRM", **properties}
+        self._set_owner(properties, message_log.user_id, kind[:-1])
+        association = COMMUNICATION_TO_CONTACT_TYPE_ID if kind == "communications" else NOTE_TO_CONTACT_TYPE_ID
+        body = {"properties": properties, "associations": _association(contact_id, association)}
+        if attempt:
+            self._uncertain.sent(attempt)
+        try:
+            _, data = self._request("POST", f"/crm/v3/objects/{kind}", json=body, timeout=max(self.timeout_s, 5.0))
+        except (HttpStatusError, CredentialsRejected, RateLimited) as exc:
+            if attempt:
+                self._uncertain.settled(attempt)  # HubSpot answered: nothing was created
+            if isinstance(exc, HttpStatusError) and exc.status in (400, 404, 409, 422):
+                if exc.status in (400, 404) and not self._contact_exists(contact_id):
+                    raise ContactNotFound(self.fail(f"no contact with id {contact_id}")) from None
+                raise DeliveryRefused(str(exc)) from None
+            raise
+        record_id = str((data or {}).get("id") or "") if isinstance(data, dict) else ""
+        if not record_id:
+            raise BackendUnavailable(self.fail(f"created the {kind[:-1]} but answered without its id"))
+        if attempt:
+            self._uncertain.settled(attempt)
+        log.info("%s: %s %s logged on contact %s", self.where, kind[:-1], record_id, contact_id)
+        return WorkflowResult(id=record_id, url=self.contact_url(contact_id, self.portal_id()))
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        """The digest holds one more message: the record's body (and time) replaced with a PATCH."""
+        record_id = str(record_id or "").strip()
+        kind = _message_object(message_log)
+        self._patch(kind, record_id, self.message_properties(message_log), kind[:-1])
+        log.info("%s: %s %s updated (%d messages)", self.where, kind[:-1], record_id, len(message_log.messages))
+        contact_id = str(message_log.contact_id or "").strip()
+        return WorkflowResult(id=record_id, url=self.contact_url(contact_id, self.portal_id()))
+
+    def message_properties(self, message_log: MessageLog) -> dict[str, str]:
+        """The record's text and time: what a create sends and an update replaces."""
+        prefix = "hs_communication" if _message_object(message_log) == "communications" else "hs_note"
+        return {f"{prefix}_body": message_html(message_log), "hs_timestamp": _iso_ms(message_log.first.time)}
+
+    def _find_message(self, message_log: MessageLog) -> str | None:
+        """The id of a record already carrying this digest's reference, if HubSpot shows one: by the
+        reference as a word of the body, or the contact's records at the digest's time."""
+        kind = _message_object(message_log)
+        prop = "hs_communication_body" if kind == "communications" else "hs_note_body"
+        marker = message_marker(message_log.key)
+        body = {
+            "filterGroups": [
+                {"filters": [{"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": marker}]},
+                {
+                    "filters": [
+                        {"propertyName": "associations.contact", "operator": "EQ",
+                         "value": str(message_log.contact_id).strip()},
+                        {"propertyName": "hs_timestamp", "operator": "EQ", "value": _iso_ms(message_log.first.time)},
+                    ]
+                },
+            ],
+            "properties": [prop],
+            "limit": 100,
+        }
+        _, data = self._request("POST", f"/crm/v3/objects/{kind}/search", json=body,
+                                timeout=max(self.timeout_s, 5.0), search=True)
+        for record in self._results(data):
+            text = str((record.get("properties") or {}).get(prop) or "")
+            if marker in text and str(record.get("id") or "").strip():
+                return str(record["id"]).strip()
+        return None
+
+    # users -----------------------------------------------------------------------------------
+    def list_users(self) -> list[CrmUser]:
+        """The account's owners (``GET /crm/v3/owners``): the ids ``hubspot_owner_id`` takes."""
+        users: list[CrmUser] = []
+        after: str | None = None
+        for _ in range(MAX_OWNER_PAGES):
+            params = {"limit": str(OWNERS_PAGE), "archived": "false"}
+            if after:
+                params["after"] = after
+            _, data = self.with_retries(
+                lambda params=params: self._request("GET", "/crm/v3/owners", params=params,
+                                                    timeout=max(self.timeout_s, 5.0)),
+                attempts=3, max_wait_s=5.0, quota=self._daily,
+            )
+            for row in self._results(data):
+                owner_id = str(row.get("id") or "").strip()
+                if owner_id:
+                    name = " ".join(p for p in (scalar(row.get("firstName")), scalar(row.get("lastName"))) if p)
+                    users.append(CrmUser(id=owner_id, name=name or None, email=scalar(row.get("email"))))
+            after = _next_after(data)
+            if after is None:
+                return users
+        log.warning("%s: more than %d owners; the list stops there", self.where, len(users))
+        return users
 
     def _refused(self, exc: HttpStatusError, call: CallRecord, contact_id: str) -> str | None:
         """HubSpot refused the new call: the id of the call that exists already (a unique
@@ -564,13 +724,22 @@ class HubSpotBackend(HttpSource):
 
     def call_body(self, call: CallRecord) -> dict[str, Any]:
         """The documented create-call request: properties and the call-to-contact association."""
+        properties = self.call_properties(call)
+        if call.key and self.options.get("call_key_property"):
+            properties[self.options["call_key_property"]] = call.key
+        self._set_owner(properties, call.user_id, "call")
+        return {"properties": properties, "associations": _association(call.contact_id, CALL_TO_CONTACT_TYPE_ID)}
+
+    def call_properties(self, call: CallRecord) -> dict[str, str]:
+        """What a call record says of ``call``: sent when it is created and again, whole, when a later
+        post of the call updates it."""
         moment = _call_moment(call)
         status = {"answered": "COMPLETED", "missed": "NO_ANSWER", "declined": "CANCELED"}[call.status]
         from_number = _e164(call.originator_number, self.spec.default_region)
         to_number = _e164(call.destination_number, self.spec.default_region)
         properties: dict[str, str] = {
             "hs_timestamp": _iso_ms(moment),
-            "hs_call_title": call.summary(),
+            "hs_call_title": call.summary().splitlines()[0],
             "hs_call_body": self._call_text(call, from_number, to_number),
             "hs_call_direction": "INBOUND" if call.direction == "incoming" else "OUTBOUND",
             "hs_call_status": status,
@@ -580,40 +749,30 @@ class HubSpotBackend(HttpSource):
             properties["hs_call_from_number"] = from_number
         if to_number:
             properties["hs_call_to_number"] = to_number
-        if call.key and self.options.get("call_key_property"):
-            properties[self.options["call_key_property"]] = call.key
-        owner = str(call.user_id or "").strip()
+        return properties
+
+    def _set_owner(self, properties: dict[str, str], user_id: str | None, what: str) -> None:
+        """``hubspot_owner_id`` of a new record: the userCrmId when it is an owner, else the
+        ``default_user_id`` (see :meth:`owner_for`), else none (HubSpot's default)."""
+        owner = str(self.owner_for(user_id) or "").strip()
         if owner.isdigit():
             properties["hubspot_owner_id"] = owner
         elif owner:
-            # HubSpot refuses the whole call for an owner id that is not one: log the call without it
-            log.info(
-                "%s: userCrmId %r is not a HubSpot owner id; call logged without owner", self.where, owner
-            )
-        return {
-            "properties": properties,
-            "associations": [
-                {
-                    "to": {"id": str(call.contact_id).strip()},
-                    "types": [
-                        {
-                            "associationCategory": "HUBSPOT_DEFINED",
-                            "associationTypeId": CALL_TO_CONTACT_TYPE_ID,
-                        }
-                    ],
-                }
-            ],
-        }
+            # HubSpot refuses the whole record for an owner id that is not one: log it without
+            log.info("%s: userCrmId %r is not a HubSpot owner id; %s logged without owner", self.where,
+                     owner[:40], what)
 
     @staticmethod
     def _call_text(call: CallRecord, from_number: str | None, to_number: str | None) -> str:
-        parts = [call.summary() + "."]
+        parts = [call.summary().splitlines()[0] + "."]
         caller = " ".join(p for p in (call.originator_name, f"({from_number})" if from_number else None) if p)
         callee = " ".join(p for p in (call.destination_name, f"({to_number})" if to_number else None) if p)
         if caller:
             parts.append(f"From: {caller}.")
         if callee:
             parts.append(f"To: {callee}.")
+        if call.note:
+            parts.append(f"Note: {call.note.strip()}")
         parts.append("Logged by the phone lookup service.")
         if call.key:
             parts.append(f"Call reference: {call_marker(call.key)}")
@@ -804,6 +963,47 @@ class HubSpotBackend(HttpSource):
 def call_marker(key: str) -> str:
     """The reference written into a logged call: one search token (letters and digits only)."""
     return "pfcall" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def message_marker(key: str) -> str:
+    """The reference written into a message record: one search token, as for calls."""
+    return "pfmsg" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _message_object(message_log: MessageLog) -> str:
+    """HubSpot's communications have an SMS channel but none for voicemail or fax: those are notes."""
+    return "communications" if message_log.kind == "SMS" else "notes"
+
+
+def message_html(message_log: MessageLog) -> str:
+    """The record's body: the title, the participants, one line per message, the recording or the
+    document as a link, and the reference. HubSpot shows these bodies as HTML; when a day's digest
+    would pass the length limit, its earliest lines are left out (the count is said)."""
+    title = f"<p><strong>{html.escape(message_log.title)}</strong></p>"
+    head = ""
+    if message_log.participants:
+        head = f"<p>Participants: {html.escape(', '.join(message_log.participants))}</p>"
+    link = ""
+    if message_log.link and message_log.kind != "SMS":
+        label = "Recording" if message_log.kind == "Voicemail" else "Document"
+        href = html.escape(message_log.link, quote=True)
+        link = f'<p>{label}: <a href="{href}">{href}</a></p>'
+    tail = f"<p>Logged by the phone lookup service. Message log reference: {message_marker(message_log.key)}</p>"
+    lines = [html.escape(line) for line in message_log.lines()]
+    room = RECORD_TEXT_MAX - len(title) - len(head) - len(link) - len(tail) - 100
+    left_out = 0
+    while len(lines) > 1 and sum(len(line) + 4 for line in lines) > room:
+        lines.pop(0)
+        left_out += 1
+    if left_out:
+        lines.insert(0, f"({left_out} earlier messages left out)")
+    text = "<p>" + "<br>".join(lines) + "</p>"
+    return (title + head + text + link + tail)[:RECORD_TEXT_MAX]
+
+
+def _association(contact_id: str, type_id: int) -> list[dict[str, Any]]:
+    return [{"to": {"id": str(contact_id).strip()},
+             "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]}]
 
 
 def _next_after(data: Any) -> str | None:

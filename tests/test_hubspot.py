@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from crm_backends import hubspot as hubspot_backend
 from crm_backends.attempts import AttemptLog
 from crm_backends.base import BackendSpec, load_options
 from crm_backends.hubspot import HubSpotBackend, call_marker
@@ -23,7 +25,7 @@ from lookup_core.errors import (
     RateLimited,
 )
 from lookup_core.phone import parse_number
-from lookup_core.types import CallRecord
+from lookup_core.types import CallRecord, CrmUser, Message, MessageLog
 from tests.fakes.hubspot import PORTAL_ID, TOKEN, FakeHubSpot
 
 SEARCH = "/crm/v3/objects/contacts/search"
@@ -456,6 +458,7 @@ def association(contact_id: str) -> list[dict]:
 
 def test_callflow_incoming_answered(fake, make):
     anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.add_owner("Max", "Muster", "max@example.ch", owner_id="73012345")
     backend = make(portal_id=PORTAL_ID)
     call = CallRecord(
         contact_id=anna,
@@ -939,3 +942,345 @@ def test_phone_is_the_business_line_mobilephone_the_mobile_and_jobtitle_the_job_
     stored = mirror.store.get(anna)
     assert stored.phone_types == live.phone_types and stored.job_title == "Head of Purchasing"
     mirror.close()
+# call updates -----------------------------------------------------------------------------------
+def ringing_call(anna: str, **changes) -> CallRecord:
+    call = CallRecord(contact_id=anna, direction="incoming", originator_number="41215522000",
+                      originator_name="Anna Keller", destination_number="41445554433", started=at(0), key="ring-call")
+    return dataclasses.replace(call, **changes)
+
+
+def test_a_call_posted_at_ring_and_at_hang_up_is_one_record_with_the_final_duration(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    ring = ringing_call(anna)
+    first = backend.log_call(ring)
+    assert fake.calls[first.id].properties["hs_call_status"] == "NO_ANSWER"
+
+    final = ring.merged(ringing_call(anna, answered=at(5), ended=at(200), note="Wants a quote for 20 seats"))
+    result = backend.update_call(first.id, final)
+
+    assert result == first and list(fake.calls) == [first.id]
+    [patch] = fake.recorded("PATCH", f"{CALLS}/{first.id}")
+    assert set(patch.body) == {"properties"}
+    assert patch.body["properties"] == {
+        "hs_timestamp": "2024-05-02T09:00:00.000Z",
+        "hs_call_title": "Incoming call from Anna Keller, answered, 3:15",
+        "hs_call_body": "Incoming call from Anna Keller, answered, 3:15. From: Anna Keller (+41215522000). "
+        "To: (+41445554433). Note: Wants a quote for 20 seats Logged by the phone lookup service. "
+        f"Call reference: {call_marker('ring-call')}",
+        "hs_call_direction": "INBOUND",
+        "hs_call_status": "COMPLETED",
+        "hs_call_duration": "195000",
+        "hs_call_from_number": "+41215522000",
+        "hs_call_to_number": "+41445554433",
+    }
+    stored = fake.calls[first.id].properties
+    assert (stored["hs_call_status"], stored["hs_call_duration"]) == ("COMPLETED", "195000")
+    assert fake.calls[first.id].extra["contacts"] == [anna]  # the association stays
+
+
+def test_updating_a_call_deleted_in_hubspot_is_refused_for_good(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    with pytest.raises(DeliveryRefused, match="no longer exists"):
+        backend.update_call("987654", ringing_call(anna, answered=at(5), ended=at(9)))
+    fake.fail_next(503, path=f"{CALLS}/987654")
+    with pytest.raises(BackendUnavailable) as outage:
+        backend.update_call("987654", ringing_call(anna))
+    assert not isinstance(outage.value, DeliveryRefused)
+
+
+def test_a_lost_create_found_again_is_brought_up_to_date(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.lose_next(path=CALLS)  # the ring's call is stored, its answer lost
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).log_call(ringing_call(anna))
+    # the retry carries the hang-up by now: the call found is updated, not left at "ringing"
+    result = make(portal_id=PORTAL_ID).log_call(ringing_call(anna, answered=at(5), ended=at(65)))
+    [stored] = fake.calls
+    assert result.id == stored
+    assert (fake.calls[stored].properties["hs_call_status"], fake.calls[stored].properties["hs_call_duration"]) == \
+        ("COMPLETED", "60000")
+
+
+def test_the_fake_patch_refuses_what_hubspot_refuses(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    call_id = make(portal_id=PORTAL_ID).log_call(ringing_call(anna)).id
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{fake.url}{CALLS}/{call_id}"
+
+    def patch(body, target=url):
+        return requests.patch(target, json=body, headers=headers, timeout=5)
+
+    unknown = patch({"properties": {"hs_call_mood": "happy"}})
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+    read_only = patch({"properties": {"hs_createdate": "2024-01-01T00:00:00Z"}})
+    assert read_only.status_code == 400 and read_only.json()["errors"][0]["code"] == "READ_ONLY_VALUE"
+    assert patch({"properties": {"hs_call_status": "DONE"}}).status_code == 400
+    assert patch({"properties": {"hs_call_duration": "a minute"}}).status_code == 400
+    assert patch({"properties": {"hubspot_owner_id": "555"}}).json()["errors"][0]["code"] == "INVALID_OWNER_ID"
+    assert patch({"properties": {}, "associations": []}).status_code == 400
+    assert patch({"properties": {"hs_call_status": "BUSY"}}, f"{fake.url}{CALLS}/424242").status_code == 404
+    assert fake.calls[call_id].properties["hs_call_status"] == "NO_ANSWER"  # nothing refused was applied
+    assert patch({"properties": {"hs_call_status": "BUSY", "hs_call_body": ""}}).status_code == 200
+    assert fake.calls[call_id].properties["hs_call_status"] == "BUSY"
+    assert "hs_call_body" not in fake.calls[call_id].properties  # an empty string clears
+
+
+# messages ---------------------------------------------------------------------------------------
+COMMUNICATIONS = "/crm/v3/objects/communications"
+NOTES = "/crm/v3/objects/notes"
+
+
+def sms_log(anna: str, numbers, day: str = "2024-05-02", key: str | None = None) -> MessageLog:
+    messages = tuple(
+        Message(id=f"m-{day}-{n}", time=datetime.fromisoformat(f"{day}T09:{n:02d}:00+00:00"),
+                direction="incoming" if n % 2 else "outgoing",
+                from_number="+41215522000" if n % 2 else "+41445554433",
+                from_name="Anna Keller" if n % 2 else "Support",
+                to_number="+41445554433" if n % 2 else "+41215522000",
+                to_name="Support" if n % 2 else "Anna Keller", text=f"message number {n}")
+        for n in numbers
+    )
+    return MessageLog(contact_id=anna, kind="SMS", conversation_id="pair", day=day, zone="Europe/Zurich",
+                      messages=messages, key=key or f"t|hs|{anna}|pair|{day}")
+
+
+def html_lines(body: str) -> list[str]:
+    return [line for line in re.split(r"<br>|</?p>", body) if re.match(r"\d\d:\d\d ", line)]
+
+
+def test_an_sms_digest_is_one_communication_replaced_by_each_later_message(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    backend = make(portal_id=PORTAL_ID)
+    first = backend.log_message(sms_log(anna, [1]))
+    [create] = fake.recorded("POST", COMMUNICATIONS)
+    assert create.body["associations"] == [
+        {"to": {"id": anna}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 81}]}
+    ]
+    props = create.body["properties"]
+    assert (props["hs_communication_channel_type"], props["hs_communication_logged_from"]) == ("SMS", "CRM")
+    assert props["hs_timestamp"] == "2024-05-02T09:01:00.000Z" and "hubspot_owner_id" not in props
+    assert first.url == contact_url(anna, "app.hubspot.com")
+
+    for count in range(2, 11):
+        assert backend.update_message(first.id, sms_log(anna, range(1, count + 1))).id == first.id
+    assert list(fake.communications) == [first.id] and fake.notes == {}
+    body = fake.communications[first.id].properties["hs_communication_body"]
+    assert "<strong>SMS conversation with Anna Keller \u2013 2024-05-02</strong>" in body
+    assert "Participants: Anna Keller (+41215522000), Support (+41445554433)" in body
+    lines = html_lines(body)
+    assert len(lines) == 10  # replaced each time, never appended
+    assert lines[0] == "11:01 \u2190 Anna Keller: message number 1"  # the digest's zone
+    assert lines[1] == "11:02 \u2192 Anna Keller: message number 2"
+    [patch] = fake.recorded("PATCH", f"{COMMUNICATIONS}/{first.id}")[-1:]
+    assert set(patch.body["properties"]) == {"hs_communication_body", "hs_timestamp"}
+
+
+def test_message_text_is_escaped_and_a_huge_digest_keeps_its_latest_lines(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    digest = sms_log(anna, [1])
+    digest = dataclasses.replace(digest, messages=(dataclasses.replace(digest.first, text="<b>5 < 6</b>"),))
+    record = make().log_message(digest)
+    assert "&lt;b&gt;5 &lt; 6&lt;/b&gt;" in fake.communications[record.id].properties["hs_communication_body"]
+
+    big = sms_log(anna, range(1, 60), day="2024-05-03")
+    big = dataclasses.replace(big, messages=tuple(dataclasses.replace(m, text="x" * 2000) for m in big.messages))
+    body = hubspot_backend.message_html(big)
+    assert len(body) <= hubspot_backend.RECORD_TEXT_MAX
+    lines = html_lines(body)
+    assert "earlier messages left out)<br>" in body and lines[-1].startswith("11:59 \u2190")  # 09:59 UTC
+    assert 0 < len(lines) < 59 and not any(line.startswith("11:01 ") for line in lines)
+    assert hubspot_backend.message_marker(big.key) in body
+
+
+def test_a_voicemail_is_a_note_holding_its_link(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    voicemail = MessageLog(
+        contact_id=anna, kind="Voicemail", conversation_id="pair", day="2024-05-02", zone="Europe/Zurich",
+        messages=(Message(id="vm-1", time=at(0), direction="incoming", from_number="+41215522000",
+                          from_name="Anna Keller", to_number="+41445554433",
+                          link="https://pbx.example/rec/77.mp3?a=1&b=2"),),
+        key="t|hs|vm-1",
+    )
+    record = make(portal_id=PORTAL_ID).log_message(voicemail)
+    assert fake.communications == {} and list(fake.notes) == [record.id]
+    [create] = fake.recorded("POST", NOTES)
+    assert create.body["associations"][0]["types"] == [
+        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}
+    ]
+    assert set(create.body["properties"]) == {"hs_note_body", "hs_timestamp"}
+    body = fake.notes[record.id].properties["hs_note_body"]
+    assert "<strong>Voicemail from Anna Keller \u2013 2024-05-02</strong>" in body
+    assert 'Recording: <a href="https://pbx.example/rec/77.mp3?a=1&amp;b=2">' in body
+
+
+def test_a_message_record_whose_answer_was_lost_is_not_made_twice(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.lose_next(path=COMMUNICATIONS)
+    with pytest.raises(BackendUnavailable):
+        make(portal_id=PORTAL_ID).log_message(sms_log(anna, [1]))
+    [stored] = fake.communications
+    # the retry, in another worker, holds a second message by now: the record is found and updated
+    result = make(portal_id=PORTAL_ID).log_message(sms_log(anna, [1, 2]))
+    assert result.id == stored and list(fake.communications) == [stored]
+    assert len(fake.recorded("POST", COMMUNICATIONS)) == 1
+    assert len(html_lines(fake.communications[stored].properties["hs_communication_body"])) == 2
+    # another day's digest is not mistaken for it
+    assert make(portal_id=PORTAL_ID).log_message(sms_log(anna, [1], day="2024-05-03")).id != stored
+
+
+def test_a_lost_message_answer_while_the_search_lags_is_retried_later(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.index_lag = 3600.0
+    backend = make(portal_id=PORTAL_ID)
+    fake.lose_next(path=NOTES)
+    voicemail = dataclasses.replace(sms_log(anna, [1]), kind="Voicemail", key="t|hs|vm-lag")
+    with pytest.raises(BackendUnavailable):
+        backend.log_message(voicemail)
+    with pytest.raises(BackendUnavailable, match="outcome"):
+        backend.log_message(voicemail)
+    assert len(fake.notes) == 1
+    fake.index_lag = 0.0
+    assert backend.log_message(voicemail).id == next(iter(fake.notes)) and len(fake.notes) == 1
+
+
+def test_a_message_for_a_contact_hubspot_does_not_have(fake, make):
+    backend = make(portal_id=PORTAL_ID)
+    with pytest.raises(ContactNotFound):
+        backend.log_message(sms_log("alexa", [1]))
+    with pytest.raises(ContactNotFound):
+        backend.log_message(sms_log("999999", [1]))
+    assert fake.communications == {}
+
+
+# users ------------------------------------------------------------------------------------------
+def test_users_are_the_owners_of_every_page(fake, make, monkeypatch):
+    monkeypatch.setattr(hubspot_backend, "OWNERS_PAGE", 2)
+    ids = [fake.add_owner("Max", "Muster", "max@example.ch"), fake.add_owner("Eva", "", "eva@example.ch"),
+           fake.add_owner("Tom", "Tester", "tom@example.ch")]
+    fake.add_owner("Old", "Hand", "old@example.ch", archived=True)
+    backend = make()
+    assert backend.users and HubSpotBackend.can_list_users(backend.options)
+    assert backend.list_users() == [
+        CrmUser(ids[0], "Max Muster", "max@example.ch"), CrmUser(ids[1], "Eva", "eva@example.ch"),
+        CrmUser(ids[2], "Tom Tester", "tom@example.ch"),
+    ]
+    pages = fake.recorded("GET", "/crm/v3/owners")
+    assert [r.query.get("after") for r in pages] == [None, [ids[2]]]
+    assert pages[0].query["limit"] == ["2"] and pages[0].query["archived"] == ["false"]
+
+
+def test_an_unknown_user_crm_id_is_warned_once_and_its_calls_go_to_the_default_owner(fake, make, caplog):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    max_id = fake.add_owner("Max", "Muster", "max@example.ch")
+    reception = fake.add_owner("Front", "Desk", "desk@example.ch")
+    backend = make(portal_id=PORTAL_ID, default_user_id=reception)
+    with caplog.at_level(logging.WARNING):
+        first = backend.log_call(ringing_call(anna, user_id="4711", key="owner-1"))
+        second = backend.log_call(ringing_call(anna, user_id="4711", key="owner-2", started=at(60)))
+    assert len([r for r in caplog.records if "4711" in r.getMessage()]) == 1
+    assert fake.calls[first.id].properties["hubspot_owner_id"] == reception
+    assert fake.calls[second.id].properties["hubspot_owner_id"] == reception
+    known = backend.log_message(dataclasses.replace(sms_log(anna, [1]), user_id=max_id))
+    assert fake.communications[known.id].properties["hubspot_owner_id"] == max_id
+    assert len(fake.recorded("GET", "/crm/v3/owners")) == 1  # read once, then trusted for a while
+
+
+def test_an_unknown_user_crm_id_without_a_default_leaves_the_owner_to_hubspot(fake, make):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    fake.add_owner("Max", "Muster", "max@example.ch")
+    record = make(portal_id=PORTAL_ID).log_call(ringing_call(anna, user_id="4711"))
+    assert "hubspot_owner_id" not in fake.calls[record.id].properties
+
+
+# through the web layer --------------------------------------------------------------------------
+@pytest.fixture
+def hubspot_client(fake, make_app, tmp_path):
+    from tests.conftest import TOKEN as SERVICE_TOKEN
+
+    path = tmp_path / "lookup.toml"
+    path.write_text(f"""
+[[tenant]]
+name = "acme"
+tokens = ["{SERVICE_TOKEN}"]
+
+[[tenant.backend]]
+name = "crm"
+type = "hubspot"
+access_token = "{TOKEN}"
+base_url = "{fake.url}"
+portal_id = {PORTAL_ID}
+resolve_company = false
+timeout = 5
+""")
+    fake.search_rate = None
+    return make_app(LOOKUP_CONFIG=str(path), LOOKUP_TIMEZONE="Europe/Zurich").test_client()
+
+
+def test_sms_voicemail_and_a_call_through_the_web_layer(fake, hubspot_client):
+    from tests.conftest import HEADERS
+
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+
+    def sms(number: int, day: str = "2026-11-21") -> dict:
+        return {"inputs": {"contactCrmId": f"crm:{anna}", "type": "SMS", "direction": "incoming",
+                           "fromNumber": "+41215522000", "fromName": "Anna Keller", "toNumber": "+41445554433",
+                           "text": f"message number {number}", "time": f"{day}T09:{number:02d}:00Z",
+                           "messageId": f"m-{day}-{number}"}}
+
+    ids = set()
+    for number in [*range(1, 11), 3]:  # the third message posted twice
+        answer = hubspot_client.post("/MessageLog", json=sms(number), headers=HEADERS)
+        assert answer.status_code == 200, answer.get_json()
+        ids.add(answer.get_json()["id"])
+    assert ids == set(fake.communications)
+    [record] = fake.communications.values()
+    lines = html_lines(record.properties["hs_communication_body"])
+    assert len(lines) == 10 and sum("message number 3" in line for line in lines) == 1
+    assert lines[0] == "10:01 \u2190 Anna Keller: message number 1"
+    other_day = hubspot_client.post("/MessageLog", json=sms(1, "2026-11-22"), headers=HEADERS).get_json()
+    assert other_day["id"] not in ids and len(fake.communications) == 2
+
+    voicemail = {"inputs": {"contactCrmId": f"crm:{anna}", "type": "Voicemail", "direction": "incoming",
+                            "fromNumber": "+41215522000", "time": "2026-11-21T12:00:00Z",
+                            "recordingLink": "https://pbx.example/rec/77.mp3"}}
+    first = hubspot_client.post("/MessageLog", json=voicemail, headers=HEADERS).get_json()
+    assert hubspot_client.post("/MessageLog", json=voicemail, headers=HEADERS).get_json()["id"] == first["id"]
+    assert list(fake.notes) == [first["id"]]
+    assert "https://pbx.example/rec/77.mp3" in fake.notes[first["id"]].properties["hs_note_body"]
+
+    ring = {"inputs": {"contactCrmId": f"crm:{anna}", "direction": "incoming", "originatorNumber": "41215522000",
+                       "destinationNumber": "41445554433", "startedTime": "2026-11-21T09:00:00Z"}}
+    call = hubspot_client.post("/CallFlow", json=ring, headers=HEADERS).get_json()
+    hang_up = {"inputs": dict(ring["inputs"], answeredTime="2026-11-21T09:00:05Z", endedTime="2026-11-21T09:03:20Z")}
+    assert hubspot_client.post("/CallFlow", json=hang_up, headers=HEADERS).get_json()["id"] == call["id"]
+    assert list(fake.calls) == [call["id"]]
+    assert (fake.calls[call["id"]].properties["hs_call_status"],
+            fake.calls[call["id"]].properties["hs_call_duration"]) == ("COMPLETED", "195000")
+    patches = len(fake.recorded("PATCH"))
+    assert hubspot_client.post("/CallFlow", json=hang_up, headers=HEADERS).get_json()["id"] == call["id"]
+    assert len(fake.recorded("PATCH")) == patches  # a post that adds nothing changes nothing
+
+
+def test_the_fake_refuses_message_records_hubspot_refuses(fake):
+    anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def post(path, properties, type_id):
+        body = {"properties": properties, "associations": [
+            {"to": {"id": anna}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}]}]}
+        return requests.post(fake.url + path, json=body, headers=headers, timeout=5).status_code
+
+    sms = {"hs_communication_channel_type": "SMS", "hs_communication_logged_from": "CRM",
+           "hs_communication_body": "hi", "hs_timestamp": "2024-05-02T09:00:00.000Z"}
+    assert post(COMMUNICATIONS, dict(sms, hs_communication_channel_type="VOICEMAIL"), 81) == 400  # no such channel
+    assert post(COMMUNICATIONS, {k: v for k, v in sms.items() if k != "hs_communication_logged_from"}, 81) == 400
+    assert post(COMMUNICATIONS, sms, 202) == 400  # a note's association type
+    note = {"hs_note_body": "x", "hs_timestamp": "2024-05-02T09:00:00.000Z"}
+    assert post(NOTES, dict(note, hs_note_body="x" * 65_537), 202) == 400
+    assert post(NOTES, {"hs_note_body": "x"}, 202) == 400  # hs_timestamp is required
+    assert fake.communications == {} and fake.notes == {}
+    assert (post(COMMUNICATIONS, sms, 81), post(NOTES, note, 202)) == (201, 201)
+    owners = requests.get(fake.url + "/crm/v3/owners", params={"limit": "501"}, headers=headers, timeout=5)
+    assert owners.status_code == 400

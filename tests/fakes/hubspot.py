@@ -10,6 +10,8 @@ backend should not use gets HubSpot's error document (``{"status": "error", "mes
 Each endpoint's comment names the page of developers.hubspot.com it follows. Test helpers:
 :meth:`FakeHubSpot.add_contact`, :meth:`add_company`, :meth:`associate`, :meth:`fail_next`,
 :meth:`hang_next`, :meth:`lose_next` (the request is carried out, its answer lost), :meth:`revoke_token`,
+:meth:`add_owner` (the owners API's users); the engagements it keeps: ``calls``, ``communications``, ``notes``
+(created, read, searched and updated with PATCH, each per its page, see ``ENGAGEMENTS``);
 ``daily_remaining``, ``index_lag`` (seconds before a new call shows in the calls search),
 ``unique_call_properties`` (custom call properties created with ``hasUniqueValue``); ``requests``
 records every request.
@@ -85,6 +87,57 @@ CALL_STATUSES = {
     "RINGING",
 }
 CALL_TO_CONTACT = 194
+COMMUNICATION_TO_CONTACT = 81
+NOTE_TO_CONTACT = 202
+OWNERS_MAX_LIMIT = 500
+NOTE_BODY_MAX = 65_536
+# Set by HubSpot itself: a create or an update naming one is refused (READ_ONLY_VALUE).
+READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "hs_createdate", "hs_lastmodifieddate", "createdate",
+                                  "lastmodifieddate", "hs_created_by", "hs_modified_by", "hs_engagement_source"})
+
+
+@dataclass(frozen=True)
+class EngagementKind:
+    """One engagement object as its page of developers.hubspot.com describes it: the association
+    type to contacts, the properties it has, the values its enumerations take, what a create needs."""
+
+    association: int
+    properties: frozenset[str]
+    enums: dict[str, frozenset[str]]
+    required: tuple[str, ...] = ("hs_timestamp",)
+    numbers: frozenset[str] = frozenset()
+    max_lengths: dict[str, int] = field(default_factory=dict)
+
+
+ENGAGEMENTS: dict[str, EngagementKind] = {
+    # /docs/api/crm/calls ("Properties")
+    "calls": EngagementKind(
+        association=CALL_TO_CONTACT,
+        properties=frozenset({"hs_timestamp", "hs_call_title", "hs_call_body", "hs_call_direction",
+                              "hs_call_status", "hs_call_duration", "hs_call_from_number", "hs_call_to_number",
+                              "hs_call_recording_url", "hs_call_disposition", "hs_call_callee_object_id",
+                              "hs_call_callee_object_type", "hubspot_owner_id"}),
+        enums={"hs_call_direction": frozenset({"INBOUND", "OUTBOUND"}), "hs_call_status": frozenset(CALL_STATUSES)},
+        numbers=frozenset({"hs_call_duration"}),
+    ),
+    # /docs/api/crm/communications ("Properties"): the channel is WHATS_APP, LINKEDIN_MESSAGE or SMS,
+    # hs_communication_logged_from "must be set to CRM"
+    "communications": EngagementKind(
+        association=COMMUNICATION_TO_CONTACT,
+        properties=frozenset({"hs_timestamp", "hs_communication_channel_type", "hs_communication_logged_from",
+                              "hs_communication_body", "hubspot_owner_id"}),
+        enums={"hs_communication_channel_type": frozenset({"WHATS_APP", "LINKEDIN_MESSAGE", "SMS"}),
+               "hs_communication_logged_from": frozenset({"CRM"})},
+        required=("hs_communication_channel_type", "hs_communication_logged_from"),
+    ),
+    # /docs/api/crm/notes ("Properties"): hs_timestamp required, hs_note_body at most 65,536 characters
+    "notes": EngagementKind(
+        association=NOTE_TO_CONTACT,
+        properties=frozenset({"hs_timestamp", "hs_note_body", "hubspot_owner_id", "hs_attachment_ids"}),
+        enums={},
+        max_lengths={"hs_note_body": NOTE_BODY_MAX},
+    ),
+}
 UNAUTHENTICATED = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
     "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -213,7 +266,11 @@ class FakeHubSpot:
             self._release = threading.Event()
             self.contacts: dict[str, _Record] = {}
             self.companies: dict[str, _Record] = {}
-            self.calls: dict[str, _Record] = {}
+            self.engagements: dict[str, dict[str, _Record]] = {kind: {} for kind in ENGAGEMENTS}
+            self.calls = self.engagements["calls"]
+            self.communications = self.engagements["communications"]
+            self.notes = self.engagements["notes"]
+            self.owners: dict[str, dict[str, Any]] = {}
             self.associations: dict[str, list[tuple[str, bool]]] = {}  # contact -> [(company, primary)]
             self.requests: list[Recorded] = []
             self.failures: deque[_Failure] = deque()
@@ -454,15 +511,19 @@ class FakeHubSpot:
             return self._association_batch(body)
         if method == "POST" and path == "/crm/v3/objects/companies/batch/read":
             return self._company_batch(body)
-        if method == "POST" and path == "/crm/v3/objects/calls":
-            return 201, self._create_call(body)
         if method == "POST" and path == "/crm/v3/objects/contacts":
             return 201, self._create_contact(body)
-        if method == "POST" and path == "/crm/v3/objects/calls/search":
-            return 200, self._search(body, "calls")
-        match = re.fullmatch(r"/crm/v3/objects/calls/([^/]+)", path)
-        if method == "GET" and match:
-            return 200, self._get_call(match.group(1), query)
+        if method == "GET" and path == "/crm/v3/owners":
+            return 200, self._list_owners(query)
+        match = re.fullmatch(r"/crm/v3/objects/(calls|communications|notes)(?:/([^/]+))?", path)
+        if match and match.group(2) == "search" and method == "POST":
+            return 200, self._search(body, match.group(1))
+        if match and match.group(2) is None and method == "POST":
+            return 201, self._create_engagement(match.group(1), body)
+        if match and match.group(2) is not None and method == "GET":
+            return 200, self._get_engagement(match.group(1), match.group(2), query)
+        if match and match.group(2) is not None and method == "PATCH":
+            return 200, self._update_engagement(match.group(1), match.group(2), query, body)
         raise _ApiError(404, f"Unable to route {method} request with path {path}", "OBJECT_NOT_FOUND")
 
     # GET /account-info/v3/details
@@ -526,9 +587,10 @@ class FakeHubSpot:
                 "VALIDATION_ERROR",
             )
         with self.lock:
-            if kind == "calls":
+            if kind in ENGAGEMENTS:
                 horizon = time.monotonic() - self.index_lag
-                pool = [r for r in self.calls.values() if r.extra.get("indexed_at", 0.0) <= horizon]
+                pool = [r for r in self.engagements[kind].values()
+                        if r.extra.get("indexed_at", 0.0) <= horizon and not r.archived]
             else:
                 pool = self._candidates(groups)
         found = [r for r in pool if not groups or any(self._group_matches(r, g) for g in groups)]
@@ -793,36 +855,99 @@ class FakeHubSpot:
         return {"id": contact_id, "properties": dict(record.properties), "createdAt": stamp, "updatedAt": stamp,
                 "archived": False}
 
-    def _create_call(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or set(body) - {"properties", "associations"}:
-            raise _ApiError(400, "Invalid input JSON: expected {properties, associations}")
-        props = body.get("properties")
+    def add_owner(self, first_name: str, last_name: str, email: str, owner_id: str | None = None,
+                  archived: bool = False) -> str:
+        with self.lock:
+            owner_id = owner_id or self._new_id()
+            stamp = iso_ms()
+            self.owners[owner_id] = {
+                "id": owner_id, "email": email, "type": "PERSON", "firstName": first_name, "lastName": last_name,
+                "userId": int(owner_id) + 7, "userIdIncludingInactive": int(owner_id) + 7, "createdAt": stamp,
+                "updatedAt": stamp, "archived": archived, "teams": [],
+            }
+            return owner_id
+
+    # GET /crm/v3/owners?limit=&after=&email=&archived=
+    # developers.hubspot.com/docs/api/crm/owners ("Retrieve a list of owners"): `id` is the owner id
+    # records take in hubspot_owner_id (`userId` is not); pages of at most 500 with paging.next.after.
+    def _list_owners(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        unknown = set(query) - {"limit", "after", "email", "archived"}
+        if unknown:
+            raise _ApiError(400, f"Unknown query parameter(s) {sorted(unknown)}")
+        limit_text = query.get("limit", ["100"])[-1]
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= OWNERS_MAX_LIMIT:
+            raise _ApiError(400, f"limit must be between 1 and {OWNERS_MAX_LIMIT}")
+        after = query.get("after", ["0"])[-1]
+        if not after.isdigit():
+            raise _ApiError(400, f"Invalid after {after!r}")
+        archived = query.get("archived", ["false"])[-1] == "true"
+        email = query.get("email", [None])[-1]
+        with self.lock:
+            rows = sorted((o for o in self.owners.values() if o["archived"] == archived and int(o["id"]) >= int(after)
+                           and (email is None or o["email"] == email)), key=lambda o: int(o["id"]))
+        page, rest = rows[: int(limit_text)], rows[int(limit_text):]
+        result: dict[str, Any] = {"results": [dict(o) for o in page]}
+        if rest:
+            result["paging"] = {"next": {"after": rest[0]["id"], "link": f"?after={rest[0]['id']}"}}
+        return result
+
+    def _check_properties(self, kind: str, props: Any, creating: bool) -> dict[str, str]:
+        """A create's or an update's `properties`, refused the way HubSpot refuses them: an unknown
+        property (PROPERTY_DOESNT_EXIST), a read-only one (READ_ONLY_VALUE), a value that is not a
+        string or number, an enumeration value it does not have, an owner id that is no owner."""
+        spec = ENGAGEMENTS[kind]
         if not isinstance(props, dict):
             raise _ApiError(400, "`properties` is required")
         for key, value in props.items():
-            if not isinstance(value, str | int | float) or isinstance(value, bool):
-                raise _ApiError(400, f"Property values are strings or numbers: {key!r}")
-            custom = not key.startswith("hs_") and key != "hubspot_owner_id"
-            if custom and key not in self.unique_call_properties:
+            if key in READ_ONLY_PROPERTIES:
+                raise _ApiError(400, f"Property values were not valid: {key} is a read only property; its value "
+                                "cannot be set.", "VALIDATION_ERROR",
+                                errors=[{"code": "READ_ONLY_VALUE", "context": {"propertyName": [key]}}])
+            custom = kind == "calls" and key in self.unique_call_properties
+            if key not in spec.properties and not custom:
                 raise _ApiError(400, f'Property "{key}" does not exist', "VALIDATION_ERROR",
                                 errors=[{"code": "PROPERTY_DOESNT_EXIST", "context": {"propertyName": [key]}}])
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise _ApiError(400, f"Property values are strings or numbers: {key!r}")
+            text = str(value)
+            if text == "" and not creating:
+                continue  # an update clears a property with an empty string
+            allowed = spec.enums.get(key)
+            if allowed is not None and text not in allowed:
+                raise _ApiError(400, f"{text!r} is not a valid option for {key}")
+            if key in spec.numbers and not re.fullmatch(r"\d+", text):
+                raise _ApiError(400, f"{key} is a number ({text!r})")
+            if key == "hs_timestamp" and to_ms(text) is None:
+                raise _ApiError(400, "hs_timestamp is epoch milliseconds or ISO 8601")
+            if len(text) > spec.max_lengths.get(key, 1 << 20):
+                raise _ApiError(400, f"{key} is longer than {spec.max_lengths[key]} characters")
+            if key == "hubspot_owner_id" and text not in self.owners:
+                raise _ApiError(400, f"Property values were not valid: {text!r} is not a valid owner id",
+                                "VALIDATION_ERROR", errors=[{"code": "INVALID_OWNER_ID",
+                                                             "context": {"propertyName": [key]}}])
+        if creating:
+            for name in spec.required:
+                if name not in props:
+                    raise _ApiError(400, f"Property {name} is required", "VALIDATION_ERROR")
+        return {k: str(v) for k, v in props.items()}
+
+    # POST /crm/v3/objects/{calls|communications|notes}   body {"properties": {...}, "associations": [...]}
+    # developers.hubspot.com/docs/api/crm/calls, /docs/api/crm/communications, /docs/api/crm/notes
+    # ("Create ..."): properties as in ENGAGEMENTS; associations [{"to": {"id"}, "types":
+    # [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194 | 81 | 202}]}] (call,
+    # communication, note to contact; the association API's list of default type ids). Answers 201.
+    def _create_engagement(self, kind: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - {"properties", "associations"}:
+            raise _ApiError(400, "Invalid input JSON: expected {properties, associations}")
+        props = self._check_properties(kind, body.get("properties"), creating=True)
         with self.lock:
-            for name in self.unique_call_properties & set(props):
-                clash = next((r for r in self.calls.values() if r.properties.get(name) == str(props[name])), None)
+            for name in self.unique_call_properties & set(props) if kind == "calls" else ():
+                clash = next((r for r in self.calls.values() if r.properties.get(name) == props[name]), None)
                 if clash is not None:
                     # an assumption: HubSpot refuses a second record with a unique property's value
                     raise _ApiError(409, f"A call with {name} {props[name]!r} already exists. Existing ID: {clash.id}",
                                     "CONFLICT")
-        if to_ms(props.get("hs_timestamp")) is None:
-            raise _ApiError(400, "Property hs_timestamp is required: epoch milliseconds or ISO 8601")
-        if props.get("hs_call_direction") not in (None, "INBOUND", "OUTBOUND"):
-            raise _ApiError(
-                400, f"{props['hs_call_direction']!r} is not a valid option for hs_call_direction"
-            )
-        if props.get("hs_call_status") not in (None, *CALL_STATUSES):
-            raise _ApiError(400, f"{props['hs_call_status']!r} is not a valid option for hs_call_status")
-        if "hs_call_duration" in props and not re.fullmatch(r"\d+", str(props["hs_call_duration"])):
-            raise _ApiError(400, "hs_call_duration is a number of milliseconds")
+        association = ENGAGEMENTS[kind].association
         associations = body.get("associations", [])
         if not isinstance(associations, list):
             raise _ApiError(400, "`associations` must be a list")
@@ -832,10 +957,11 @@ class FakeHubSpot:
             types = item.get("types") if isinstance(item, dict) else None
             if not isinstance(target, dict) or "id" not in target or not isinstance(types, list) or not types:
                 raise _ApiError(400, "Each association needs `to.id` and `types`")
-            for kind in types:
-                if kind != {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": CALL_TO_CONTACT}:
+            for association_type in types:
+                if association_type != {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": association}:
                     raise _ApiError(
-                        400, f"Association type {kind!r} is not call-to-contact (HUBSPOT_DEFINED 194)"
+                        400, f"Association type {association_type!r} is not {kind[:-1]}-to-contact "
+                        f"(HUBSPOT_DEFINED {association})"
                     )
             contact_id = str(target["id"])
             with self.lock:
@@ -848,46 +974,66 @@ class FakeHubSpot:
                 )
             contact_ids.append(contact_id)
         with self.lock:
-            call_id = self._new_id()
+            record_id = self._new_id()
             stamp = iso_ms()
-            values = {k: str(v) for k, v in props.items()}
-            values.update(hs_object_id=call_id, hs_createdate=stamp, hs_lastmodifieddate=stamp)
+            values = dict(props)
+            values.update(hs_object_id=record_id, hs_createdate=stamp, hs_lastmodifieddate=stamp)
             extra = {"contacts": contact_ids, "indexed_at": time.monotonic()}
-            record = _Record(call_id, values, stamp, stamp, extra=extra)
-            self.calls[call_id] = record
+            record = _Record(record_id, values, stamp, stamp, extra=extra)
+            self.engagements[kind][record_id] = record
             for contact_id in contact_ids:
                 contact = self.contacts[contact_id]
                 contact.properties["notes_last_updated"] = stamp
                 contact.updated = stamp
                 self._finish_contact(contact)
-        return {
-            "id": call_id,
-            "properties": values,
-            "createdAt": stamp,
-            "updatedAt": stamp,
-            "archived": False,
-        }
+        return {"id": record_id, "properties": dict(values), "createdAt": stamp, "updatedAt": stamp, "archived": False}
 
+    def _find_engagement(self, kind: str, record_id: str, query: dict[str, list[str]], allowed: set[str]) -> _Record:
+        unknown = set(query) - allowed
+        if unknown:
+            raise _ApiError(400, f"Unknown query parameter(s) {sorted(unknown)}")
+        id_property = query.get("idProperty", [None])[-1]
+        store = self.engagements[kind]
+        with self.lock:
+            if id_property is None:
+                record = store.get(record_id)
+            elif kind != "calls" or id_property not in self.unique_call_properties:
+                raise _ApiError(400, f"{id_property} is not a unique identifier property", "VALIDATION_ERROR")
+            else:
+                record = next((r for r in store.values() if r.properties.get(id_property) == record_id), None)
+        if record is None or record.archived:
+            raise _ApiError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+        return record
 
     # GET /crm/v3/objects/calls/{callId}?properties=&idProperty=
     # developers.hubspot.com/docs/api/crm/calls ("Retrieve calls"): by id, or with `idProperty` by
     # the value of a unique-value property; read from the database, not from the search index.
-    def _get_call(self, call_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        unknown = set(query) - {"properties", "propertiesWithHistory", "associations", "archived", "idProperty"}
-        if unknown:
-            raise _ApiError(400, f"Unknown query parameter(s) {sorted(unknown)}")
-        id_property = query.get("idProperty", [None])[-1]
-        with self.lock:
-            if id_property is None:
-                record = self.calls.get(call_id)
-            elif id_property not in self.unique_call_properties:
-                raise _ApiError(400, f"{id_property} is not a unique identifier property", "VALIDATION_ERROR")
-            else:
-                record = next((r for r in self.calls.values() if r.properties.get(id_property) == call_id), None)
-        if record is None or record.archived:
-            raise _ApiError(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND")
+    def _get_engagement(self, kind: str, record_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        record = self._find_engagement(kind, record_id, query, {"properties", "propertiesWithHistory",
+                                                                "associations", "archived", "idProperty"})
         wanted = [p for p in ",".join(query.get("properties", [])).split(",") if p]
         return self._public(record, wanted, defaults=False)
+
+    # PATCH /crm/v3/objects/{calls|communications|notes}/{id}   body {"properties": {...}}
+    # developers.hubspot.com/docs/api/crm/calls ("Update calls"; the communications and notes pages
+    # alike, and the reference "Update" endpoints): a partial update of the record by its id (or
+    # `idProperty`); the given values overwrite, an empty string clears; read-only and nonexistent
+    # properties are an error; an unknown id answers 404. Associations are not changed here.
+    def _update_engagement(self, kind: str, record_id: str, query: dict[str, list[str]], body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or "properties" not in body or set(body) - {"properties", "objectWriteTraceId"}:
+            raise _ApiError(400, "Invalid input JSON: expected {properties}")
+        props = self._check_properties(kind, body["properties"], creating=False)
+        record = self._find_engagement(kind, record_id, query, {"idProperty"})
+        with self.lock:
+            stamp = iso_ms()
+            for key, value in props.items():
+                if value == "":
+                    record.properties.pop(key, None)
+                else:
+                    record.properties[key] = value
+            record.properties["hs_lastmodifieddate"] = stamp
+            record.updated = stamp
+        return self._public(record, sorted(record.properties), defaults=False)
 
 
 def _check_filter(item: Any) -> None:
