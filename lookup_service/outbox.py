@@ -304,14 +304,21 @@ class Outbox:
     def _perform(self, item: Item, tenant: Tenant, slot: BackendSlot) -> WorkflowResult:
         """One delivery: the record made, or (the item has a result: a later post revised it) updated."""
         backend = slot.backend
-        record_id = item.result.id if item.result is not None else None
+        made = item.result
         if item.workflow == CREATE_CONTACT:
             return self._create(tenant, slot, NewContact(**json.loads(item.payload)))
         if item.workflow == MESSAGE_LOG:
             digest = decode_message_log(item.payload)
-            return backend.update_message(record_id, digest) if record_id else backend.log_message(digest)
-        call = decode_call(item.payload)
-        return backend.update_call(record_id, call) if record_id else backend.log_call(call)
+            if made is None or not made.id:
+                return backend.log_message(digest)
+            result = backend.update_message(made.id, digest)
+        else:
+            call = decode_call(item.payload)
+            if made is None or not made.id:
+                return backend.log_call(call)
+            result = backend.update_call(made.id, call)
+        # an update's answer may lack the link the creation gave: the record keeps it
+        return result if result.url or not made.url else WorkflowResult(id=result.id, url=made.url)
 
     def _create(self, tenant: Tenant, slot: BackendSlot, new: NewContact) -> WorkflowResult:
         """Create the contact unless the backend has the number already (an earlier attempt whose

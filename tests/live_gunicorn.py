@@ -18,8 +18,6 @@ from tests.servers.lookup_process import procfile_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
-
 class LiveGunicorn:
     """``start()`` waits until /healthz answers; ``stop()`` ends the process group it started."""
 

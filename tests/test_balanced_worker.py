@@ -24,8 +24,6 @@ TOKEN = "worker-test-token-0123"
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from Linux /proc")
 
 
-
-
 @pytest.fixture
 def gunicorn(tmp_path):
     """Start gunicorn with ``threads`` per worker; yields (port, master pid)."""

@@ -1,9 +1,11 @@
-"""A worker killed in the middle of CallFlows: nothing lost, nothing doubled, never a 409.
+"""A worker killed in the middle of CallFlows and MessageLogs: nothing lost, nothing doubled, never a 409.
 
 A real gunicorn (the Procfile's command, 2 workers) on the embedded directory; 32 clients post
 200 calls 4 times each, and one worker is killed with SIGKILL a quarter of the way. Every call
 must end up recorded exactly once, every successful answer for a call must carry the same id, and
-no answer may be a 409 or a 5xx. Once with the SQLite ledger, once with Redis.
+no answer may be a 409 or a 5xx. Once with the SQLite ledger, once with Redis. The same with 200
+SMS of 10 conversations (one digest each, revised concurrently by both workers): each digest one
+record holding each of its 20 messages once.
 ``CRASH_CALLS``, ``CRASH_POSTS`` and ``CRASH_CLIENTS`` scale it (defaults: the numbers above).
 """
 
@@ -36,8 +38,6 @@ CLIENTS = int(os.environ.get("CRASH_CLIENTS", "32"))
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers in Linux /proc")]
-
-
 
 
 def _workers(master: int) -> list[int]:
@@ -98,6 +98,24 @@ def _payload(i: int) -> dict:
                        "answeredTime": str(1795251605 + i * 60), "endedTime": str(1795251650 + i * 60)}}
 
 
+DIGESTS = 10
+
+
+def _sms(i: int) -> dict:
+    """Message i of conversation i % DIGESTS, all on one day."""
+    return {"inputs": {"contactCrmId": f"directory:c{i % DIGESTS}", "type": "SMS", "direction": "incoming",
+                       "fromNumber": f"41795{i % DIGESTS:06d}", "toNumber": "41445001020", "text": f"sms number {i}",
+                       "time": str(1795251600 + i), "messageId": f"m{i}"}}
+
+
+def _digests(directory: Path) -> list[tuple[str, int, str]]:
+    conn = sqlite3.connect(directory, timeout=30)
+    try:
+        return conn.execute("SELECT contact_id, message_count, body FROM messages ORDER BY contact_id").fetchall()
+    finally:
+        conn.close()
+
+
 def _recorded(directory: Path) -> collections.Counter:
     conn = sqlite3.connect(directory, timeout=30)
     try:
@@ -107,7 +125,10 @@ def _recorded(directory: Path) -> collections.Counter:
     return collections.Counter(number for number, _ in rows)
 
 
-def _hammer(url: str, master: int) -> tuple[dict[int, list], list]:
+def _hammer(url: str, master: int, workflow: str = "CallFlow") -> tuple[dict[int, list], list]:
+    """Every post of the workflow, 32 at a time, a worker killed a quarter of the way; the answers'
+    ids by call (CallFlow) or by digest (MessageLog), and the failed posts."""
+    payload, group = (_payload, lambda i: i) if workflow == "CallFlow" else (_sms, lambda i: i % DIGESTS)
     posts = [i for i in range(CALLS) for _ in range(POSTS)]
     random.Random(7).shuffle(posts)
     answers: dict[int, list] = collections.defaultdict(list)
@@ -122,7 +143,7 @@ def _hammer(url: str, master: int) -> tuple[dict[int, list], list]:
         if session is None:
             session = local.session = requests.Session()
         try:
-            response = session.post(url + "/CallFlow", json=_payload(i), headers={"X-Execution-Token": TOKEN},
+            response = session.post(f"{url}/{workflow}", json=payload(i), headers={"X-Execution-Token": TOKEN},
                                     timeout=30)
         except requests.RequestException as exc:  # a connection of the killed worker
             local.session = None
@@ -131,7 +152,7 @@ def _hammer(url: str, master: int) -> tuple[dict[int, list], list]:
         else:
             with lock:
                 if response.status_code == 200:
-                    answers[i].append(response.json()["id"])
+                    answers[group(i)].append(response.json()["id"])
                 else:
                     problems.append((response.status_code, i, response.text[:200]))
         with lock:
@@ -147,14 +168,20 @@ def _hammer(url: str, master: int) -> tuple[dict[int, list], list]:
     return answers, problems
 
 
-@pytest.mark.parametrize("ledger", ["sqlite", "redis"])
-def test_a_killed_worker_loses_and_doubles_nothing(service, tmp_path, ledger, request):
-    extra = {"REDIS_URL": request.getfixturevalue("redis_url")} if ledger == "redis" else {}
-    if extra:
-        import redis
+@pytest.fixture(params=["sqlite", "redis"])
+def ledger_settings(request) -> dict[str, str]:
+    """The service's settings for each ledger: SQLite (the default), or an empty Redis."""
+    if request.param == "sqlite":
+        return {}
+    import redis
 
-        redis.Redis.from_url(extra["REDIS_URL"]).flushall()
-    url, master = service(**extra)
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushall()
+    return {"REDIS_URL": url}
+
+
+def test_a_killed_worker_loses_and_doubles_nothing(service, tmp_path, ledger_settings):
+    url, master = service(**ledger_settings)
     answers, problems = _hammer(url, master)
 
     # only the connections of the killed worker may fail; never a 409 or a 5xx
@@ -170,3 +197,25 @@ def test_a_killed_worker_loses_and_doubles_nothing(service, tmp_path, ledger, re
     recorded = _recorded(directory)
     assert len(recorded) == CALLS and set(recorded.values()) == {1}
     assert len(answers) >= CALLS - len(problems)
+
+
+def test_a_killed_worker_loses_no_message_of_a_digest(service, tmp_path, ledger_settings):
+    url, master = service(**ledger_settings)
+    answers, problems = _hammer(url, master, "MessageLog")
+
+    assert all(kind == "connection" for kind, _, _ in problems), problems
+    for digest, ids in answers.items():
+        assert len(set(ids)) == 1, f"digest {digest} got different ids: {ids}"
+    directory = tmp_path / "directory.sqlite3"
+    per_digest = CALLS // DIGESTS
+    deadline = time.monotonic() + 60  # revisions cut by the kill are delivered by the outbox
+    while time.monotonic() < deadline and not (
+            len(rows := _digests(directory)) == DIGESTS and all(count == per_digest for _, count, _ in rows)):
+        time.sleep(0.2)
+    rows = _digests(directory)
+    assert [contact for contact, _, _ in rows] == sorted(f"c{g}" for g in range(DIGESTS))
+    for contact, count, body in rows:
+        digest = int(contact[1:])
+        assert count == per_digest, (contact, count)
+        for i in range(digest, CALLS, DIGESTS):
+            assert body.count(f": sms number {i}\n") + body.endswith(f": sms number {i}") == 1, (contact, i)

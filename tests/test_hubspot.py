@@ -1284,3 +1284,12 @@ def test_the_fake_refuses_message_records_hubspot_refuses(fake):
     assert (post(COMMUNICATIONS, sms, 81), post(NOTES, note, 202)) == (201, 201)
     owners = requests.get(fake.url + "/crm/v3/owners", params={"limit": "501"}, headers=headers, timeout=5)
     assert owners.status_code == 400
+
+
+def test_the_users_command_lists_the_hubspot_owners(fake, hubspot_client):
+    owner = fake.add_owner("Max", "Muster", "max@example.ch")
+    result = hubspot_client.application.test_cli_runner().invoke(args=["users"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "acme/crm (HubSpot): 1 user(s)"
+    assert lines[2].split() == [str(owner), "Max", "Muster", "max@example.ch"]

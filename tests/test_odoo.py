@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import socket
@@ -1258,3 +1259,12 @@ def test_callflow_at_ring_and_at_hang_up_through_the_web_layer(odoo, make_app, t
     assert str(message["id"]) == first.get_json()["id"]
     assert "Duration: 3:15" in message["body"] and "Status: answered" in message["body"]
     assert message["author_id"] == fake.agent_partner_id
+
+
+def test_the_users_command_lists_the_odoo_users(odoo, make_app, tmp_path):
+    fake = odoo()
+    client = odoo_app(make_app, tmp_path, fake)
+    result = client.application.test_cli_runner().invoke(args=["users", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [(u["id"], u["name"]) for u in json.loads(result.output)["users"]] == [
+        ("9", "Anna Agent"), (str(fake.uid), "Lookup Bot")]

@@ -181,7 +181,6 @@ def test_the_spec_follows_the_app_it_is_built_for(make_app):
 # --- schemathesis against a live gunicorn --------------------------------------------------------------
 
 
-
 @pytest.fixture
 def live_service(tmp_path):
     from crm_backends.contact_store import ContactStore

@@ -343,7 +343,6 @@ def test_the_app_and_its_cli_use_postgresql(pg, tmp_path):
 # --- two service processes, one database ---------------------------------------------------------
 
 
-
 def _environment(url: str, instance: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_") and k != "REDIS_URL"}
     env.update({"DATABASE_URL": url, "LOOKUP_TOKENS": TOKEN, "LOOKUP_INSTANCE_DIR": str(instance),

@@ -1096,3 +1096,12 @@ def test_through_the_service_sms_make_one_digest_and_a_call_one_record(fake, web
     assert len(fake.call_logs) == 1
     call_activity = fake.activity(fake.call_logs[0]["activity_id"])
     assert call_activity["duration"] == "00:03" and "answered, 3:15" in call_activity["subject"]
+
+
+def test_the_users_command_lists_the_pipedrive_users(fake, web):
+    fake.add_user(21, "Max Agent", "max@acme.example")
+    result = web.application.test_cli_runner().invoke(args=["users", "acme", "crm", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["users"] == [
+        {"id": "7", "name": "Test User", "email": "test.user@acme.example"},
+        {"id": "21", "name": "Max Agent", "email": "max@acme.example"}]
