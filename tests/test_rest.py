@@ -865,7 +865,7 @@ def doc_backends(api: FakeRestApi) -> list[dict[str, Any]]:
 
 def test_documented_examples_load(api, tmp_path):
     tables = doc_backends(api)
-    assert len(tables) == 3
+    assert len(tables) == 4
     for table in tables:
         build(table, tmp_path)
 
@@ -1477,3 +1477,25 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)
+
+
+def test_documented_records_example_against_the_fake_erp(api, tmp_path, caplog):
+    """The records example of docs/backends/rest.md, against the fake that follows its description."""
+    from lookup_core.types import CrmUser
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api, people=[{"id": 1, "name": "Anna Muster", "phone": "021 552 20 00"}], idempotent=False)
+    table = doc_backends(api)[-1]
+    backend = build(table, tmp_path)
+    [anna] = backend.lookup(NUMBER, 5)  # stored only as "021 552 20 00"
+    assert anna.id == "1" and anna.contact_uri == api.url + "/people/1"
+    first = backend.log_call(dataclasses.replace(RING, user_id="ghost"))
+    assert backend.update_call(first.id, HANG_UP).id == first.id
+    [call] = erp.calls.values()
+    assert (call["status"], call["duration"], call["owner"]) == ("answered", 125, "u8")
+    made = backend.log_message(digest(1))
+    assert backend.update_message(made.id, digest(2)).id == made.id
+    assert backend.log_message(digest(2)).id == made.id  # found by its key: not made twice
+    [message] = erp.messages.values()
+    assert message["count"] == 2 and message["owner"] == "u8"
+    assert backend.list_users()[0] == CrmUser("u7", "Ursula Seven", "u7@erp.example")
