@@ -4,12 +4,15 @@ The configuration says which request finds the contacts having a number (``looku
 ``body``), where the records sit in the answer (``results``) and where each contact's values sit in a
 record (``fields``), as JMESPath expressions compiled at start-up. Optionally it says how to list
 every contact page by page for mirror mode (``list_url``, ``paging``, ``since_param``) and which
-request records a call (``[call_log]``).
+request records a call (``[call_log]``), which one completes it at hang-up (``[call_log_update]``),
+which two write ``MessageLog`` digests (``[message_log]``, ``[message_log_update]``) and which lists the
+CRM's users (``[users]``).
 
 Exactly once: the call-logging request carries the call's key in an ``Idempotency-Key`` header
 (an API that honours it answers a repeated request with the record it already made), and an optional
 ``[call_log.find_call]`` request is asked first: when it finds a record of the call (a retry after a
-lost answer), that record is the answer and nothing is created.
+lost answer), that record is the answer and nothing is created. Message records do the same with
+the digest's key and ``[message_log.find_message]``.
 
 The source's own search is never trusted: every record it returns is re-checked with the project's
 number normalization, so a loose search ("contains these digits") never shows a wrong contact.
@@ -42,7 +45,7 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.phone_types import phone_type
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 from .base import BackendOptions, BackendSpec
 from .http import HttpSource, read_time, redact_url, scalar, scrub
@@ -70,8 +73,17 @@ CALL_PLACEHOLDERS = frozenset(
         "user_id",
         "call_key",
         "summary",
+        "note",
     }
 )
+# a request that changes a record made earlier also gets its id
+RECORD_ID = frozenset({"record_id"})
+# MessageLog: the digest's values (lookup_core.types.MessageLog.values)
+MESSAGE_PLACEHOLDERS = frozenset(
+    {"contact_id", "type", "conversation_id", "day", "title", "body", "participants", "message_count",
+     "first_time", "last_time", "direction", "remote_number", "remote_name", "link", "user_id", "record_key"}
+)
+MAX_USERS = 10000
 CREATE_PLACEHOLDERS = frozenset({"name", "company", "email", "e164", "digits", "request_key"})
 PAGING_STYLES = ("none", "page", "offset", "cursor", "link")
 # Defaults of page_param / page_size_param per paging style.
@@ -251,6 +263,69 @@ class CallLogOptions(Schema):
     find_call = fields.Nested(FindCallOptions, load_default=None)
 
 
+class CallLogUpdateOptions(Schema):
+    """The request that updates a recorded call (``{record_id}``: the id ``call_log.id`` read) when a
+    later post of it adds its end or a note."""
+
+    request_url = TemplateField(CALL_PLACEHOLDERS | RECORD_ID, required=True)
+    method = fields.String(load_default="PATCH", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(CALL_PLACEHOLDERS | RECORD_ID),
+                          load_default=dict)
+    body = BodyField(CALL_PLACEHOLDERS | RECORD_ID, load_default=None)
+    url = JMESPathField(load_default=None)  # the record's link in the answer; default: call_log.url
+
+
+class FindMessageOptions(FindCallOptions):
+    """The request that finds a message record already made (by ``{record_key}``), asked first."""
+
+    request_url = TemplateField(MESSAGE_PLACEHOLDERS, required=True)
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(MESSAGE_PLACEHOLDERS), load_default=dict)
+    body = BodyField(MESSAGE_PLACEHOLDERS, load_default=None)
+
+
+class MessageLogOptions(Schema):
+    """The request that creates a message record (an SMS digest, a voicemail, a fax) and where its
+    answer holds the id and link."""
+
+    request_url = TemplateField(MESSAGE_PLACEHOLDERS, required=True)
+    method = fields.String(load_default="POST", validate=validate.OneOf(["POST", "PUT"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(MESSAGE_PLACEHOLDERS), load_default=dict)
+    body = BodyField(MESSAGE_PLACEHOLDERS, load_default=None)
+    id = JMESPathField(required=True)
+    url = JMESPathField(load_default=None)
+    find_message = fields.Nested(FindMessageOptions, load_default=None)
+
+
+class MessageLogUpdateOptions(Schema):
+    """The request that rewrites a message record (``{record_id}``) with the digest so far."""
+
+    request_url = TemplateField(MESSAGE_PLACEHOLDERS | RECORD_ID, required=True)
+    method = fields.String(load_default="PATCH", validate=validate.OneOf(["POST", "PUT", "PATCH"]))
+    headers = fields.Dict(keys=fields.String(), values=TemplateField(MESSAGE_PLACEHOLDERS | RECORD_ID),
+                          load_default=dict)
+    body = BodyField(MESSAGE_PLACEHOLDERS | RECORD_ID, load_default=None)
+    url = JMESPathField(load_default=None)  # default: message_log.url
+
+
+class UserFields(Schema):
+    """Where a user's values sit in one record of the users answer: JMESPath expressions."""
+
+    id = JMESPathField(required=True)
+    name = JMESPathField(load_default=None)
+    first_name = JMESPathField(load_default=None)
+    last_name = JMESPathField(load_default=None)
+    email = JMESPathField(load_default=None)
+
+
+class UsersOptions(Schema):
+    """The GET that lists the CRM's users, where the list sits in its answer and each user's values."""
+
+    request_url = TemplateField(frozenset(), required=True)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    results = JMESPathField(load_default="@")
+    user_fields = fields.Nested(UserFields, data_key="fields", required=True)
+
+
 class CreateContactOptions(Schema):
     """The request that creates a contact (CreateContact) and where its answer holds the id and link."""
 
@@ -300,7 +375,11 @@ class RestOptions(BackendOptions):
     list_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
     # call logging
     call_log = fields.Nested(CallLogOptions, load_default=None)
+    call_log_update = fields.Nested(CallLogUpdateOptions, load_default=None)
     create_contact = fields.Nested(CreateContactOptions, load_default=None)
+    message_log = fields.Nested(MessageLogOptions, load_default=None)
+    message_log_update = fields.Nested(MessageLogUpdateOptions, load_default=None)
+    users = fields.Nested(UsersOptions, load_default=None)
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -328,6 +407,13 @@ class RestOptions(BackendOptions):
             raise ValidationError(
                 "workflows lists CallFlow but no [call_log] request is configured", "call_log"
             )
+        if data.get("call_log_update") and not data.get("call_log"):
+            raise ValidationError("[call_log_update] updates what [call_log] records: configure both",
+                                  "call_log_update")
+        for key, other in (("message_log", "message_log_update"), ("message_log_update", "message_log")):
+            if data.get(key) and not data.get(other):
+                raise ValidationError(f"MessageLog needs both [message_log] (the day's first message) and "
+                                      f"[message_log_update] (each later one); [{other}] is missing", key)
 
 
 # --- values inserted into templates ----------------------------------------------------------------
@@ -512,6 +598,8 @@ class RestBackend(HttpSource):
     """Any JSON API, described by URL templates and JMESPath expressions."""
 
     creates_contacts = True  # with a [create_contact] request (can_create_contacts)
+    logs_messages = True  # with [message_log] and [message_log_update] (can_log_messages)
+    users = True  # with a [users] request (can_list_users)
 
     pool_size = 32
 
@@ -526,6 +614,14 @@ class RestBackend(HttpSource):
     @classmethod
     def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
         return cls.workflows if options.get("call_log") else frozenset()
+
+    @classmethod
+    def can_log_messages(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("message_log")) and bool(options.get("message_log_update"))
+
+    @classmethod
+    def can_list_users(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("users"))
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
@@ -588,6 +684,31 @@ class RestBackend(HttpSource):
                 self._compile(find["url"], "call_log.find_call.url") if find.get("url") else self._call_url
             )
 
+        self._call_update = self._template("call_log_update")
+        self._call_update_url = self._optional(o.get("call_log_update"), "url", "call_log_update") or self._call_url
+        self._kept_calls_noted = False
+        self._message = self._template("message_log")
+        self._message_update = self._template("message_log_update")
+        message = o.get("message_log") or {}
+        self._message_id = self._optional(message, "id", "message_log")
+        self._message_url = self._optional(message, "url", "message_log")
+        self._message_update_url = self._optional(o.get("message_log_update"), "url", "message_log_update") \
+            or self._message_url
+        find_message = message.get("find_message")
+        self._find_message = self._template("message_log.find_message", find_message)
+        if find_message:
+            self._find_message_results = self._compile(find_message["results"], "message_log.find_message.results")
+            self._find_message_id = self._optional(find_message, "id", "message_log.find_message") or self._message_id
+            self._find_message_url = self._optional(find_message, "url", "message_log.find_message") \
+                or self._message_url
+        users = o.get("users")
+        self._users = RequestTemplate("users", users["request_url"], "GET", dict(users["headers"]), None) \
+            if users else None
+        if users:
+            self._users_results = self._compile(users["results"], "users.results")
+            self._user_fields = {key: self._compile(expr, f"users.fields.{key}")
+                                 for key, expr in users["user_fields"].items() if expr}
+
         paging = o["paging"]
         self.paging = paging
         page_param = o.get("page_param")
@@ -601,6 +722,18 @@ class RestBackend(HttpSource):
             self.session.auth = (o["username"], o.get("password") or "")
         if o.get("ca_file"):
             self.session.verify = o["ca_file"]
+
+    def _template(self, key: str, table: dict[str, Any] | None = None) -> RequestTemplate | None:
+        """The request template of option ``key`` (or of ``table``), None when it is not configured."""
+        table = self.options.get(key) if table is None else table
+        if not table:
+            return None
+        return RequestTemplate(key, table["request_url"], table["method"], dict(table["headers"]), table["body"])
+
+    def _optional(self, table: dict[str, Any] | None, name: str, key: str) -> Expression | None:
+        """The expression ``table[name]`` compiled, None when absent."""
+        expr = (table or {}).get(name)
+        return self._compile(expr, f"{key}.{name}") if expr else None
 
     def _compile(self, expr: str, key: str) -> Expression:
         try:
@@ -903,7 +1036,7 @@ class RestBackend(HttpSource):
     def log_call(self, call: CallRecord) -> WorkflowResult:
         if self._call is None:
             return super().log_call(call)
-        values = call.values()
+        values = self._call_values(call)
         if self._find is not None:
             found = self._find_call(values)
             if found is not None:
@@ -937,6 +1070,123 @@ class RestBackend(HttpSource):
             url=scalar(self._value(self._call_url, answer)) if answer is not None else None,
         )
 
+    def _call_values(self, call: CallRecord) -> dict[str, Any]:
+        """The call's template values; ``{user_id}`` is the record's owner (:meth:`owner_for`)."""
+        values = call.values()
+        values["user_id"] = self.owner_for(call.user_id)
+        return values
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """The record ``record_id`` changed with the ``[call_log_update]`` request; without one it is
+        kept as the first post made it (said once at INFO)."""
+        if self._call is None:
+            return super().update_call(record_id, call)
+        if self._call_update is None:
+            if not self._kept_calls_noted:
+                self._kept_calls_noted = True
+                log.info("%s: a later post of a call (its end, a note) keeps the call's first record unchanged: no "
+                         "[call_log_update] request is configured", self.spec.where())
+            return WorkflowResult(id=record_id, url=self._contact_link(call.contact_id))
+        answer = self._change(self._call_update, {**self._call_values(call), "record_id": record_id}, "call")
+        return WorkflowResult(id=record_id, url=self._link(self._call_update_url, answer, call.contact_id))
+
+    # message logging --------------------------------------------------------------------------------
+    def _message_values(self, message_log: MessageLog) -> dict[str, Any]:
+        values = message_log.values()
+        values["user_id"] = self.owner_for(message_log.user_id)
+        return values
+
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        """Create the record with ``[message_log]`` (asking ``find_message`` first when configured: a
+        record an earlier attempt made is updated instead). The request carries the digest's key as
+        ``Idempotency-Key``; a digest of several messages (a retry, messages posted meanwhile) is
+        then rewritten with ``[message_log_update]``, in case the API answered the record it had."""
+        if self._message is None or self._message_update is None:
+            return super().log_message(message_log)
+        values = self._message_values(message_log)
+        if self._find_message is not None:
+            found = self._find_record(self._find_message, values, self._find_message_results, self._find_message_id,
+                                      self._find_message_url, "message_log.find_message.results")
+            if found is not None and found.id:
+                log.info("%s: the message record exists already (%s)", self.spec.where(),
+                         self._find_message.describe())
+                return self.update_message(found.id, message_log)
+        template = self._message
+        what = template.describe()
+        url, headers, data = template.render(values)
+        if message_log.key and not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = message_log.key
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
+        self.check_status(response, what, write=True)
+        answer = self._json(response, what)
+        record_id = scalar(self._value(self._message_id, answer)) if answer is not None else None
+        if record_id is None:
+            # without its id the record cannot be updated by the day's later messages
+            raise DeliveryRefused(self._fail(what, "made the record but its answer has no id at `message_log.id` = "
+                                             f"{self.options['message_log']['id']!r}"))
+        if len(message_log.messages) > 1:
+            return self.update_message(record_id, message_log)
+        return WorkflowResult(id=record_id, url=self._link(self._message_url, answer, message_log.contact_id))
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        if self._message is None or self._message_update is None:
+            return super().update_message(record_id, message_log)
+        values = {**self._message_values(message_log), "record_id": record_id}
+        answer = self._change(self._message_update, values, "message record")
+        return WorkflowResult(id=record_id, url=self._link(self._message_update_url, answer, message_log.contact_id))
+
+    def _change(self, template: RequestTemplate, values: dict[str, Any], what_record: str) -> Any:
+        """Send an update request; its decoded answer (None when empty or not JSON: the change was made)."""
+        what = template.describe()
+        url, headers, data = template.render(values)
+        response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
+        error = self.status_error(response, what, write=True)
+        if error is not None:
+            if isinstance(error, ContactNotFound):  # the record is gone: updating it again cannot help
+                raise DeliveryRefused(self._fail(what, f"answered HTTP {response.status_code}: the {what_record} "
+                                                 f"{values['record_id']!r} is not there any more"))
+            raise error
+        try:
+            return self._json(response, what)
+        except BackendUnavailable as exc:
+            log.warning("%s; the %s was updated", exc, what_record)
+            return None
+
+    def _link(self, expr: Expression | None, answer: Any, contact_id: str) -> str | None:
+        """The record's link in ``answer`` at ``expr``, else the contact's page (``contact_uri_template``)."""
+        link = scalar(self._value(expr, answer)) if answer is not None and expr is not None else None
+        return link or self._contact_link(contact_id)
+
+    def _contact_link(self, contact_id: str) -> str | None:
+        template = self.options.get("contact_uri_template")
+        return _fill(template, {"id": contact_id}, lambda text: quote(text, safe="")) if template else None
+
+    # users --------------------------------------------------------------------------------------------
+    def list_users(self) -> list[CrmUser]:
+        """The records of the ``[users]`` GET (``results``), read with ``users.fields``."""
+        if self._users is None:
+            return super().list_users()
+        what = self._users.describe()
+        url, headers, _ = self._users.render({})
+        response = self.send("GET", url, what=what, headers=headers, timeout=max(self.timeout_s, 5.0))
+        self.check_status(response, what)
+        records = self._records(self._json(response, what), self._users_results, "users.results", what)
+        get = self._user_fields.get
+        users = []
+        for record in records[:MAX_USERS]:
+            user_id = scalar(self._value(get("id"), record))
+            if user_id is None:
+                continue
+            name = _text(self._value(get("name"), record))
+            if not name:
+                parts = (_text(self._value(get("first_name"), record)), _text(self._value(get("last_name"), record)))
+                name = " ".join(part for part in parts if part) or None
+            users.append(CrmUser(id=user_id, name=name, email=_text(self._value(get("email"), record))))
+        if records and not users:
+            raise BackendUnavailable(self._fail(what, f"answered {len(records)} users, none with an id at "
+                                                f"`users.fields.id` = {self.options['users']['user_fields']['id']!r}"))
+        return users
+
     @classmethod
     def can_create_contacts(cls, options: dict[str, Any]) -> bool:
         return bool(options.get("create_contact"))
@@ -965,8 +1215,13 @@ class RestBackend(HttpSource):
 
     def _find_call(self, values: dict[str, Any]) -> WorkflowResult | None:
         """The call as an earlier attempt recorded it, or None (404, nothing listed)."""
-        template = self._find
-        assert template is not None
+        assert self._find is not None
+        return self._find_record(self._find, values, self._find_results, self._find_id, self._find_url,
+                                 "call_log.find_call.results")
+
+    def _find_record(self, template: RequestTemplate, values: dict[str, Any], results: Expression,
+                     id_expr: Expression | None, url_expr: Expression | None, key: str) -> WorkflowResult | None:
+        """The record a find request (``find_call``, ``find_message``) answers, or None (404, nothing listed)."""
         what = template.describe()
         url, headers, data = template.render(values)
         response = self.send(template.method, url, what=what, headers=headers, data=data, timeout=self.timeout_s)
@@ -977,7 +1232,7 @@ class RestBackend(HttpSource):
         if answer is None:
             return None
         try:
-            found = self._find_results.search(answer)
+            found = results.search(answer)
         except JMESPathError:
             found = None
         if found is None:
@@ -985,13 +1240,13 @@ class RestBackend(HttpSource):
         for record in found if isinstance(found, list) else [found]:
             if not isinstance(record, dict):
                 raise BackendUnavailable(
-                    self._fail(what, f"answered {_kind(record)} where `call_log.find_call.results` expects records")
+                    self._fail(what, f"answered {_kind(record)} where `{key}` expects records")
                 )
-            call_id = scalar(self._value(self._find_id, record))
+            record_id = scalar(self._value(id_expr, record))
             # a record counts when it has an id; without an id expression, any listed record does (but
             # not the whole answer: `{"items": []}` read with results = "@" is no record)
-            if call_id is not None or (self._find_id is None and isinstance(found, list)):
-                return WorkflowResult(id=call_id, url=scalar(self._value(self._find_url, record)))
+            if record_id is not None or (id_expr is None and isinstance(found, list)):
+                return WorkflowResult(id=record_id, url=scalar(self._value(url_expr, record)))
         return None
 
     # housekeeping ---------------------------------------------------------------------------------

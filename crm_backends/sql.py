@@ -3,7 +3,9 @@
 The customer writes the SQL (a lookup query with named parameters such as ``:e164`` or
 ``:national``, and/or a listing for the mirror) and maps result columns to contact fields. Every
 candidate row of a lookup is re-checked with the project's normalization, so a loose ``LIKE``
-query never shows a wrong contact. An optional ``INSERT`` makes ``CallFlow`` write call records.
+query never shows a wrong contact. An optional ``INSERT`` makes ``CallFlow`` write call records
+(and an ``UPDATE`` complete them at hang-up), two more write ``MessageLog`` digests, and a
+``users_query`` lists the CRM users a ``userCrmId`` may name.
 
 Two connection pools are used: a small one for lookups and call logging whose connect and
 statement timeouts stay inside the engine's deadline, and a one-connection pool for mirror syncs
@@ -44,7 +46,16 @@ from lookup_core.errors import (
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.phone_types import phone_type
-from lookup_core.types import CallRecord, Contact, NewContact, SyncBatch, WorkflowResult
+from lookup_core.types import (
+    CallRecord,
+    Contact,
+    CrmUser,
+    Message,
+    MessageLog,
+    NewContact,
+    SyncBatch,
+    WorkflowResult,
+)
 
 from .base import Backend, BackendOptions, BackendSpec
 
@@ -71,10 +82,24 @@ CALL_PARAMS = frozenset(
         "user_id",
         "call_key",
         "summary",
+        "note",
     }
     | CALL_TIME_PARAMS
 )
 CALL_URL_PARAMS = frozenset({"id", "contact_id"})
+# MessageLog: the digest's values (lookup_core.types.MessageLog.values)
+MESSAGE_TIME_PARAMS = frozenset({"first_time", "last_time"})
+MESSAGE_PARAMS = frozenset(
+    {"contact_id", "type", "conversation_id", "day", "title", "body", "participants", "message_count",
+     "direction", "remote_number", "remote_name", "link", "user_id", "record_key"}
+) | MESSAGE_TIME_PARAMS
+# an update also gets the id the INSERT returned
+RECORD_ID = frozenset({"record_id"})
+# the INSERT/UPDATE statements: tried at start-up inside a rolled-back transaction, where a
+# constraint broken by the dummy values is no configuration error
+WRITES = frozenset({"call_log_query", "call_log_update_query", "message_log_insert_query",
+                    "message_log_update_query"})
+MAX_USERS = 10000  # rows read from users_query at most
 STREAMED = frozenset({"list_query", "since_query", "deleted_query"})
 # The number bound to the lookup query by check().
 _CHECK_NUMBER = "+41215522000"
@@ -147,6 +172,17 @@ class SqlOptions(BackendOptions):
     # INSERT wrote nothing (ON CONFLICT DO NOTHING) or hit the unique key
     call_find_query = fields.String(load_default=None, allow_none=True)
     call_url_template = fields.String(load_default=None, allow_none=True)
+    # a later post of the same call (its end, a note): UPDATE of the row, :record_id = the id
+    # call_log_query returned; without it the first row is kept as it is
+    call_log_update_query = fields.String(load_default=None, allow_none=True)
+    # MessageLog: one row per SMS digest (contact, conversation, day) or voicemail/fax, created by
+    # the insert (RETURNING its id) and rewritten by the update (:record_id) at each later message
+    message_log_insert_query = fields.String(load_default=None, allow_none=True)
+    message_log_find_query = fields.String(load_default=None, allow_none=True)  # by :record_key
+    message_log_update_query = fields.String(load_default=None, allow_none=True)
+    message_url_template = fields.String(load_default=None, allow_none=True)
+    # the CRM's users (`flask --app wsgi users`, userCrmId checks): columns id, name, email
+    users_query = fields.String(load_default=None, allow_none=True)
     # CreateContact: inserts a contact (:name, :company, :email, :e164, :digits, :request_key);
     # RETURNING its id is optional (the contact is then read back by its number with `query`)
     insert_contact_query = fields.String(load_default=None, allow_none=True)
@@ -179,7 +215,12 @@ class SqlOptions(BackendOptions):
             "deleted_query": SINCE_PARAMS,
             "call_log_query": CALL_PARAMS,
             "call_find_query": CALL_PARAMS,
+            "call_log_update_query": CALL_PARAMS | RECORD_ID,
             "insert_contact_query": CREATE_PARAMS,
+            "message_log_insert_query": MESSAGE_PARAMS,
+            "message_log_find_query": MESSAGE_PARAMS,
+            "message_log_update_query": MESSAGE_PARAMS | RECORD_ID,
+            "users_query": frozenset(),
         }
         for key, names in allowed.items():
             query = data.get(key)
@@ -206,8 +247,21 @@ class SqlOptions(BackendOptions):
             raise ValidationError("call_find_query is only used with call_log_query", field_name="call_find_query")
         if data.get("deleted_query") and not data.get("since_query"):
             raise ValidationError("deleted_query is only used with since_query", field_name="deleted_query")
+        if data.get("call_log_update_query") and not data.get("call_log_query"):
+            raise ValidationError("call_log_update_query is only used with call_log_query",
+                                  field_name="call_log_update_query")
+        for key, other in (("message_log_insert_query", "message_log_update_query"),
+                           ("message_log_update_query", "message_log_insert_query")):
+            if data.get(key) and not data.get(other):
+                raise ValidationError(f"MessageLog needs both message_log_insert_query (the day's first message) "
+                                      f"and message_log_update_query (each later one); {other} is missing",
+                                      field_name=key)
+        if data.get("message_log_find_query") and not data.get("message_log_insert_query"):
+            raise ValidationError("message_log_find_query is only used with message_log_insert_query",
+                                  field_name="message_log_find_query")
         for key, names in (
             ("call_url_template", CALL_URL_PARAMS),
+            ("message_url_template", CALL_URL_PARAMS),
             ("contact_uri_template", None),
             ("company_uri_template", None),
         ):
@@ -232,6 +286,22 @@ def _template_names(template: str) -> set[str]:
                 raise ValueError(f"placeholder {{{name}}} must be a column name")
             names.add(name)
     return names
+
+
+def _user_columns(keys: Iterable[str]) -> tuple[int, int | None, int | None] | None:
+    """Positions of the ``id``, ``name`` and ``email`` columns of ``users_query`` (any case); None
+    without an ``id`` column."""
+    folded: dict[str, int] = {}
+    for i, name in enumerate(keys):
+        folded.setdefault(name.lower(), i)
+    if "id" not in folded:
+        return None
+    return folded["id"], folded.get("name"), folded.get("email")
+
+
+def _missing_user_id(keys: Iterable[str]) -> str:
+    return (f"the result has no column 'id' (its columns are {', '.join(keys) or 'none'}); name the columns "
+            "id, name and email, e.g. SELECT login AS id, full_name AS name, mail AS email FROM users")
 
 
 # result columns -----------------------------------------------------------------------------------
@@ -509,6 +579,8 @@ class SqlBackend(Backend):
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})  # when call_log_query is configured: see workflows_for
     creates_contacts = True  # when insert_contact_query is configured: see can_create_contacts
+    logs_messages = True  # with message_log_insert_query and message_log_update_query: can_log_messages
+    users = True  # with users_query: can_list_users
     default_crm_name = "Database"
     search_by_name = True  # with name_query
     secret_keys = Backend.secret_keys | {"connect_args"}
@@ -516,6 +588,14 @@ class SqlBackend(Backend):
     @classmethod
     def workflows_for(cls, options: dict[str, Any]) -> frozenset[str]:
         return cls.workflows if options.get("call_log_query") else frozenset()
+
+    @classmethod
+    def can_log_messages(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("message_log_insert_query")) and bool(options.get("message_log_update_query"))
+
+    @classmethod
+    def can_list_users(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("users_query"))
 
     def __init__(self, spec: BackendSpec):
         super().__init__(spec)
@@ -538,14 +618,18 @@ class SqlBackend(Backend):
         self._queries: dict[str, TextClause] = {}
         self._params: dict[str, set[str]] = {}
         for key in ("query", "list_query", "name_query", "since_query", "deleted_query", "call_log_query",
-                    "call_find_query", "insert_contact_query"):
+                    "call_find_query", "call_log_update_query", "insert_contact_query", "message_log_insert_query",
+                    "message_log_find_query", "message_log_update_query", "users_query"):
             if options.get(key):
                 self._queries[key] = text(options[key])
                 self._params[key] = query_params(options[key])
-        if self.can_log_calls:
-            for key in ("call_log_query", "call_find_query"):
-                if key in self._queries:
-                    self._queries[key] = self._typed_call_query(key)
+        for key in ("call_log_query", "call_find_query", "call_log_update_query"):
+            if key in self._queries:
+                self._queries[key] = self._typed_query(key, CALL_TIME_PARAMS, "duration")
+        for key in ("message_log_insert_query", "message_log_find_query", "message_log_update_query"):
+            if key in self._queries:
+                self._queries[key] = self._typed_query(key, MESSAGE_TIME_PARAMS, "message_count")
+        self._kept_calls_noted = False
         self._templates = {
             key: (options[key], _template_names(options[key]))
             for key in ("contact_uri_template", "company_uri_template")
@@ -630,15 +714,13 @@ class SqlBackend(Backend):
             self._sync_engine = self._make_engine(self.options["sync_timeout"], 1, 1)
         return self._sync_engine
 
-    def _typed_call_query(self, key: str) -> TextClause:
+    def _typed_query(self, key: str, times: frozenset[str], count: str) -> TextClause:
         # Times bound as DateTime so every dialect stores them in its own format (SQLite: text).
         used = self._params[key]
         with_zone = self.url.get_backend_name() == "postgresql"
-        typed = [
-            bindparam(name, type_=DateTime(timezone=with_zone)) for name in sorted(used & CALL_TIME_PARAMS)
-        ]
-        if "duration" in used:
-            typed.append(bindparam("duration", type_=Integer()))
+        typed = [bindparam(name, type_=DateTime(timezone=with_zone)) for name in sorted(used & times)]
+        if count in used:
+            typed.append(bindparam(count, type_=Integer()))
         return text(self.options[key]).bindparams(*typed)
 
     # errors -----------------------------------------------------------------------------------------
@@ -857,46 +939,164 @@ class SqlBackend(Backend):
 
     # call logging -----------------------------------------------------------------------------------
     def call_params(self, call: CallRecord, key: str = "call_log_query") -> dict[str, Any]:
-        """The values bound to ``call_log_query`` (or ``key``), only the parameters it uses."""
-        values: dict[str, Any] = call.values()
+        """The values bound to ``call_log_query`` (or ``key``), only the parameters it uses; ``:user_id``
+        is the record's owner (:meth:`owner_for`)."""
+        return self._bind(key, self._call_values(call))
+
+    def _call_values(self, call: CallRecord) -> dict[str, Any]:
+        values = call.values()
+        values["user_id"] = self.owner_for(call.user_id)
+        return values
+
+    def _bind(self, key: str, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` for the parameters ``key`` uses; times as UTC without a zone where the columns
+        have none (SQLite text, MySQL DATETIME)."""
+        params = {name: values.get(name) for name in self._params[key]}
         if self.url.get_backend_name() != "postgresql":
-            # columns without a zone (SQLite text, MySQL DATETIME) hold UTC
-            for name in CALL_TIME_PARAMS:
-                if values[name] is not None:
-                    values[name] = values[name].astimezone(UTC).replace(tzinfo=None)
-        return {name: values[name] for name in self._params[key]}
+            for name, value in params.items():
+                if isinstance(value, datetime):
+                    params[name] = value.astimezone(UTC).replace(tzinfo=None)
+        return params
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         if not self.can_log_calls:
             raise NotImplementedError(f"{self.spec.where()}: no call_log_query is configured")
-        finding = "call_find_query" in self._queries
-        call_id = None
+        queries = ("call_log_query", "call_find_query", "call_log_update_query")
+        call_id = self._write(queries, self._call_values(call), call.contact_id, call.key)
+        return WorkflowResult(id=call_id, url=self._record_url("call_url_template", call_id, call.contact_id))
+
+    def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
+        """The row ``record_id`` rewritten with ``call_log_update_query``; without one it is kept as
+        the first post wrote it (said once at INFO)."""
+        if not self.can_log_calls:
+            raise NotImplementedError(f"{self.spec.where()}: no call_log_query is configured")
+        if "call_log_update_query" in self._queries:
+            self._update("call_log_update_query", record_id, self._call_values(call))
+        elif not self._kept_calls_noted:
+            self._kept_calls_noted = True
+            log.info("%s: a later post of a call (its end, a note) keeps the call's first row unchanged: no "
+                     "call_log_update_query is configured", self.spec.where())
+        return WorkflowResult(id=record_id, url=self._record_url("call_url_template", record_id, call.contact_id))
+
+    # message logging --------------------------------------------------------------------------------
+    def log_message(self, message_log: MessageLog) -> WorkflowResult:
+        if not self.can_log_messages(self.options):
+            return super().log_message(message_log)
+        queries = ("message_log_insert_query", "message_log_find_query", "message_log_update_query")
+        record_id = self._write(queries, self._message_values(message_log), message_log.contact_id, message_log.key)
+        return WorkflowResult(id=record_id, url=self._record_url("message_url_template", record_id,
+                                                                   message_log.contact_id))
+
+    def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:
+        if not self.can_log_messages(self.options):
+            return super().update_message(record_id, message_log)
+        self._update("message_log_update_query", record_id, self._message_values(message_log))
+        return WorkflowResult(id=record_id, url=self._record_url("message_url_template", record_id,
+                                                                   message_log.contact_id))
+
+    def _message_values(self, message_log: MessageLog) -> dict[str, Any]:
+        values = message_log.values()
+        values["user_id"] = self.owner_for(message_log.user_id)
+        return values
+
+    # writing records --------------------------------------------------------------------------------
+    def _write(self, queries: tuple[str, str, str], values: dict[str, Any], contact_id: str, key: str) -> str:
+        """Insert a record and return its id: the first column the INSERT returns, else the id the
+        find query answers (by the record's key), else ``key``. When the INSERT hits the unique key
+        or wrote nothing, an earlier attempt whose answer was lost made the record: its id is the
+        answer. The update query then brings the row up to date in the same transaction, since a
+        retry may carry more than the first attempt wrote (the hang-up, the messages since)."""
+        insert, find, update = queries
+        finding = find in self._queries
+        step = insert
         try:
             with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
-                result = conn.execute(self._queries["call_log_query"], self.call_params(call))
-                row = result.first() if result.returns_rows else None
-                call_id = _text(row[0]) if row is not None and len(row) else None
-                if call_id is None and finding:
-                    # no RETURNING, or the INSERT wrote nothing (ON CONFLICT DO NOTHING): the row this
-                    # or an earlier attempt wrote
-                    call_id = self._found_call(conn, call)
+                result = conn.execute(self._queries[insert], self._bind(insert, values))
+                record_id = self._first_value(result)
+                if record_id is None and finding:
+                    step = find
+                    record_id = self._first_value(conn.execute(self._queries[find], self._bind(find, values)))
+                record_id = record_id or key
+                if update in self._queries:
+                    step = update
+                    conn.execute(self._queries[update], self._bind(update, {**values, "record_id": record_id}))
+                return record_id
         except sa_exc.IntegrityError as exc:
             if _foreign_key_violation(exc):
-                raise ContactNotFound(f"no contact with id {call.contact_id!r}: {_reason(exc)}") from None
-            if not (finding and _unique_violation(exc)):
-                # NOT NULL, CHECK, a unique key the call cannot satisfy: the same INSERT fails again
-                raise DeliveryRefused(f"{self.spec.where()}, call_log_query: {_reason(exc)}") from None
-            call_id = self._find_call(call)  # the unique key says an earlier attempt wrote the call
+                raise ContactNotFound(f"no contact with id {contact_id!r}: {_reason(exc)}") from None
+            if not (step == insert and finding and _unique_violation(exc)):
+                # NOT NULL, CHECK, a unique key the record cannot satisfy: the same statement fails again
+                raise DeliveryRefused(f"{self.spec.where()}, {step}: {_reason(exc)}") from None
+        except sa_exc.DataError as exc:
+            raise DeliveryRefused(f"{self.spec.where()}, {step}: {_reason(exc)}") from None
         except sa_exc.SQLAlchemyError as exc:
-            raise self._unavailable(exc, "call_log_query") from None
-        call_id = call_id or call.key
-        template = self.options.get("call_url_template") or ""
-        url = (
-            template.format(id=quote(call_id, safe=""), contact_id=quote(call.contact_id, safe=""))
-            if template
-            else None
-        )
-        return WorkflowResult(id=call_id, url=url)
+            raise self._unavailable(exc, step) from None
+        # the unique key says an earlier attempt wrote the record: find it, bring it up to date
+        step = find
+        try:
+            with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
+                record_id = self._first_value(conn.execute(self._queries[find], self._bind(find, values))) or key
+                if update in self._queries:
+                    step = update
+                    conn.execute(self._queries[update], self._bind(update, {**values, "record_id": record_id}))
+                return record_id
+        except (sa_exc.IntegrityError, sa_exc.DataError) as exc:
+            raise DeliveryRefused(f"{self.spec.where()}, {step}: {_reason(exc)}") from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, step) from None
+
+    def _update(self, key: str, record_id: str, values: dict[str, Any]) -> None:
+        """Run the update query ``key`` for the row ``record_id``; a row it does not find is a
+        refusal for good (deleted meanwhile, or the query's WHERE does not match the ids)."""
+        try:
+            with self.engine.begin() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
+                result = conn.execute(self._queries[key], self._bind(key, {**values, "record_id": record_id}))
+                found = result.first() is not None if result.returns_rows else result.rowcount != 0
+        except sa_exc.IntegrityError as exc:
+            if _foreign_key_violation(exc):
+                raise ContactNotFound(f"{self.spec.where()}, {key}: {_reason(exc)}") from None
+            raise DeliveryRefused(f"{self.spec.where()}, {key}: {_reason(exc)}") from None
+        except sa_exc.DataError as exc:
+            raise DeliveryRefused(f"{self.spec.where()}, {key}: {_reason(exc)}") from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, key) from None
+        if not found:
+            raise DeliveryRefused(f"{self.spec.where()}, {key}: no row was updated for record id {record_id!r} "
+                                  "(deleted meanwhile, or the query's WHERE does not match the ids)")
+
+    @staticmethod
+    def _first_value(result: Any) -> str | None:
+        row = result.first() if result.returns_rows else None
+        return _text(row[0]) if row is not None and len(row) else None
+
+    def _record_url(self, option: str, record_id: str, contact_id: str) -> str | None:
+        template = self.options.get(option) or ""
+        if not template:
+            return None
+        return template.format(id=quote(record_id, safe=""), contact_id=quote(contact_id, safe=""))
+
+    # users --------------------------------------------------------------------------------------------
+    def list_users(self) -> list[CrmUser]:
+        """The rows of ``users_query``: columns ``id``, ``name`` and ``email`` (by name, any case)."""
+        if "users_query" not in self._queries:
+            return super().list_users()
+        try:
+            with self.engine.connect() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
+                result = conn.execute(self._queries["users_query"])
+                keys = list(result.keys())
+                rows = result.fetchmany(MAX_USERS)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._unavailable(exc, "users_query") from None
+        columns = _user_columns(keys)
+        if columns is None:
+            raise BackendUnavailable(f"{self.spec.where('users_query')}: {_missing_user_id(keys)}")
+        users = []
+        for row in rows:
+            user_id = _text(row[columns[0]])
+            if user_id is not None:
+                users.append(CrmUser(id=user_id, name=_text(row[columns[1]]) if columns[1] is not None else None,
+                                     email=_text(row[columns[2]]) if columns[2] is not None else None))
+        return users
 
     @classmethod
     def can_create_contacts(cls, options: dict[str, Any]) -> bool:
@@ -926,18 +1126,6 @@ class SqlBackend(Backend):
             return WorkflowResult(id=contact_id, url=None)
         return WorkflowResult(id=match.id, url=match.contact_uri)
 
-    def _find_call(self, call: CallRecord) -> str | None:
-        try:
-            with self.engine.connect() as conn, _read_deadline(conn, max(5.0, self.timeout_s)):
-                return self._found_call(conn, call)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._unavailable(exc, "call_find_query") from None
-
-    def _found_call(self, conn: Connection, call: CallRecord) -> str | None:
-        result = conn.execute(self._queries["call_find_query"], self.call_params(call, "call_find_query"))
-        row = result.first() if result.returns_rows else None
-        return _text(row[0]) if row is not None and len(row) else None
-
     # start-up check ---------------------------------------------------------------------------------
     def check(self) -> None:
         """Connect, then run every configured query with dummy values (``:since`` bound to NULL)
@@ -963,21 +1151,27 @@ class SqlBackend(Backend):
                 self._check_query(self.sync_engine, key, {"since": None} if key == "since_query" else {})
         if "deleted_query" in self._queries:
             self._check_query(self.sync_engine, "deleted_query", {"since": None}, columns=False)
-        if self.can_log_calls and self.url.get_backend_name() in ("postgresql", "sqlite"):
-            # only where an INSERT is fully undone by a rollback
-            call = CallRecord(
-                contact_id="0",
-                direction="incoming",
-                originator_number=_CHECK_NUMBER,
-                destination_number=_CHECK_NUMBER,
-                started=datetime.now(UTC),
-                ended=datetime.now(UTC),
-                key="check-" + uuid.uuid4().hex,
-            )
-            self._check_query(self.engine, "call_log_query", self.call_params(call), columns=False)
-            if "call_find_query" in self._queries:
-                params = self.call_params(call, "call_find_query")
-                self._check_query(self.engine, "call_find_query", params, columns=False)
+        undone = self.url.get_backend_name() in ("postgresql", "sqlite")  # an INSERT fully undone by a rollback
+        if self.can_log_calls and undone:
+            now = datetime.now(UTC)
+            call = CallRecord(contact_id="0", direction="incoming", originator_number=_CHECK_NUMBER,
+                              destination_number=_CHECK_NUMBER, started=now, ended=now,
+                              key="check-" + uuid.uuid4().hex)
+            values = {**call.values(), "record_id": "0"}
+            for key in ("call_log_query", "call_find_query", "call_log_update_query"):
+                if key in self._queries:
+                    self._check_query(self.engine, key, self._bind(key, values), columns=False)
+        if self.can_log_messages(self.options) and undone:
+            message = Message(id="check", time=datetime.now(UTC), direction="incoming", from_number=_CHECK_NUMBER,
+                              text="check")
+            digest = MessageLog(contact_id="0", kind="SMS", conversation_id="check", day="2000-01-01", zone="UTC",
+                                messages=(message,), key="check-" + uuid.uuid4().hex)
+            values = {**digest.values(), "record_id": "0"}
+            for key in ("message_log_insert_query", "message_log_find_query", "message_log_update_query"):
+                if key in self._queries:
+                    self._check_query(self.engine, key, self._bind(key, values), columns=False)
+        if "users_query" in self._queries:
+            self._check_query(self.engine, "users_query", {}, columns=False)
 
     def _check_lookup_values(self, number: PhoneNumber) -> dict[str, Any]:
         return {
@@ -1006,11 +1200,13 @@ class SqlBackend(Backend):
                     streamed = conn.execution_options(stream_results=key in STREAMED)
                     result = streamed.execute(self._queries[key], params)
                     keys = list(result.keys()) if result.returns_rows else []
+                    if key == "users_query" and _user_columns(keys) is None:
+                        raise BackendConfigError(f"{self.spec.where(key)}: {_missing_user_id(keys)}", key=key)
                     result.close()
                 finally:
                     transaction.rollback()
         except sa_exc.SQLAlchemyError as exc:
-            if key == "call_log_query" and isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)):
+            if key in WRITES and isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)):
                 return  # the statement is valid; the dummy values broke a constraint
             if _server_trouble(exc):
                 raise self._unavailable(exc, key) from None

@@ -865,7 +865,7 @@ def doc_backends(api: FakeRestApi) -> list[dict[str, Any]]:
 
 def test_documented_examples_load(api, tmp_path):
     tables = doc_backends(api)
-    assert len(tables) == 3
+    assert len(tables) == 4
     for table in tables:
         build(table, tmp_path)
 
@@ -1220,3 +1220,306 @@ def test_phone_types_beside_the_phones_give_each_number_its_type(api, tmp_path):
     [chantal] = build({"lookup_url": api.url + "/api/one?phone={national}", "results": "data",
                        "fields": fields}, tmp_path).lookup(NUMBER, 5)
     assert chantal.phone_types == {"+41 21 552 20 00": "mobile"}
+# --- call updates, MessageLog digests, users: the example ERP of tests/fakes/rest_api.py ---------------
+def erp_options(api: FakeRestApi, **more: Any) -> dict[str, Any]:
+    root = api.url + "/erp"
+    options = {
+        "lookup_url": root + "/people?phone={number}",
+        "results": "items",
+        "fields": {"id": "id", "name": "name", "phones": "phone"},
+        "contact_uri_template": "https://erp.example/people/{id}",
+        "workflows": ["CallFlow"],
+        "call_log": {
+            "request_url": root + "/calls", "id": "data.id", "url": "data.url",
+            "body": {"contact_id": "{contact_id}", "direction": "{direction}", "status": "{status}",
+                     "key": "{call_key}", "started": "{started}", "answered": "{answered}", "ended": "{ended}",
+                     "duration": "{duration}", "subject": "{summary}", "note": "{note}", "owner": "{user_id}"},
+        },
+        "call_log_update": {
+            "request_url": root + "/calls/{record_id}", "url": "data.url",
+            "body": {"status": "{status}", "answered": "{answered}", "ended": "{ended}", "duration": "{duration}",
+                     "subject": "{summary}", "note": "{note}"},
+        },
+        "message_log": {
+            "request_url": root + "/messages", "id": "data.id", "url": "data.url",
+            "body": {"contact_id": "{contact_id}", "kind": "{type}", "key": "{record_key}", "title": "{title}",
+                     "text": "{body}", "count": "{message_count}", "link": "{link}", "owner": "{user_id}"},
+        },
+        "message_log_update": {
+            "request_url": root + "/messages/{record_id}",
+            "body": {"title": "{title}", "text": "{body}", "count": "{message_count}", "link": "{link}"},
+        },
+        "users": {"request_url": root + "/users", "results": "users",
+                  "fields": {"id": "login", "name": "profile.display", "email": "profile.mail"}},
+    }
+    for key, value in more.items():
+        if value is None:
+            options.pop(key, None)
+        else:
+            options[key] = value
+    return options
+
+
+RING = CallRecord(contact_id="1", direction="incoming", originator_number="+41215522000", originator_name="Anna",
+                  started=datetime(2026, 11, 21, 9, 0, tzinfo=UTC), user_id="u7", key="ring-key")
+HANG_UP = RING.merged(CallRecord(contact_id="1", direction="incoming", answered=datetime(2026, 11, 21, 9, 0, 5,
+                                                                                       tzinfo=UTC),
+                                 ended=datetime(2026, 11, 21, 9, 2, 10, tzinfo=UTC), note="Wants a quote", key="k"))
+
+
+def digest(count: int, day: str = "2026-11-21", **fields: Any):
+    from lookup_core.types import Message, MessageLog
+
+    messages = tuple(
+        Message(id=f"m-{day}-{n}", time=datetime.fromisoformat(f"{day}T09:{n:02d}:00+00:00"),
+                direction="incoming" if n % 2 else "outgoing", text=f"message number {n}",
+                from_number="+41215522000" if n % 2 else "+41445001020", from_name="Anna Muster" if n % 2 else None,
+                to_number="+41445001020" if n % 2 else "+41215522000", to_name=None if n % 2 else "Anna Muster")
+        for n in range(1, count + 1))
+    return MessageLog(contact_id="1", kind="SMS", conversation_id="c-1", day=day, zone="Europe/Zurich",
+                      messages=messages, key=f"digest-{day}", **fields)
+
+
+def test_a_call_posted_at_ring_and_at_hang_up_is_one_record_with_the_final_duration(api, tmp_path):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    backend = build(erp_options(api), tmp_path)
+    first = backend.log_call(RING)
+    assert first == WorkflowResult(id="100", url="https://erp.example/calls/100")
+    assert erp.calls[100]["status"] == "missed" and erp.calls[100]["duration"] == 0
+    assert backend.update_call(first.id, HANG_UP) == first
+    assert list(erp.calls) == [100]
+    record = erp.calls[100]
+    assert (record["status"], record["duration"], record["ended"], record["note"]) == (
+        "answered", 125, "2026-11-21T09:02:10Z", "Wants a quote")
+    assert record["subject"] == "Incoming call from Anna, answered, 2:05\nWants a quote"
+    patch = api.requests[-1]
+    assert (patch.method, patch.raw_path) == ("PATCH", "/erp/calls/100")
+
+
+def test_the_fake_refuses_bad_update_bodies_and_a_record_that_is_gone(api, tmp_path):
+    from tests.fakes.rest_api import ErpRecords
+
+    ErpRecords(api)
+    first = build(erp_options(api), tmp_path).log_call(RING)
+    read_only = erp_options(api)["call_log_update"]
+    read_only["body"] = {**read_only["body"], "contact_id": "{contact_id}"}
+    with pytest.raises(DeliveryRefused, match="HTTP 422"):
+        build(erp_options(api, call_log_update=read_only), tmp_path).update_call(first.id, HANG_UP)
+    wrong_type = dict(read_only, body={"duration": "{summary}"})
+    with pytest.raises(DeliveryRefused, match="HTTP 422"):
+        build(erp_options(api, call_log_update=wrong_type), tmp_path).update_call(first.id, HANG_UP)
+    with pytest.raises(DeliveryRefused, match="not there any more"):
+        build(erp_options(api), tmp_path).update_call("999", HANG_UP)
+    assert "+41215522000" not in str(api.requests[-1].body)  # the update carries no number it does not need
+
+
+def test_without_a_call_log_update_the_first_record_is_kept_and_said_once(api, tmp_path, caplog):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    backend = build(erp_options(api, call_log_update=None), tmp_path)
+    first = backend.log_call(RING)
+    with caplog.at_level(logging.INFO, logger="crm_backends.rest"):
+        assert backend.update_call(first.id, HANG_UP).id == first.id
+        assert backend.update_call(first.id, HANG_UP).id == first.id
+    assert erp.calls[100]["status"] == "missed"
+    assert [r.levelname for r in caplog.records if "[call_log_update]" in r.getMessage()] == ["INFO"]
+    assert config_error(erp_options(api, call_log=None, workflows=None), tmp_path).key == "call_log_update"
+
+
+def test_ten_sms_make_one_record_of_ten_lines_a_second_day_a_second_record(api, tmp_path):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    backend = build(erp_options(api), tmp_path)
+    assert RestBackend.can_log_messages(backend.options)
+    first = backend.log_message(digest(1))
+    assert first == WorkflowResult(id="100", url="https://erp.example/messages/100")
+    for count in range(2, 11):
+        assert backend.update_message(first.id, digest(count)).id == first.id
+    second = backend.log_message(digest(1, day="2026-11-22"))
+    assert second.id != first.id and list(erp.messages) == [100, 101]
+    record = erp.messages[100]
+    assert record["count"] == 10 and record["title"] == "SMS conversation with Anna Muster \u2013 2026-11-21"
+    lines = [line for line in record["text"].splitlines() if "message number" in line]
+    assert len(lines) == 10 and lines[0] == "10:01 \u2190 Anna Muster: message number 1"
+    assert record["text"].count("message number 1\n") == 1
+    posts = [r for r in api.requests if r.method == "POST"]
+    assert [r.headers["idempotency-key"] for r in posts] == ["digest-2026-11-21", "digest-2026-11-22"]
+    assert erp.messages[101]["count"] == 1 and erp.messages[101]["kind"] == "SMS"
+
+
+def test_a_voicemail_is_one_record_with_its_link(api, tmp_path):
+    from lookup_core.types import Message, MessageLog
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    message = Message(id="vm-1", time=datetime(2026, 11, 21, 9, 0, tzinfo=UTC), direction="incoming",
+                      from_number="+41215522000", from_name="Anna Muster", link="https://pbx.example/rec/77.mp3")
+    voicemail = MessageLog(contact_id="1", kind="Voicemail", conversation_id="c", day="2026-11-21", zone="UTC",
+                           messages=(message,), key="vm-key")
+    build(erp_options(api), tmp_path).log_message(voicemail)
+    [record] = erp.messages.values()
+    assert record["kind"] == "Voicemail" and record["link"] == "https://pbx.example/rec/77.mp3"
+    assert record["title"] == "Voicemail from Anna Muster \u2013 2026-11-21" and "77.mp3" in record["text"]
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotency-key", "find-message"])
+def test_a_message_record_whose_answer_was_lost_is_not_duplicated(api, tmp_path, idempotent):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api, idempotent=idempotent)
+    message_log = erp_options(api)["message_log"]
+    if not idempotent:  # an API ignoring Idempotency-Key: find_message asks for the record first
+        message_log["find_message"] = {"request_url": api.url + "/erp/messages?key={record_key}",
+                                       "results": "items", "id": "id", "url": "url"}
+    erp.lose = 1
+    with pytest.raises(BackendUnavailable):
+        build(erp_options(api, message_log=message_log), tmp_path, timeout=0.5).log_message(digest(1))
+    # the retry holds the messages posted meanwhile: the one record, brought up to date
+    result = build(erp_options(api, message_log=message_log), tmp_path).log_message(digest(3))
+    assert list(erp.messages) == [100] and result.id == "100"
+    assert erp.messages[100]["count"] == 3
+
+
+def test_users_are_listed_and_an_unknown_user_id_gets_the_default_owner_with_one_warning(api, tmp_path, caplog):
+    from lookup_core.types import CrmUser
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    backend = build(erp_options(api, default_user_id="u8"), tmp_path)
+    assert RestBackend.can_list_users(backend.options)
+    assert backend.list_users() == [CrmUser("u7", "Ursula Seven", "u7@erp.example"), CrmUser("u8", "Ulf Eight")]
+    with caplog.at_level(logging.WARNING):
+        backend.log_call(dataclasses.replace(RING, user_id="ghost", key="k1"))
+        backend.log_call(dataclasses.replace(RING, user_id="ghost", key="k2"))
+        backend.log_call(dataclasses.replace(RING, user_id="u7", key="k3"))
+        backend.log_message(digest(1, user_id="ghost"))
+    assert [c["owner"] for c in erp.calls.values()] == ["u8", "u8", "u7"]
+    assert [m["owner"] for m in erp.messages.values()] == ["u8"]
+    assert len([r for r in caplog.records if "'ghost'" in r.getMessage()]) == 1
+    bad = erp_options(api)["users"]
+    bad["fields"] = {"id": "uid"}
+    with pytest.raises(BackendUnavailable, match="users.fields.id"):
+        build(erp_options(api, users=bad), tmp_path).list_users()
+
+
+def test_message_requests_come_in_pairs(api, tmp_path):
+    assert config_error(erp_options(api, message_log_update=None), tmp_path).key == "message_log"
+    assert config_error(erp_options(api, message_log=None), tmp_path).key == "message_log_update"
+    bad = erp_options(api)["message_log"]
+    bad["body"] = {"when": "{started}"}  # a call's value, not a digest's
+    assert config_error(erp_options(api, message_log=bad), tmp_path).key == "message_log.body"
+    plain = build(exact_options(api), tmp_path)
+    assert not RestBackend.can_log_messages(plain.options) and not RestBackend.can_list_users(plain.options)
+
+
+ERP_TENANT = """
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+timezone = "Europe/Zurich"
+  [[tenant.backend]]
+  name = "erp"
+  type = "rest"
+  lookup_url = "{root}/people?phone={{number}}"
+  results = "items"
+  {formats}
+  [tenant.backend.fields]
+  id = "id"
+  name = "name"
+  phones = "phone"
+"""
+
+
+@pytest.mark.parametrize("formats", [True, False], ids=["with-search-formats", "without"])
+def test_through_the_service_a_search_format_finds_a_contact_stored_only_in_that_spelling(
+        api, tmp_path, make_app, formats):
+    from tests.fakes.rest_api import ErpRecords
+
+    ErpRecords(api, people=[{"id": 7, "name": "Anna Muster", "phone": "021 552 20 00"}])
+    config = tmp_path / "lookup.toml"
+    config.write_text(ERP_TENANT.format(root=api.url + "/erp",
+                                        formats='search_formats = ["0## ### ## ##"]' if formats else ""))
+    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
+    answer = client.get("/Lookup?phoneNumber=41215522000", headers={"X-Execution-Token": "acme-token-1234"})
+    assert answer.status_code == 200
+    asked = [r.query["phone"] for r in api.requests if r.path == "/erp/people"]
+    if formats:
+        assert [c["name"] for c in answer.get_json()] == ["Anna Muster"]
+        assert asked == ["+41215522000", "021 552 20 00"]  # the automatic spelling, then the format
+    else:
+        assert answer.get_json() == [] and asked == ["+41215522000"]
+
+
+def test_through_the_service_a_call_completes_its_record_and_sms_share_one_digest(api, tmp_path, make_app):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    options = erp_options(api)
+    del options["lookup_url"], options["fields"], options["results"]
+    tenant = ERP_TENANT.format(root=api.url + "/erp", formats="")
+    config = tmp_path / "lookup.toml"
+    with config.open("w") as out:
+        out.write(tenant.split("  [tenant.backend.fields]")[0])
+        for key, table in options.items():
+            if not isinstance(table, dict):
+                out.write(f"  {key} = {json.dumps(table)}\n")
+        out.write('  [tenant.backend.fields]\n  id = "id"\n  name = "name"\n  phones = "phone"\n')
+        for key, table in options.items():
+            if isinstance(table, dict):
+                out.write(f"  [tenant.backend.{key}]\n")
+                for name, value in table.items():
+                    out.write(f"  {name} = {_toml_value(value)}\n")
+    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
+    headers = {"X-Execution-Token": "acme-token-1234"}
+    call = {"contactCrmId": "erp:1", "direction": "incoming", "originatorNumber": "41215522000",
+            "originatorName": "Anna", "startedTime": "2026-11-21T09:00:00Z"}
+    first = client.post("/CallFlow", json={"inputs": call}, headers=headers)
+    assert first.status_code == 200, first.get_json()
+    final = client.post("/CallFlow", json={"inputs": {**call, "answeredTime": "2026-11-21T09:00:05Z",
+                                                      "endedTime": "2026-11-21T09:03:20Z"}}, headers=headers)
+    assert final.status_code == 200 and final.get_json()["id"] == first.get_json()["id"]
+    [record] = erp.calls.values()
+    assert (record["status"], record["duration"]) == ("answered", 195)
+    ids = set()
+    for n in range(1, 11):
+        sms = {"contactCrmId": "erp:1", "type": "SMS", "direction": "incoming", "fromNumber": "+41215522000",
+               "fromName": "Anna Muster", "toNumber": "+41445001020", "text": f"message number {n}",
+               "time": f"2026-11-21T09:{n:02d}:00Z", "messageId": f"m-{n}"}
+        for _ in range(2 if n == 5 else 1):  # the fifth is posted twice
+            response = client.post("/MessageLog", json={"inputs": sms}, headers=headers)
+            assert response.status_code == 200, response.get_json()
+            ids.add(response.get_json()["id"])
+    [message] = erp.messages.values()
+    assert len(ids) == 1 and message["count"] == 10 and message["text"].count("message number 5") == 1
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def test_documented_records_example_against_the_fake_erp(api, tmp_path, caplog):
+    """The records example of docs/backends/rest.md, against the fake that follows its description."""
+    from lookup_core.types import CrmUser
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api, people=[{"id": 1, "name": "Anna Muster", "phone": "021 552 20 00"}], idempotent=False)
+    table = doc_backends(api)[-1]
+    backend = build(table, tmp_path)
+    [anna] = backend.lookup(NUMBER, 5)  # stored only as "021 552 20 00"
+    assert anna.id == "1" and anna.contact_uri == api.url + "/people/1"
+    first = backend.log_call(dataclasses.replace(RING, user_id="ghost"))
+    assert backend.update_call(first.id, HANG_UP).id == first.id
+    [call] = erp.calls.values()
+    assert (call["status"], call["duration"], call["owner"]) == ("answered", 125, "u8")
+    made = backend.log_message(digest(1))
+    assert backend.update_message(made.id, digest(2)).id == made.id
+    assert backend.log_message(digest(2)).id == made.id  # found by its key: not made twice
+    [message] = erp.messages.values()
+    assert message["count"] == 2 and message["owner"] == "u8"
+    assert backend.list_users()[0] == CrmUser("u7", "Ursula Seven", "u7@erp.example")

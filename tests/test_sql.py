@@ -28,7 +28,7 @@ from lookup_core.errors import (
     DeliveryRefused,
 )
 from lookup_core.phone import parse_number
-from lookup_core.types import CallRecord
+from lookup_core.types import CallRecord, CrmUser, Message, MessageLog
 from tests.conftest import backend_builder
 from tests.servers import free_port
 from tests.servers.postgres import Postgres, postgres_server
@@ -840,3 +840,262 @@ def test_numbers_take_the_type_of_their_column_or_of_the_rows_label(db, tmp_path
     assert bruno.phone_types == {"+41 44 668 18 00": "business", "079 555 10 20": "mobile"}  # no kind: unknown
     with pytest.raises(BackendConfigError, match="phone_types"):
         make_backend(db, tmp_path, fields={**FIELDS, "phone_types": {"fax": "fax"}})
+# call updates, MessageLog digests, users ------------------------------------------------------------
+CALL_UPDATE = """
+UPDATE call_log SET status = :status, answered = :answered, ended = :ended, duration = :duration,
+       summary = :summary, note = :note
+WHERE id = :record_id
+"""
+MESSAGE_INSERT = """
+INSERT INTO message_log (contact_id, type, conversation_id, day, title, body, message_count, link, owner,
+                         record_key, first_time, last_time)
+VALUES (:contact_id, :type, :conversation_id, :day, :title, :body, :message_count, :link, :user_id,
+        :record_key, :first_time, :last_time)
+"""
+MESSAGE_FIND = "SELECT id FROM message_log WHERE record_key = :record_key"
+MESSAGE_UPDATE = """
+UPDATE message_log SET title = :title, body = :body, message_count = :message_count, link = :link,
+       last_time = :last_time
+WHERE id = :record_id
+"""
+USERS_QUERY = "SELECT login AS id, full_name AS name, mail AS Email FROM crm_users ORDER BY login"
+
+
+def create_records(db: Db) -> None:
+    """The call table (with a note), a message table with a unique record key, and the CRM's users."""
+    create_call_log(db)
+    db.run("ALTER TABLE call_log ADD COLUMN note TEXT")
+    if db.kind == "sqlite":
+        key, times = "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"
+    else:
+        key, times = "BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
+    db.run(
+        f"""CREATE TABLE message_log (id {key}, contact_id INTEGER NOT NULL REFERENCES customers (id),
+            type TEXT NOT NULL, conversation_id TEXT, day TEXT, title TEXT, body TEXT, message_count INTEGER,
+            link TEXT, owner TEXT, record_key TEXT UNIQUE, first_time {times}, last_time {times})""",
+        "CREATE TABLE crm_users (login TEXT PRIMARY KEY, full_name TEXT, mail TEXT)",
+        "INSERT INTO crm_users VALUES ('u7', 'Ursula Seven', 'u7@erp.example'), ('u8', 'Ulf Eight', NULL)",
+    )
+
+
+def record_backend(db: Db, tmp_path, **options: object) -> SqlBackend:
+    table = {"call_log_query": CALL_LOG_QUERY, "call_log_update_query": CALL_UPDATE,
+             "message_log_insert_query": MESSAGE_INSERT + " ON CONFLICT (record_key) DO NOTHING RETURNING id",
+             "message_log_find_query": MESSAGE_FIND, "message_log_update_query": MESSAGE_UPDATE,
+             "users_query": USERS_QUERY, "message_url_template": "https://erp.example/customers/{contact_id}",
+             **options}
+    return make_backend(db, tmp_path, **{k: v for k, v in table.items() if v is not None})
+
+
+def sms_digest(count: int, day: str = "2026-11-21", **fields: object) -> MessageLog:
+    digest = None
+    for n in range(1, count + 1):
+        message = Message(id=f"m-{day}-{n}", time=datetime.fromisoformat(f"{day}T09:{n:02d}:00+00:00"),
+                          direction="incoming" if n % 2 else "outgoing", text=f"message number {n}",
+                          from_number="+41215522000" if n % 2 else "+41445001020",
+                          to_number="+41445001020" if n % 2 else "+41215522000",
+                          from_name="Anna Muster" if n % 2 else None, to_name=None if n % 2 else "Anna Muster")
+        if digest is None:
+            digest = MessageLog(contact_id="1", kind="SMS", conversation_id="c-1", day=day, zone="Europe/Zurich",
+                                messages=(message,), key=f"digest-{day}", **fields)
+        else:
+            digest = digest.with_message(message)
+    assert digest is not None
+    return digest
+
+
+def test_a_call_posted_at_ring_and_at_hang_up_is_one_row_with_the_final_duration(db, tmp_path):
+    create_records(db)
+    backend = record_backend(db, tmp_path, call_url_template="https://erp.example/calls/{id}")
+    backend.check()
+    ring = CallRecord(contact_id="1", direction="incoming", originator_number="41215522000", originator_name="Anna",
+                      started=t("10:00:00"), user_id="u7", key="k-ring")
+    first = backend.log_call(ring)
+    hang_up = ring.merged(CallRecord(contact_id="1", direction="incoming", answered=t("10:00:05"),
+                                     ended=t("10:02:10"), note="Wants a quote", key="k-ring"))
+    assert backend.update_call(first.id, hang_up) == first  # the same id and link
+    rows = db.rows("SELECT id, status, duration, summary, note, user_id FROM call_log")
+    assert rows == [(int(first.id), "answered", 125, "Incoming call from Anna, answered, 2:05\nWants a quote",
+                     "Wants a quote", "u7")]
+    [(ended,)] = db.rows("SELECT ended FROM call_log")
+    assert ended == (t("10:02:10") if db.kind == "postgres" else "2024-05-02 10:02:10.000000")
+    backend.close()
+
+
+def test_without_an_update_query_a_later_post_keeps_the_first_row_and_says_so_once(db, tmp_path, caplog):
+    create_records(db)
+    backend = record_backend(db, tmp_path, call_log_update_query=None)
+    ring = CallRecord(contact_id="1", direction="incoming", started=t("10:00:00"), key="k-ring")
+    first = backend.log_call(ring)
+    hang_up = ring.merged(CallRecord(contact_id="1", direction="incoming", answered=t("10:00:05"),
+                                     ended=t("10:01:05"), key="k-ring"))
+    with caplog.at_level("INFO", logger="crm_backends.sql"):
+        assert backend.update_call(first.id, hang_up).id == first.id
+        assert backend.update_call(first.id, hang_up).id == first.id
+    assert db.rows("SELECT status, duration FROM call_log") == [("missed", 0)]
+    notes = [r for r in caplog.records if "call_log_update_query" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelname == "INFO"
+    backend.close()
+
+
+def test_an_update_of_a_row_that_is_gone_is_a_refusal_for_good(db, tmp_path):
+    create_records(db)
+    backend = record_backend(db, tmp_path)
+    with pytest.raises(DeliveryRefused, match="no row was updated"):
+        backend.update_call("999", CallRecord(contact_id="1", direction="incoming", key="k"))
+    with pytest.raises(DeliveryRefused, match="no row was updated"):
+        backend.update_message("999", sms_digest(2))
+    backend.close()
+
+
+def test_ten_sms_make_one_row_of_ten_lines_and_a_second_day_a_second_row(db, tmp_path):
+    create_records(db)
+    backend = record_backend(db, tmp_path)
+    assert SqlBackend.can_log_messages(backend.options) and MirroredBackend(backend).can_log_calls
+    first = backend.log_message(sms_digest(1))
+    assert first.url == "https://erp.example/customers/1"
+    for count in range(2, 11):  # each later message: the whole digest so far replaces the row's text
+        assert backend.update_message(first.id, sms_digest(count)) == first
+    other_day = backend.log_message(sms_digest(1, day="2026-11-22"))
+    assert other_day.id != first.id
+    rows = db.rows("SELECT id, contact_id, type, day, title, body, message_count FROM message_log ORDER BY id")
+    assert [(str(r[0]), r[3], r[6]) for r in rows] == [(first.id, "2026-11-21", 10), (other_day.id, "2026-11-22", 1)]
+    body = rows[0][5]
+    assert rows[0][4] == "SMS conversation with Anna Muster \u2013 2026-11-21" and rows[0][2] == "SMS"
+    lines = [line for line in body.splitlines() if "message number" in line]
+    assert len(lines) == 10 and lines[0] == "10:01 \u2190 Anna Muster: message number 1"
+    assert body.count("message number 1\n") == 1
+    backend.close()
+
+
+def test_a_voicemail_is_one_row_with_its_link(db, tmp_path):
+    create_records(db)
+    backend = record_backend(db, tmp_path)
+    message = Message(id="vm-1", time=datetime.fromisoformat("2026-11-21T09:00:00+00:00"), direction="incoming",
+                      from_number="+41215522000", from_name="Anna Muster", link="https://pbx.example/rec/77.mp3")
+    voicemail = MessageLog(contact_id="1", kind="Voicemail", conversation_id="c", day="2026-11-21", zone="UTC",
+                           messages=(message,), key="vm-key")
+    result = backend.log_message(voicemail)
+    assert backend.log_message(voicemail).id == result.id  # posted again: the same row
+    [(rid, kind, title, link, body)] = db.rows("SELECT id, type, title, link, body FROM message_log")
+    assert (str(rid), kind, link) == (result.id, "Voicemail", "https://pbx.example/rec/77.mp3")
+    assert title == "Voicemail from Anna Muster \u2013 2026-11-21" and "https://pbx.example/rec/77.mp3" in body
+    backend.close()
+
+
+@pytest.mark.parametrize("insert", [
+    pytest.param(MESSAGE_INSERT + " ON CONFLICT (record_key) DO NOTHING RETURNING id", id="on-conflict"),
+    pytest.param(MESSAGE_INSERT, id="plain-insert-unique-column"),
+])
+def test_a_digest_written_by_an_attempt_whose_answer_was_lost_is_not_duplicated(db, tmp_path, insert):
+    create_records(db)
+    record_backend(db, tmp_path, message_log_insert_query=insert).log_message(sms_digest(1))  # answer lost
+    # the retry carries the messages posted meanwhile: the same row, brought up to date
+    again = record_backend(db, tmp_path, message_log_insert_query=insert)
+    again.check()
+    result = again.log_message(sms_digest(3))
+    assert db.rows("SELECT id, message_count FROM message_log") == [(int(result.id), 3)]
+    again.close()
+
+
+def test_users_query_lists_the_users_and_an_unknown_user_gets_the_default_owner(db, tmp_path, caplog):
+    create_records(db)
+    backend = record_backend(db, tmp_path, default_user_id="u8")
+    assert SqlBackend.can_list_users(backend.options)
+    assert backend.list_users() == [CrmUser("u7", "Ursula Seven", "u7@erp.example"), CrmUser("u8", "Ulf Eight")]
+    with caplog.at_level("WARNING"):
+        for n in range(2):
+            backend.log_call(CallRecord(contact_id="1", direction="incoming", user_id="ghost", key=f"k-{n}"))
+        backend.log_call(CallRecord(contact_id="1", direction="incoming", user_id="u7", key="k-known"))
+        backend.log_message(sms_digest(1, user_id="ghost"))
+    assert db.rows("SELECT call_key, user_id FROM call_log ORDER BY id") == [
+        ("k-0", "u8"), ("k-1", "u8"), ("k-known", "u7")]
+    assert db.rows("SELECT owner FROM message_log") == [("u8",)]
+    warnings = [r for r in caplog.records if "'ghost'" in r.getMessage()]
+    assert len(warnings) == 1 and "is not a user of the CRM" in warnings[0].getMessage()
+    backend.close()
+
+
+def test_record_queries_are_checked(db, tmp_path):
+    create_records(db)
+    with pytest.raises(BackendConfigError) as error:
+        record_backend(db, tmp_path, users_query="SELECT login, full_name FROM crm_users").check()
+    assert error.value.key == "users_query" and "'id'" in str(error.value)
+    with pytest.raises(BackendConfigError) as error:
+        record_backend(db, tmp_path, message_log_update_query="UPDATE message_log SET bdy = :body").check()
+    assert error.value.key == "message_log_update_query"
+    assert not SqlBackend.can_log_messages({"message_log_insert_query": MESSAGE_INSERT})
+
+
+@pytest.mark.parametrize(("options", "key"), [
+    ({"call_log_update_query": CALL_UPDATE}, "call_log_update_query"),  # without call_log_query
+    ({"call_log_query": CALL_LOG_QUERY, "call_log_update_query": "UPDATE c SET x = :id"}, "call_log_update_query"),
+    ({"message_log_insert_query": MESSAGE_INSERT}, "message_log_insert_query"),  # without the update
+    ({"message_log_update_query": MESSAGE_UPDATE}, "message_log_update_query"),
+    ({"message_log_insert_query": "INSERT INTO m VALUES (:record_id)", "message_log_update_query": MESSAGE_UPDATE},
+     "message_log_insert_query"),
+    ({"message_log_find_query": MESSAGE_FIND}, "message_log_find_query"),
+    ({"users_query": "SELECT id FROM u WHERE x = :e164"}, "users_query"),
+    ({"message_url_template": "https://erp/{record}"}, "message_url_template"),
+])
+def test_record_options_are_validated(options, key):
+    raw = {"name": "erp", "type": "sql", "url": "sqlite:///x.db", "query": "SELECT 1 WHERE 1 = :e164",
+           "fields": {"id": "id", "phones": "phone"}, **options}
+    with pytest.raises(BackendConfigError) as error:
+        load_options(SqlBackend, raw, "tenant 't', backend 'erp'")
+    assert error.value.key == key
+
+
+SQL_TENANT = """
+[[tenant]]
+name = "acme"
+tokens = ["acme-token-1234"]
+timezone = "Europe/Zurich"
+  [[tenant.backend]]
+  name = "erp"
+  type = "sql"
+  url = "{url}"
+  query = '''{query}'''
+  call_log_query = '''{call}'''
+  call_log_update_query = '''{update}'''
+  message_log_insert_query = '''{insert}'''
+  message_log_update_query = '''{message_update}'''
+  users_query = "{users}"
+  [tenant.backend.fields]
+  id = "id"
+  first_name = "first_name"
+  last_name = "last_name"
+  phones = ["phone", "mobile"]
+"""
+
+
+def test_through_the_service_a_call_completes_its_row_and_sms_share_a_digest(db, tmp_path, make_app):
+    create_records(db)
+    config = tmp_path / "lookup.toml"
+    config.write_text(SQL_TENANT.format(
+        url=db.url, query=NORMALIZED_QUERY, call=CALL_LOG_QUERY, update=CALL_UPDATE,
+        insert=MESSAGE_INSERT + " ON CONFLICT (record_key) DO NOTHING RETURNING id", message_update=MESSAGE_UPDATE,
+        users=USERS_QUERY))
+    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
+    headers = {"X-Execution-Token": "acme-token-1234"}
+    call = {"contactCrmId": "erp:1", "direction": "incoming", "originatorNumber": "41215522000",
+            "originatorName": "Anna", "startedTime": "2026-11-21T09:00:00Z", "userCrmId": "u7"}
+    first = client.post("/CallFlow", json={"inputs": call}, headers=headers)
+    assert first.status_code == 200, first.get_json()
+    final = client.post("/CallFlow", json={"inputs": {**call, "answeredTime": "2026-11-21T09:00:05Z",
+                                                      "endedTime": "2026-11-21T09:03:20Z"}}, headers=headers)
+    assert final.status_code == 200 and final.get_json()["id"] == first.get_json()["id"]
+    assert db.rows("SELECT status, duration, user_id FROM call_log") == [("answered", 195, "u7")]
+    ids = set()
+    for n in range(1, 11):
+        sms = {"contactCrmId": "erp:1", "type": "SMS", "direction": "incoming", "fromNumber": "+41215522000",
+               "fromName": "Anna Muster", "toNumber": "+41445001020", "text": f"message number {n}",
+               "time": f"2026-11-21T09:{n:02d}:00Z", "messageId": f"m-{n}"}
+        for _ in range(2 if n == 5 else 1):  # the fifth is posted twice
+            response = client.post("/MessageLog", json={"inputs": sms}, headers=headers)
+            assert response.status_code == 200, response.get_json()
+            ids.add(response.get_json()["id"])
+    assert len(ids) == 1
+    [(count, body)] = db.rows("SELECT message_count, body FROM message_log")
+    assert count == 10 and body.count("message number 5") == 1
+    assert len([line for line in body.splitlines() if "message number" in line]) == 10
