@@ -100,7 +100,6 @@ class Backend(ABC):
     ``search_by_name``, ``users``: it can search contacts by name, list the CRM's users.
     ``creates_contacts``: it implements :meth:`create_contact` (the ``CreateContact`` workflow).
     ``logs_messages``: it implements :meth:`log_message` and :meth:`update_message` (``MessageLog``).
-    ``requires``: the optional Python packages it needs (import names), checked before it is built.
     ``inline``: the lookup is local and fast (SQLite); the engine runs it in the request's thread.
     """
 
@@ -112,7 +111,6 @@ class Backend(ABC):
     users: ClassVar[bool] = False
     creates_contacts: ClassVar[bool] = False
     logs_messages: ClassVar[bool] = False
-    requires: ClassVar[tuple[str, ...]] = ()
     inline: ClassVar[bool] = False
     default_crm_name: ClassVar[str | None] = None
     default_crm_logo: ClassVar[str | None] = None

@@ -150,7 +150,6 @@ class _ReportUnsupported(Exception):
 class CardDAVBackend(HttpSource):
     type_name: ClassVar[str] = "carddav"
     options_schema = CardDAVOptions
-    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     default_crm_name = "CardDAV"

@@ -191,7 +191,6 @@ class HubSpotOptions(BackendOptions):
 class HubSpotBackend(HttpSource):
     type_name: ClassVar[str] = "hubspot"
     options_schema = HubSpotOptions
-    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})

@@ -289,7 +289,6 @@ class _Entry:
 class LdapBackend(Backend):
     type_name: ClassVar[str] = "ldap"
     options_schema = LdapOptions
-    requires = ("ldap3",)
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     default_crm_name = "LDAP directory"

@@ -138,7 +138,6 @@ class _NoRight(CredentialsRejected):
 class OdooBackend(HttpSource):
     type_name: ClassVar[str] = "odoo"
     options_schema = OdooOptions
-    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})

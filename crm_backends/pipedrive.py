@@ -166,7 +166,6 @@ class ApiForbidden(CredentialsRejected):
 class PipedriveBackend(HttpSource):
     type_name: ClassVar[str] = "pipedrive"
     options_schema = PipedriveOptions
-    requires = ("requests",)
     modes = frozenset({"live", "mirror"})
     search_by_name = True
     workflows = frozenset({"CallFlow"})

@@ -6,15 +6,16 @@ configuration names its type, so the optional client library of a backend nobody
 missing, the configuration is refused with a message naming the package.
 
 Everything else about a type is declared on its class (:class:`~crm_backends.base.Backend`):
-``type_name``, ``options_schema``, ``modes``, ``workflows``, ``search_by_name``, ``users`` and
-``requires``. Adding a backend is one line in ``TYPES``.
+``type_name``, ``options_schema``, ``modes``, ``workflows``, ``search_by_name``, ``users``,
+``creates_contacts`` and ``logs_messages``. The optional packages a type needs are found by
+importing its module: a missing one is named in the error. Adding a backend is one line in ``TYPES``.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from lookup_core.errors import BackendConfigError
@@ -59,25 +60,24 @@ def backend_class(type_name: Any, where: str = "") -> type[Backend]:
             f"{prefix}: unknown backend type {type_name!r}; known: {known_types()}", key="type"
         )
     module_name, _, class_name = target.partition(":")
-    try:
+    with _packages_of(type_name, prefix):
         module = importlib.import_module(module_name)
+    return getattr(module, class_name)
+
+
+@contextmanager
+def _packages_of(type_name: str, prefix: str) -> Iterator[None]:
+    """A package missing while a backend type is imported or built (some import a driver only for
+    some options) is a configuration error naming it; a module of ours missing is a bug, raised."""
+    try:
+        yield
     except ModuleNotFoundError as exc:
         package = (exc.name or "").split(".")[0]
         if not package or package in _OWN_PACKAGES:
             raise
-        raise BackendConfigError(_missing(type_name, package, prefix), key="type") from None
-    cls: type[Backend] = getattr(module, class_name)
-    for package in cls.requires:
-        if importlib.util.find_spec(package) is None:
-            raise BackendConfigError(_missing(type_name, package, prefix), key="type")
-    return cls
-
-
-def _missing(type_name: str, package: str, prefix: str) -> str:
-    return (
-        f"{prefix}: backend type {type_name!r} needs the Python package {package!r}, which is not installed "
-        f"(pip install {package}, or the pinned version from requirements.txt)"
-    )
+        raise BackendConfigError(
+            f"{prefix}: backend type {type_name!r} needs the Python package {package!r}, which is not installed "
+            f"(pip install {package}, or the pinned version from requirements.txt)", key="type") from None
 
 
 def load_spec(
@@ -120,13 +120,8 @@ def load_spec(
 def build_source(spec: BackendSpec) -> Backend:
     """The backend of the spec's type itself, never wrapped in a mirror (tests, benchmarks)."""
     cls = backend_class(spec.type, spec.where())
-    try:
+    with _packages_of(spec.type, spec.where()):
         return cls(spec)
-    except ModuleNotFoundError as exc:  # a package the backend imports only for some options
-        package = (exc.name or "").split(".")[0]
-        if not package or package in _OWN_PACKAGES:
-            raise
-        raise BackendConfigError(_missing(spec.type, package, spec.where()), key="type") from None
 
 
 def build(spec: BackendSpec) -> Backend:

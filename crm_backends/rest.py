@@ -605,7 +605,6 @@ class RestBackend(HttpSource):
 
     type_name: ClassVar[str] = "rest"
     options_schema = RestOptions
-    requires = ("jmespath", "requests")
     modes = frozenset({"live", "mirror"})
     search_by_name = True  # with search_url
     workflows = frozenset({"CallFlow"})  # when a [call_log] request is configured: see workflows_for

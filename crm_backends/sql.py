@@ -575,7 +575,6 @@ def _foreign_key_violation(exc: BaseException) -> bool:
 class SqlBackend(Backend):
     type_name: ClassVar[str] = "sql"
     options_schema = SqlOptions
-    requires = ("sqlalchemy",)
     modes = frozenset({"live", "mirror"})
     workflows = frozenset({"CallFlow"})  # when call_log_query is configured: see workflows_for
     creates_contacts = True  # when insert_contact_query is configured: see can_create_contacts
