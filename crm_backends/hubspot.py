@@ -290,19 +290,8 @@ class HubSpotBackend(HttpSource):
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
         started = time.monotonic()
         deadline = started + self.spec.deadline_s
-        body = {
-            "filterGroups": self.phone_filter_groups(number),
-            "properties": self.properties,
-            "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
-            # room for candidates the re-check drops (another country's number with the same digits)
-            "limit": min(SEARCH_PAGE, max(limit * 4, 20)),
-        }
-        _, data = self._request(
-            "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self.budget(deadline), search=True
-        )
-        records = self._results(data)
-        portal = self.portal_id(budget_s=deadline - time.monotonic())
-        candidates = [c for c in (self._contact(r, portal) for r in records) if c is not None]
+        # room for candidates the re-check drops (another country's number with the same digits)
+        candidates, portal = self._search_contacts(self.phone_filter_groups(number), max(limit * 4, 20), deadline)
         kept = self.filter_candidates(number, candidates)
         kept.sort(key=lambda c: (not c.exact, -(c.last_activity.timestamp() if c.last_activity else 0)))
         kept = kept[:limit]
@@ -340,17 +329,23 @@ class HubSpotBackend(HttpSource):
         if len(words) > 1:
             groups = [groups[0] + [{"propertyName": "lastname", "operator": "CONTAINS_TOKEN", "value": words[1] + "*"}],
                       [{"propertyName": "company", "operator": "CONTAINS_TOKEN", "value": " ".join(words) + "*"}]]
+        found, _ = self._search_contacts([{"filters": filters} for filters in groups], max(limit, 1), deadline)
+        return found[:limit]
+
+    def _search_contacts(self, filter_groups: list, limit: int, deadline: float) -> tuple[list[Contact], str | None]:
+        """The contacts the CRM search finds for ``filter_groups``, most recently changed first, and
+        the portal id their links use."""
         body = {
-            "filterGroups": [{"filters": filters} for filters in groups],
+            "filterGroups": filter_groups,
             "properties": self.properties,
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
-            "limit": min(SEARCH_PAGE, max(limit, 1)),
+            "limit": min(SEARCH_PAGE, limit),
         }
         _, data = self._request(
             "POST", "/crm/v3/objects/contacts/search", json=body, timeout=self.budget(deadline), search=True
         )
         portal = self.portal_id(budget_s=deadline - time.monotonic())
-        return [c for c in (self._contact(r, portal) for r in self._results(data)) if c is not None][:limit]
+        return [c for c in (self._contact(r, portal) for r in self._results(data)) if c is not None], portal
 
     def phone_filter_groups(self, number: PhoneNumber) -> list[dict[str, Any]]:
         """At most four groups (HubSpot allows five), ORed: the calculated numbers by national

@@ -184,18 +184,7 @@ class OdooBackend(HttpSource):
             raise
 
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
-        schema = self._partner_schema()
-        rows = self._execute(
-            "res.partner",
-            "search_read",
-            [self._phone_domain(number, schema)],
-            {
-                "fields": list(schema.read_fields),
-                "limit": max(limit * 4, 20),
-                "order": "write_date desc, id desc",
-            },
-        )
-        candidates = [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None]
+        candidates = self._partners(self._phone_domain(number, self._partner_schema()), max(limit * 4, 20))
         kept = self.filter_candidates(number, candidates)
         kept.sort(key=lambda contact: not contact.exact)  # stable: keeps the recency order
         return kept[:limit]
@@ -205,14 +194,14 @@ class OdooBackend(HttpSource):
         term = " ".join(term.split())
         if not term:
             return []
+        return self._partners([["name", "ilike", term]], max(limit, 1))[:limit]
+
+    def _partners(self, domain: list, limit: int) -> list[Contact]:
+        """The partners matching ``domain``, most recently changed first, as contacts."""
         schema = self._partner_schema()
-        rows = self._execute(
-            "res.partner",
-            "search_read",
-            [[["name", "ilike", term]]],
-            {"fields": list(schema.read_fields), "limit": max(limit, 1), "order": "write_date desc, id desc"},
-        )
-        return [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None][:limit]
+        rows = self._execute("res.partner", "search_read", [domain],
+                             {"fields": list(schema.read_fields), "limit": limit, "order": "write_date desc, id desc"})
+        return [c for c in (self._contact(row, schema) for row in self._rows(rows)) if c is not None]
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         partner_id = positive_int(call.contact_id)
