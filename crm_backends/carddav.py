@@ -189,15 +189,7 @@ class CardDAVBackend(HttpSource):
             )
 
     def lookup(self, number: PhoneNumber, limit: int) -> list[Contact]:
-        filters = "".join(_TEXT_MATCH.format(escape(term)) for term in search_terms(number))
-        response = self._send("REPORT", self.url, _QUERY.format(filters=filters), self.timeout_s, depth="1")
-        candidates = [
-            contact
-            for member in _members(self._multistatus(response, "addressbook-query"))
-            if member.status == 200 and member.vcard
-            for contact in [self._contact(member)]
-            if contact is not None
-        ]
+        candidates = self._query("".join(_TEXT_MATCH.format(escape(term)) for term in search_terms(number)))
         found = self.filter_candidates(number, candidates)
         found.sort(key=lambda c: (not c.exact, (c.name or "").casefold(), c.id))
         log.debug(
@@ -214,17 +206,20 @@ class CardDAVBackend(HttpSource):
         term = " ".join(term.split())
         if not term:
             return []
-        filters = "".join(_NAME_MATCH.format(prop, escape(term)) for prop in ("FN", "ORG"))
+        found = self._query("".join(_NAME_MATCH.format(prop, escape(term)) for prop in ("FN", "ORG")))
+        found.sort(key=lambda c: ((c.name or "").casefold(), c.id))
+        return found[:limit]
+
+    def _query(self, filters: str) -> list[Contact]:
+        """The cards an addressbook-query REPORT with ``filters`` finds, as contacts."""
         response = self._send("REPORT", self.url, _QUERY.format(filters=filters), self.timeout_s, depth="1")
-        found = [
+        return [
             contact
             for member in _members(self._multistatus(response, "addressbook-query"))
             if member.status == 200 and member.vcard
             for contact in [self._contact(member)]
             if contact is not None
         ]
-        found.sort(key=lambda c: ((c.name or "").casefold(), c.id))
-        return found[:limit]
 
     def sync(self, cursor: str | None) -> Iterator[SyncBatch]:
         members, token, full = self._changes(cursor)

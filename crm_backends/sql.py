@@ -756,15 +756,7 @@ class SqlBackend(Backend):
         params = self.lookup_params(number)
         if params is None:
             return []
-        try:
-            with self.engine.connect() as conn, _read_deadline(conn, self.timeout_s):
-                result = conn.execute(self._queries["query"], params)
-                columns = self._columns(result.keys(), "query", optional=("updated_at", "deleted"))
-                rows = result.fetchmany(self.options["max_candidates"])
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._unavailable(exc, "query") from None
-        items = self._merge_rows(rows, columns)
-        candidates = [item.contact for item in items if not item.deleted]
+        candidates, rows = self._read("query", params, self.options["max_candidates"])
         found = self.filter_candidates(number, candidates)
         found.sort(key=lambda contact: not contact.exact)  # stable: keeps the query's order
         log.debug("%s: %d rows, %d matches for %s", self.spec.where(), len(rows), len(found), number.masked())
@@ -778,14 +770,19 @@ class SqlBackend(Backend):
         term = term.strip()
         values = {"term": term, "pattern": f"%{term}%", "prefix": f"{term}%", "limit": limit}
         params = {name: values[name] for name in self._params["name_query"]}
+        return self._read("name_query", params, max(limit, 1) * 4)[0][:limit]
+
+    def _read(self, query_key: str, params: dict[str, Any], most: int) -> tuple[list[Contact], list]:
+        """The contacts (deleted rows left out) of at most ``most`` rows of a lookup query, within
+        the lookup timeout, and the rows."""
         try:
             with self.engine.connect() as conn, _read_deadline(conn, self.timeout_s):
-                result = conn.execute(self._queries["name_query"], params)
-                columns = self._columns(result.keys(), "name_query", optional=("updated_at", "deleted"))
-                rows = result.fetchmany(max(limit, 1) * 4)
+                result = conn.execute(self._queries[query_key], params)
+                columns = self._columns(result.keys(), query_key, optional=("updated_at", "deleted"))
+                rows = result.fetchmany(most)
         except sa_exc.SQLAlchemyError as exc:
-            raise self._unavailable(exc, "name_query") from None
-        return [item.contact for item in self._merge_rows(rows, columns) if not item.deleted][:limit]
+            raise self._unavailable(exc, query_key) from None
+        return [item.contact for item in self._merge_rows(rows, columns) if not item.deleted], rows
 
     def _columns(self, keys: Iterable[str], query_key: str, optional: Iterable[str] = ()) -> _Columns:
         columns = _Columns(keys, self.fields, optional)
