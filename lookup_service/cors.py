@@ -24,6 +24,7 @@ class CorsPolicy:
 
     def preflight(self, origin: str | None, methods: str) -> Response:
         response = Response(status=204, headers={"Allow": methods})
+        del response.headers["Content-Type"]  # no body: not even an empty text/html one
         if self.allows(origin, None):
             response.headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": methods,
                                      "Access-Control-Allow-Headers": self.allow_headers,

@@ -30,7 +30,8 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", 
            "G\x00T", "GET GET", "X" * 300, "PRI", "\xe9GET", "QUERY"]
 PATHS = ["/Lookup", "/CallFlow", "/healthz", "/metrics", "/", "/lookup", "/Lookup/", "/%FF", "/%2e%2e/%2e%2e/etc",
          "*", "http://127.0.0.1/Lookup", "//Lookup", "/Lookup#frag", "/Lookup;x", "/" + "a" * 5000,
-         "/Lookup\x00", "/Lo okup", "/\xc3\xa9", "/\xff", "/CallFlow?x=%C3%28", "/Unknown", "/readyz"]
+         "/Lookup\x00", "/Lo okup", "/\xc3\xa9", "/\xff", "/CallFlow?x=%C3%28", "/Unknown", "/readyz", "/CreateContact",
+         "/contacts", "/contacts/search", "/contacts/match", "/contacts/view", "/status"]
 VERSIONS = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1x", "", "HTTP/1.1 extra", "http/1.1", "HTTP/11",
             "HTTP/1.2"]
 CONTENT_TYPES = ["application/json", "application/json; charset=utf-16", "text/plain",
@@ -54,7 +55,7 @@ def _body(rng: random.Random) -> bytes:
     if kind == 5:
         return b"x" * 70_000  # over the 64 KiB limit
     field = rng.choice(["phoneNumber", "contactCrmId", "originatorNumber", "startedTime", "direction", "inputs",
-                        "PHONENUMBER", "\\ud800", ""])
+                        "PHONENUMBER", "\\ud800", "", "type", "time", "messageId", "text", "note", "conversationId"])
     value = rng.choice(JSON_VALUES)
     if kind == 6:
         return ('{"' + field + '": ' + value + "}").encode()
@@ -67,6 +68,11 @@ def _body(rng: random.Random) -> bytes:
         text = '{"inputs": {"contactCrmId": "directory:alexa", "startedTime": ' + value + "}}"
         return text.encode()[: rng.randrange(1, len(text) + 1)]  # cut anywhere
     if kind == 10:
+        if rng.random() < 0.5:  # a message whose one field is odd
+            inputs = {"contactCrmId": "directory:alexa", "type": "SMS", "direction": "incoming", "text": "hi",
+                      "fromNumber": "41215522000", "time": "2026-11-21T09:00:00Z"}
+            text = json.dumps({"inputs": inputs})[:-2] + ', "' + field + '": ' + value + "}}"
+            return text.encode()
         return b"phoneNumber=41215522000&x=%ED%A0%80"
     return ('[{"inputs": ' + value + "}]").encode()
 
@@ -93,7 +99,7 @@ def _chunked(rng: random.Random, body: bytes) -> bytes:
 
 def _request(rng: random.Random) -> bytes:
     method = rng.choice(METHODS) if rng.random() < 0.3 else rng.choice(["GET", "POST"])
-    path = rng.choice(PATHS) if rng.random() < 0.4 else rng.choice(["/Lookup", "/CallFlow"])
+    path = rng.choice(PATHS) if rng.random() < 0.4 else rng.choice(["/Lookup", "/CallFlow", "/MessageLog"])
     if rng.random() < 0.5:
         path += "?PhoneNumber=" + rng.choice(NUMBERS)
     version = rng.choice(VERSIONS) if rng.random() < 0.2 else "HTTP/1.1"
