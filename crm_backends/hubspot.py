@@ -70,6 +70,7 @@ from lookup_core.errors import (
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
+    RecordGone,
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.redact import mask
@@ -529,7 +530,7 @@ class HubSpotBackend(HttpSource):
                           timeout=max(self.timeout_s, 5.0))
         except HttpStatusError as exc:
             if exc.status in (404, 410):
-                raise DeliveryRefused(self.fail(f"the {what} {record_id} no longer exists in HubSpot")) from None
+                raise RecordGone(self.fail(f"the {what} {record_id} no longer exists in HubSpot")) from None
             if exc.status in (400, 409, 422):
                 raise DeliveryRefused(str(exc)) from None
             raise

@@ -44,6 +44,7 @@ from lookup_core.errors import (
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
+    RecordGone,
 )
 from lookup_core.phone import PhoneNumber
 from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
@@ -469,6 +470,8 @@ class OdooBackend(HttpSource):
         try:
             done = self._execute("mail.message", "write", [[message_id], {"body": body}])
         except _OdooError as exc:
+            if exc.name == "odoo.exceptions.MissingError":  # deleted in Odoo
+                raise RecordGone(self.fail(f"the {what} {message_id} is not in Odoo any more")) from None
             if exc.name in _REFUSED_ERRORS or exc.name.endswith(".ValueError"):
                 raise DeliveryRefused(
                     self.fail(f"refused to update the {what} {message_id}: {exc.name}: {exc.odoo_message}")

@@ -46,6 +46,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -59,6 +60,7 @@ from lookup_core.errors import (
     CredentialsRejected,
     DeliveryRefused,
     RateLimited,
+    RecordGone,
 )
 from lookup_core.phone import PhoneNumber
 from lookup_core.phone_types import phone_type
@@ -590,19 +592,20 @@ class PipedriveBackend(HttpSource):
         person_id = positive_int(call.contact_id)
         if person_id is None:
             raise ContactNotFound(self.fail(f"{call.contact_id!r} is not a person id"))
-        # activity ids are numbers; call log ids are hex strings
-        activity_id = positive_int(record_id)
-        if activity_id is None:
-            activity_id = self._call_log_activity(record_id, call, person_id)
-        start, end = _call_window(call)
-        self._update_activity(activity_id, {
-            "subject": call.summary(),
-            "done": True,
-            "due_date": start.strftime("%Y-%m-%d"),
-            "due_time": start.strftime("%H:%M"),
-            "duration": _hours_minutes(call.duration_seconds),
-            "note": self._note(call, start, end),
-        })
+        with self._forgotten_when_gone(call.key):
+            # activity ids are numbers; call log ids are hex strings
+            activity_id = positive_int(record_id)
+            if activity_id is None:
+                activity_id = self._call_log_activity(record_id, call, person_id)
+            start, end = _call_window(call)
+            self._update_activity(activity_id, {
+                "subject": call.summary(),
+                "done": True,
+                "due_date": start.strftime("%Y-%m-%d"),
+                "due_time": start.strftime("%H:%M"),
+                "duration": _hours_minutes(call.duration_seconds),
+                "note": self._note(call, start, end),
+            })
         return WorkflowResult(id=record_id, url=f"{self.app_url}/person/{person_id}")
 
     def _call_log_activity(self, call_log_id: str, call: CallRecord, person_id: int) -> int:
@@ -614,7 +617,7 @@ class PipedriveBackend(HttpSource):
             data = self._request("GET", f"{CALL_LOGS_PATH}/{call_log_id}").get("data")
         except ApiError as exc:
             if exc.status in (404, 410):
-                raise DeliveryRefused(self.fail(f"call log {call_log_id} is gone (deleted in Pipedrive?)")) from None
+                raise RecordGone(self.fail(f"call log {call_log_id} is gone (deleted in Pipedrive?)")) from None
             raise
         activity_id = positive_int(data.get("activity_id")) if isinstance(data, dict) else None
         if activity_id is None and call.key:
@@ -630,7 +633,7 @@ class PipedriveBackend(HttpSource):
             data = self._request("PATCH", f"{ACTIVITIES_PATH}/{activity_id}", body=body).get("data")
         except ApiError as exc:
             if exc.status in (404, 410):
-                raise DeliveryRefused(self.fail(f"activity {activity_id} is gone (deleted in Pipedrive?)")) from None
+                raise RecordGone(self.fail(f"activity {activity_id} is gone (deleted in Pipedrive?)")) from None
             if exc.status in (400, 422):
                 raise DeliveryRefused(str(exc)) from None
             raise
@@ -681,7 +684,8 @@ class PipedriveBackend(HttpSource):
         activity_id = positive_int(record_id)
         if activity_id is None:
             raise DeliveryRefused(self.fail(f"{record_id[:40]!r} is not an activity id"))
-        self._update_activity(activity_id, {"subject": message_log.title, "note": _message_note(message_log)})
+        with self._forgotten_when_gone(message_log.key):
+            self._update_activity(activity_id, {"subject": message_log.title, "note": _message_note(message_log)})
         person_id = positive_int(message_log.contact_id)
         return WorkflowResult(id=record_id, url=f"{self.app_url}/person/{person_id}" if person_id else None)
 
@@ -797,6 +801,17 @@ class PipedriveBackend(HttpSource):
                     self._call_locks = {k: v for k, v in self._call_locks.items() if v.locked()}
                 lock = self._call_locks[key] = threading.Lock()
             return lock
+
+    @contextmanager
+    def _forgotten_when_gone(self, key: str) -> Iterator[None]:
+        """A record deleted in Pipedrive is no longer the answer for its key: making it again makes
+        a new one."""
+        try:
+            yield
+        except RecordGone:
+            with self._calls_lock:
+                self._calls.pop(key, None)
+            raise
 
     def _remember(self, key: str, result: WorkflowResult) -> None:
         with self._calls_lock:

@@ -42,6 +42,7 @@ from lookup_core.errors import (
     BackendUnavailable,
     ContactNotFound,
     DeliveryRefused,
+    RecordGone,
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.phone_types import phone_type
@@ -1142,7 +1143,7 @@ class RestBackend(HttpSource):
         error = self.status_error(response, what, write=True)
         if error is not None:
             if isinstance(error, ContactNotFound):  # the record is gone: updating it again cannot help
-                raise DeliveryRefused(self._fail(what, f"answered HTTP {response.status_code}: the {what_record} "
+                raise RecordGone(self._fail(what, f"answered HTTP {response.status_code}: the {what_record} "
                                                  f"{values['record_id']!r} is not there any more"))
             raise error
         try:

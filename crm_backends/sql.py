@@ -43,6 +43,7 @@ from lookup_core.errors import (
     ContactNotFound,
     CredentialsRejected,
     DeliveryRefused,
+    RecordGone,
 )
 from lookup_core.phone import PhoneNumber, parse_number
 from lookup_core.phone_types import phone_type
@@ -1057,7 +1058,7 @@ class SqlBackend(Backend):
         except sa_exc.SQLAlchemyError as exc:
             raise self._unavailable(exc, key) from None
         if not found:
-            raise DeliveryRefused(f"{self.spec.where()}, {key}: no row was updated for record id {record_id!r} "
+            raise RecordGone(f"{self.spec.where()}, {key}: no row was updated for record id {record_id!r} "
                                   "(deleted meanwhile, or the query's WHERE does not match the ids)")
 
     @staticmethod

@@ -33,6 +33,11 @@ class DeliveryRefused(BackendError):
     retrying cannot help."""
 
 
+class RecordGone(DeliveryRefused):
+    """The record an update was for is not in the CRM any more (deleted there). The outbox then
+    makes the record again from the whole call or digest, rather than losing what came later."""
+
+
 class BackendConfigError(BackendError):
     """The configuration of a backend is wrong. ``key`` names the offending setting."""
 

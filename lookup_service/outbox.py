@@ -26,7 +26,14 @@ from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lookup_core.errors import BackendUnavailable, ContactNotFound, CredentialsRejected, DeliveryRefused, RateLimited
+from lookup_core.errors import (
+    BackendUnavailable,
+    ContactNotFound,
+    CredentialsRejected,
+    DeliveryRefused,
+    RateLimited,
+    RecordGone,
+)
 from lookup_core.phone import parse_number
 from lookup_core.types import CallRecord, Contact, Message, MessageLog, NewContact, WorkflowResult
 from lookup_service.ledger import (
@@ -309,14 +316,19 @@ class Outbox:
             return self._create(tenant, slot, NewContact(**json.loads(item.payload)))
         if item.workflow == MESSAGE_LOG:
             digest = decode_message_log(item.payload)
-            if made is None or not made.id:
-                return backend.log_message(digest)
-            result = backend.update_message(made.id, digest)
+            create, update = (lambda: backend.log_message(digest)), (lambda i: backend.update_message(i, digest))
         else:
             call = decode_call(item.payload)
-            if made is None or not made.id:
-                return backend.log_call(call)
-            result = backend.update_call(made.id, call)
+            create, update = (lambda: backend.log_call(call)), (lambda i: backend.update_call(i, call))
+        if made is None or not made.id:
+            return create()
+        try:
+            result = update(made.id)
+        except RecordGone as exc:
+            # deleted in the CRM since: made again, holding everything (the day's messages, the
+            # whole call), rather than refusing what came after
+            log.warning("outbox: %s; making the record again for %s/%s", exc, item.tenant, item.backend)
+            return create()
         # an update's answer may lack the link the creation gave: the record keeps it
         return result if result.url or not made.url else WorkflowResult(id=result.id, url=made.url)
 

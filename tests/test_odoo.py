@@ -1050,14 +1050,14 @@ def test_a_retried_first_post_carrying_the_hang_up_brings_the_record_up_to_date(
 
 
 def test_an_update_odoo_refuses_is_a_refusal_for_good(odoo, tmp_path):
-    from lookup_core.errors import DeliveryRefused
+    from lookup_core.errors import DeliveryRefused, RecordGone
 
     fake = odoo()
     alice = fake.add_partner("Alice Martin", phone="021 552 20 00")
     backend = make_backend(fake, tmp_path)
     first = backend.log_call(ring(str(alice)))
     del fake.models["mail.message"].records[int(first.id)]  # someone deleted the note in Odoo
-    with pytest.raises(DeliveryRefused, match="MissingError"):
+    with pytest.raises(RecordGone, match="not in Odoo any more"):  # the outbox makes it again
         backend.update_call(first.id, ring(str(alice), **HUNG_UP))
     with pytest.raises(DeliveryRefused, match="not a mail.message id"):
         backend.update_call("erp-1", ring(str(alice), **HUNG_UP))

@@ -1105,3 +1105,25 @@ def test_the_users_command_lists_the_pipedrive_users(fake, web):
     assert json.loads(result.output)["users"] == [
         {"id": "7", "name": "Test User", "email": "test.user@acme.example"},
         {"id": "21", "name": "Max Agent", "email": "max@acme.example"}]
+
+
+def test_a_digest_whose_activity_was_deleted_in_pipedrive_is_made_again_with_the_whole_day(fake, web, anna):
+    person, _ = anna
+    fake.add_activity_type("sms", "SMS")
+
+    def sms(number: int) -> dict:
+        return {"inputs": {"contactCrmId": f"crm:{person}", "type": "SMS", "direction": "incoming",
+                           "fromNumber": "+41215522000", "toNumber": "+41445001020", "text": f"message number {number}",
+                           "time": f"2026-11-21T09:{number:02d}:00Z", "messageId": f"m-{number}"}}
+
+    first = web.post("/MessageLog", json=sms(1), headers=HEADERS).get_json()
+    fake.delete_activity(int(first["id"]))  # a user deleted the day's record in Pipedrive
+    again = web.post("/MessageLog", json=sms(2), headers=HEADERS)
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["id"] != first["id"]
+    [live] = [a for a in fake.activities if not a.get("is_deleted")]
+    assert str(live["id"]) == again.get_json()["id"]
+    assert "message number 1<" in live["note"] and "message number 2<" in live["note"]
+    # the next message of the day updates the new record
+    assert web.post("/MessageLog", json=sms(3), headers=HEADERS).get_json()["id"] == again.get_json()["id"]
+    assert "message number 3<" in fake.activity(live["id"])["note"]
