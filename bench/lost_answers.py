@@ -2,7 +2,10 @@
 another worker (a new backend instance, nothing in memory) posts the call again. Prints, per backend,
 how many records the CRM holds afterwards (duplicates must be 0) and what the check before each
 create costs: the median time of one log_call with the check and without it, measured in the same
-run (local HTTP round trips; a real CRM's latency comes on top of each extra request).
+run (local HTTP round trips; a real CRM's latency comes on top of each extra request). Then the same
+for SMS digests (MessageLog) on HubSpot and Pipedrive: each day's first message is created with its
+answer lost, another worker retries it with the day's second message too; one record per digest
+must hold both.
 
 Run from the repository root: ``python -m bench.lost_answers [--calls 50]``.
 """
@@ -27,7 +30,7 @@ from crm_backends.hubspot import HubSpotBackend  # noqa: E402
 from crm_backends.pipedrive import PipedriveBackend  # noqa: E402
 from crm_backends.rest import RestBackend  # noqa: E402
 from lookup_core.errors import BackendUnavailable
-from lookup_core.types import CallRecord
+from lookup_core.types import CallRecord, Message, MessageLog
 from tests.fakes.hubspot import PORTAL_ID, FakeHubSpot  # noqa: E402
 from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN  # noqa: E402
 from tests.fakes.pipedrive import API_TOKEN, FakePipedrive  # noqa: E402
@@ -79,6 +82,43 @@ def run(name: str, make: Callable[[bool], Backend], lose: Callable[[], None], re
           f"   log_call median {timings[True]:.1f} ms with the check, {timings[False]:.1f} ms without (x{ratio:.2f})")
 
 
+def digests(contact_id: str, count: int) -> list[MessageLog]:
+    """One SMS digest per day, ``count`` days; each with two messages."""
+    logs = []
+    for day in range(count):
+        moment = START + timedelta(days=day)
+        messages = tuple(Message(id=f"m{day}-{n}", time=moment + timedelta(minutes=n), direction="incoming",
+                                 from_number="+41215522000", to_number="+41445001020", text=f"message {n}")
+                         for n in (1, 2))
+        logs.append(MessageLog(contact_id=contact_id, kind="SMS", conversation_id="c", day=moment.date().isoformat(),
+                               zone="UTC", messages=messages, key=f"d{day:060d}"))
+    return logs
+
+
+def run_messages(name: str, make: Callable[[], Backend], lose: Callable[[], None], records: Callable[[], list[str]],
+                 contact_id: str, count: int) -> None:
+    lost = 0
+    for digest in digests(contact_id, count):
+        lose()
+        first, retry = make(), make()  # two workers
+        try:
+            first.log_message(_first_message(digest))
+        except BackendUnavailable:
+            lost += 1
+        retry.log_message(digest)  # the retry carries the day's second message by now
+        first.close()
+        retry.close()
+    bodies = records()
+    complete = sum(1 for body in bodies if "message 1" in body and "message 2" in body)
+    print(f"{name:<10} digests {count:>4}  answers lost {lost:>4}  records {len(bodies):>4}  "
+          f"duplicates {len(bodies) - count:>3}  holding both messages {complete:>4}")
+
+
+def _first_message(digest: MessageLog) -> MessageLog:
+    return MessageLog(contact_id=digest.contact_id, kind=digest.kind, conversation_id=digest.conversation_id,
+                      day=digest.day, zone=digest.zone, messages=digest.messages[:1], key=digest.key)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
@@ -124,6 +164,23 @@ def main() -> None:
 
     run("rest", rest, lambda: pending.__setitem__("lose", 1), lambda: len(stored), "C3", count)
     api.stop()
+
+    with FakeHubSpot(search_rate=None) as fake:
+        anna = fake.add_contact(firstname="Anna", lastname="Keller", phone="+41 21 552 20 00")
+        table = {"type": "hubspot", "access_token": HUBSPOT_TOKEN, "base_url": fake.url, "portal_id": PORTAL_ID}
+        run_messages("hubspot", lambda: build(HubSpotBackend, table, workdir),
+                     lambda: fake.lose_next(path="/crm/v3/objects/communications"),
+                     lambda: [c.properties.get("hs_communication_body", "") for c in fake.communications.values()],
+                     anna, count)
+
+    with FakePipedrive() as fake:
+        person = str(fake.add_person("Anna Keller", ["+41 21 552 20 00"]))
+        fake.add_activity_type("sms", "SMS")
+        table = {"type": "pipedrive", "api_token": API_TOKEN, "company_domain": "acme", "base_url": fake.base_url,
+                 "timeout": 2.0}
+        run_messages("pipedrive", lambda: build(PipedriveBackend, table, workdir),
+                     lambda: fake.lose_next(path_prefix="/api/v2/activities"),
+                     lambda: [a["note"] for a in fake.activities if not a.get("is_deleted")], person, count)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,9 @@ class Backend(ABC):
 
     def log_call(self, call: CallRecord) -> WorkflowResult:
         """Record ``call``; the result's id is the record's own id in the backend. Raise
-        ContactNotFound or DeliveryRefused for a refusal for good, BackendUnavailable to be tried again."""
+        ContactNotFound or DeliveryRefused for a refusal for good, BackendUnavailable to be tried again.
+        A retry whose earlier attempt made the record (its answer lost) must not make a second one;
+        the outbox then writes the current revision (the call's end, by then) into the one found."""
         raise NotImplementedError(f"backend type {self.type_name!r} cannot log calls")
 
     def update_call(self, record_id: str, call: CallRecord) -> WorkflowResult:
@@ -240,7 +242,8 @@ class Backend(ABC):
 
     def log_message(self, message_log: MessageLog) -> WorkflowResult:
         """Create the record of ``message_log`` (an SMS digest of one day, a voicemail or a fax); the
-        result's id is the record's own id. Only types with ``logs_messages`` implement it."""
+        result's id is the record's own id. Only types with ``logs_messages`` implement it. As for
+        :meth:`log_call`, a retry finds the record an attempt whose answer was lost made."""
         raise NotImplementedError(f"backend type {self.type_name!r} cannot log messages")
 
     def update_message(self, record_id: str, message_log: MessageLog) -> WorkflowResult:

@@ -256,7 +256,9 @@ class PipedriveBackend(HttpSource):
             if call.key and self.options["dedupe_calls"]:
                 found = self._find_logged(person_id, _call_reference(call.key))
                 if found is not None:
+                    # made by an attempt whose answer was lost; this post may know more (its end)
                     log.info("%s: call already logged on person %s", self.spec.where(), person_id)
+                    found = self.update_call(found.id, call)
                     self._remember(call.key, found)
                     return found
             if self.call_log_as == "activity":
@@ -656,7 +658,9 @@ class PipedriveBackend(HttpSource):
             if key and self.options["dedupe_calls"]:
                 found = self._find_logged(person_id, _message_reference(key))
                 if found is not None:
+                    # made by an attempt whose answer was lost; the digest may hold more messages now
                     log.info("%s: message record already made on person %s", self.spec.where(), person_id)
+                    found = self.update_message(found.id, message_log)
                     self._remember(key, found)
                     return found
             body: dict[str, Any] = {

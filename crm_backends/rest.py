@@ -1041,7 +1041,8 @@ class RestBackend(HttpSource):
             found = self._find_call(values)
             if found is not None:
                 log.info("%s: the call was recorded already (%s)", self.spec.where(), self._find.describe())
-                return found
+                # by an attempt whose answer was lost; this post may know more (its end, a note)
+                return self.update_call(found.id, call) if found.id and self._call_update is not None else found
         template = self._call
         what = template.describe()
         url, headers, data = template.render(values)

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lookup_core.errors import (
+    BackendError,
     BackendUnavailable,
     ContactNotFound,
     CredentialsRejected,
@@ -106,6 +107,11 @@ def decode_message_log(payload: str) -> MessageLog:
     data = json.loads(payload)
     messages = tuple(Message(**{**m, "time": datetime.fromisoformat(m["time"])}) for m in data.pop("messages"))
     return MessageLog(**data, messages=messages)
+
+
+def _keeping_link(result: WorkflowResult, made: WorkflowResult) -> WorkflowResult:
+    """An update's answer may lack the link the creation gave: the record keeps it."""
+    return result if result.url or not made.url else WorkflowResult(id=result.id, url=made.url)
 
 
 def revision(workflow: str, stored: str, posted: str) -> str:
@@ -321,16 +327,26 @@ class Outbox:
             call = decode_call(item.payload)
             create, update = (lambda: backend.log_call(call)), (lambda i: backend.update_call(i, call))
         if made is None or not made.id:
-            return create()
+            made = create()
+            if not item.attempts or not made.id:
+                return made
+            # A retry: an earlier attempt may have made the record from an older revision and lost
+            # its answer, and the CRM may have answered this one with that record (an idempotency
+            # key, a search by reference): the current revision is written into it. The record is
+            # there either way, so this write failing must not make the item be created again.
+            try:
+                return _keeping_link(update(made.id), made)
+            except (BackendError, NotImplementedError) as exc:
+                log.warning("outbox: %s/%s: the record %s was made; bringing it up to date failed: %s", item.tenant,
+                            item.backend, made.id, exc)
+                return made
         try:
-            result = update(made.id)
+            return _keeping_link(update(made.id), made)
         except RecordGone as exc:
             # deleted in the CRM since: made again, holding everything (the day's messages, the
             # whole call), rather than refusing what came after
             log.warning("outbox: %s; making the record again for %s/%s", exc, item.tenant, item.backend)
             return create()
-        # an update's answer may lack the link the creation gave: the record keeps it
-        return result if result.url or not made.url else WorkflowResult(id=result.id, url=made.url)
 
     def _create(self, tenant: Tenant, slot: BackendSlot, new: NewContact) -> WorkflowResult:
         """Create the contact unless the backend has the number already (an earlier attempt whose

@@ -996,8 +996,10 @@ def test_a_message_record_whose_answer_was_lost_is_not_made_twice(fake, make, an
     fake.lose_next(path_prefix="/api/v2/activities")
     with pytest.raises(BackendUnavailable):
         make().log_message(digest(person, 2))
-    result = make().log_message(digest(person, 2))  # another worker, nothing in memory
+    # another worker, nothing in memory; the digest has a third message by now
+    result = make().log_message(digest(person, 3))
     assert len(fake.activities) == 1 and result.id == str(fake.activities[0]["id"])
+    assert all(f"message &lt;{n}&gt;" in fake.activities[0]["note"] for n in (1, 2, 3))  # brought up to date
     make().log_message(digest(person, 2, day="2026-11-23"))  # another digest is made
     assert len(fake.activities) == 2
 

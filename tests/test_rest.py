@@ -1454,10 +1454,8 @@ def test_through_the_service_a_search_format_finds_a_contact_stored_only_in_that
         assert answer.get_json() == [] and asked == ["+41215522000"]
 
 
-def test_through_the_service_a_call_completes_its_record_and_sms_share_one_digest(api, tmp_path, make_app):
-    from tests.fakes.rest_api import ErpRecords
-
-    erp = ErpRecords(api)
+def _erp_client(api, tmp_path, make_app):
+    """The service with the example ERP of docs/backends/rest.md as its backend ``erp``."""
     options = erp_options(api)
     del options["lookup_url"], options["fields"], options["results"]
     tenant = ERP_TENANT.format(root=api.url + "/erp", formats="")
@@ -1473,10 +1471,20 @@ def test_through_the_service_a_call_completes_its_record_and_sms_share_one_diges
                 out.write(f"  [tenant.backend.{key}]\n")
                 for name, value in table.items():
                     out.write(f"  {name} = {_toml_value(value)}\n")
-    client = make_app(LOOKUP_CONFIG=str(config)).test_client()
-    headers = {"X-Execution-Token": "acme-token-1234"}
-    call = {"contactCrmId": "erp:1", "direction": "incoming", "originatorNumber": "41215522000",
+    return make_app(LOOKUP_CONFIG=str(config)).test_client()
+
+
+ERP_HEADERS = {"X-Execution-Token": "acme-token-1234"}
+ERP_RING = {"contactCrmId": "erp:1", "direction": "incoming", "originatorNumber": "41215522000",
             "originatorName": "Anna", "startedTime": "2026-11-21T09:00:00Z"}
+
+
+def test_through_the_service_a_call_completes_its_record_and_sms_share_one_digest(api, tmp_path, make_app):
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    client = _erp_client(api, tmp_path, make_app)
+    headers, call = ERP_HEADERS, ERP_RING
     first = client.post("/CallFlow", json={"inputs": call}, headers=headers)
     assert first.status_code == 200, first.get_json()
     final = client.post("/CallFlow", json={"inputs": {**call, "answeredTime": "2026-11-21T09:00:05Z",
@@ -1523,3 +1531,21 @@ def test_documented_records_example_against_the_fake_erp(api, tmp_path, caplog):
     [message] = erp.messages.values()
     assert message["count"] == 2 and message["owner"] == "u8"
     assert backend.list_users()[0] == CrmUser("u7", "Ursula Seven", "u7@erp.example")
+
+
+def test_a_ring_whose_answer_was_lost_is_completed_by_the_hang_up_though_the_api_replays_it(api, tmp_path, make_app):
+    """The ERP answers a repeated Idempotency-Key with the record the key made, unchanged: the
+    outbox's retry (carrying the hang-up by then) writes the final call into that record."""
+    from tests.fakes.rest_api import ErpRecords
+
+    erp = ErpRecords(api)
+    client = _erp_client(api, tmp_path, make_app)
+    erp.lose = 1  # the ring is recorded, its answer lost: the request is kept and answered with its key
+    first = client.post("/CallFlow", json={"inputs": ERP_RING}, headers=ERP_HEADERS)
+    assert first.status_code == 200 and first.get_json()["url"] == ""
+    final = client.post("/CallFlow", json={"inputs": {**ERP_RING, "answeredTime": "2026-11-21T09:00:05Z",
+                                                      "endedTime": "2026-11-21T09:03:20Z"}}, headers=ERP_HEADERS)
+    assert final.status_code == 200, final.get_json()
+    [(record_id, record)] = erp.calls.items()
+    assert final.get_json()["id"] == str(record_id)
+    assert (record["status"], record["duration"]) == ("answered", 195)
