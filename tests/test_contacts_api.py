@@ -142,6 +142,9 @@ def test_search_finds_accented_names_from_plain_prefixes(api):
     assert names("41445001020") == ["Jürg Müller"]
     assert names("+41 21 552") == ["Alexa Holiday"]
     assert names("nobody") == [] and names("") == []
+    # one or two letters: the first matches in the directory's order, still only matches
+    assert {"Jürg Müller", "Anna Meier"} <= set(names("m")) and "Alexa Holiday" not in names("m")
+    assert "Jürg Müller" in names("mü") and "Alexa Holiday" not in names("mü")
     found = api.get("/contacts/search?searchString=m&limit=1", headers=HEADERS).get_json()["data"]
     assert len(found) == 1 and found[0]["type"] == "Acme Lookup"
 
