@@ -515,3 +515,26 @@ def test_calls_survive_a_redis_restart_during_callflows(erp):
         assert all(crm.recorded[key] == 1 for key in crm.recorded)
     finally:
         server.remove()
+
+
+def test_a_revision_survives_an_attempt_that_ran_meanwhile(ledger_url):
+    """revise is a compare and set on the payload; an attempt that delivered an older payload does
+    not mark the revised item done: it keeps the record's id and leaves the item due for the update."""
+    ledger = open_ledger(ledger_url)
+    now = time.time()
+    ledger.put("k", "t", "b", "CallFlow", '{"v": 1}', now)
+    assert ledger.claim("k", "me", now)
+    assert ledger.revise("k", '{"v": 1}', '{"v": 2}', now)
+    assert not ledger.revise("k", '{"v": 1}', '{"v": 3}', now)  # the payload it saw is stale
+    ledger.finish("k", WorkflowResult(id="rec-1"), '{"v": 1}')
+    item = ledger.get("k")
+    assert item.state == PENDING and item.result.id == "rec-1" and item.payload == '{"v": 2}'
+    assert [i.key for i in ledger.due(time.time() + 1, 10)] == ["k"]
+    assert ledger.claim("k", "me", time.time())
+    ledger.finish("k", WorkflowResult(id="rec-1"), '{"v": 2}')
+    assert ledger.get("k").state == DONE
+    # a revision of a done item makes it pending again, keeping its result
+    assert ledger.revise("k", '{"v": 2}', '{"v": 4}', time.time())
+    item = ledger.get("k")
+    assert item.state == PENDING and item.result.id == "rec-1" and [i.key for i in ledger.due(time.time() + 1, 10)]
+    ledger.close()
