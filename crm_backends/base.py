@@ -20,7 +20,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from lookup_core.errors import BackendConfigError, BackendError
 from lookup_core.phone import PhoneNumber, extract_numbers, format_number
-from lookup_core.redact import redact_options
+from lookup_core.redact import mask_numbers, redact_options
 from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class Backend(ABC):
             if user_id not in self._unknown_users:
                 self._unknown_users.add(user_id)
                 log.warning("%s: userCrmId %r is not a user of the CRM; its records go to %s (see `flask --app "
-                            "wsgi users`)", self.spec.where(), user_id[:40],
+                            "wsgi users`)", self.spec.where(), mask_numbers(user_id[:40]),
                             f"user {default!r}" if default else "the CRM's default owner")
         return default
 

@@ -73,7 +73,7 @@ from lookup_core.errors import (
     RecordGone,
 )
 from lookup_core.phone import PhoneNumber, parse_number
-from lookup_core.redact import mask
+from lookup_core.redact import mask, mask_numbers
 from lookup_core.types import CallRecord, Contact, CrmUser, MessageLog, NewContact, SyncBatch, WorkflowResult
 
 from .attempts import AttemptLog
@@ -755,7 +755,7 @@ class HubSpotBackend(HttpSource):
         elif owner:
             # HubSpot refuses the whole record for an owner id that is not one: log it without
             log.info("%s: userCrmId %r is not a HubSpot owner id; %s logged without owner", self.where,
-                     owner[:40], what)
+                     mask_numbers(owner[:40]), what)
 
     @staticmethod
     def _call_text(call: CallRecord, from_number: str | None, to_number: str | None) -> str:
