@@ -201,8 +201,9 @@ def check_command(path: str | None, no_connect: bool) -> None:
                    f"deadline {int(tenant.deadline_s * 1000)} ms, max {tenant.max_results} results")
         for slot in tenant.slots:
             backend = slot.backend
+            offered = [w for w in tenant.workflows() if tenant.offers(slot, w)]
             click.echo(f"  backend {slot.name}: type {slot.spec.type}, mode {slot.mode}, crm {slot.crm_name!r}, "
-                       f"workflows {slot.workflows}")
+                       f"workflows {offered}" + (", lists users" if slot.lists_users else ""))
             details = backend.describe()
             for key in sorted(details):
                 if key in ("name", "type", "mode", "crm_name", "workflows", "last_sync"):

@@ -92,7 +92,8 @@ def test_config_check_prints_a_redacted_summary(tmp_path, monkeypatch):
     result = app.test_cli_runner().invoke(args=["config", "check", path])
     assert result.exit_code == 0, result.output
     assert "tenant acme: 1 token(s), region DE, deadline 800 ms, max 3 results" in result.output
-    assert "backend phonebook: type directory, mode live, crm 'Acme Phonebook', workflows ['CallFlow']" in result.output
+    assert "backend phonebook: type directory, mode live, crm 'Acme Phonebook', workflows ['CallFlow', 'MessageLog']" \
+        in result.output
     assert "check: ok" in result.output
     assert "acme-secret-1" not in result.output
 

@@ -107,3 +107,11 @@ def test_when_the_users_cannot_be_read_the_user_id_is_trusted(app):
     SCRIPTS["acme-crm"].users_fail = BackendUnavailable("users endpoint down")
     assert app.test_client().post("/CallFlow", json=call("55"), headers=ACME).status_code == 200
     assert SCRIPTS["acme-crm"].owners == ["55"]
+
+
+def test_config_check_says_which_backends_have_users_and_what_they_run(app, tmp_path):
+    result = app.test_cli_runner().invoke(args=["config", "check", "--no-connect"])
+    assert result.exit_code == 0, result.output
+    assert "backend crm: type scripted, mode live, crm 'Acme CRM', workflows ['CallFlow'], lists users" in result.output
+    assert "backend directory: type directory, mode live, crm 'Directory', workflows ['CallFlow', 'MessageLog']\n" \
+        in result.output
