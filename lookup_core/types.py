@@ -168,6 +168,7 @@ class MessageLog:
     user_id: str | None = None
     # the record's identity: the tenant, backend, contact, conversation and day (one voicemail/fax)
     key: str = ""
+    part: int = 0  # a day's conversation too long for one record goes on in a second one, and so on
 
     def with_message(self, message: Message) -> MessageLog:
         """The digest with ``message`` added in time order; itself when it holds that message already."""
@@ -192,7 +193,7 @@ class MessageLog:
         """"SMS conversation with Alexa Holiday – 2026-11-21", "Voicemail from …", "Fax to …"."""
         who = self.remote_name or self.remote_number or "unknown"
         if self.kind == "SMS":
-            return f"SMS conversation with {who} \u2013 {self.day}"
+            return f"SMS conversation with {who} \u2013 {self.day}" + (f" (part {self.part + 1})" if self.part else "")
         preposition = "from" if self.first.direction == "incoming" else "to"
         return f"{self.kind} {preposition} {who} \u2013 {self.day}"
 
@@ -235,7 +236,7 @@ class MessageLog:
             "day": self.day, "title": self.title, "body": self.body(), "participants": ", ".join(self.participants),
             "message_count": len(self.messages), "first_time": self.first.time, "last_time": self.messages[-1].time,
             "direction": self.first.direction, "remote_number": self.remote_number, "remote_name": self.remote_name,
-            "link": self.link, "user_id": self.user_id, "record_key": self.key,
+            "link": self.link, "user_id": self.user_id, "record_key": self.key, "part": self.part + 1,
         }
 
 

@@ -130,6 +130,10 @@ class Ledger:
     def get(self, key: str) -> Item | None:
         raise NotImplementedError
 
+    def get_many(self, keys: list[str]) -> dict[str, Item]:
+        """The items of ``keys`` that exist, in one round trip where the store allows."""
+        return {key: item for key in keys if (item := self.get(key)) is not None}
+
     def claim(self, key: str, owner: str, now: float) -> bool:
         """Take the claim on a pending item whose claim is free, expired or held by a dead process."""
         raise NotImplementedError
@@ -318,6 +322,14 @@ class SqlLedger(Ledger):
         rows = self._run(f"SELECT {_COLUMNS} FROM workflow_outbox WHERE key=:key", key=key)
         return _item(rows[0]) if rows else None
 
+    def get_many(self, keys: list[str]) -> dict[str, Item]:
+        names = {f"k{i}": key for i, key in enumerate(keys)}
+        if not names:
+            return {}
+        rows = self._run(f"SELECT {_COLUMNS} FROM workflow_outbox WHERE key IN ({', '.join(':' + n for n in names)})",
+                         **names)
+        return {row[0]: _item(row) for row in rows}
+
     def claim(self, key: str, owner: str, now: float) -> bool:
         item = self.get(key)
         if item is None or not self.claimable(item, now):
@@ -362,6 +374,7 @@ class SqlLedger(Ledger):
     def revise(self, key: str, seen: str, payload: str, now: float) -> bool:
         return self._run("""UPDATE workflow_outbox SET payload=:payload,
                                    next_at=CASE WHEN state='done' THEN :now ELSE next_at END,
+                                   attempts=CASE WHEN state='done' THEN 0 ELSE attempts END,
                                    state=CASE WHEN state='done' THEN 'pending' ELSE state END
                             WHERE key=:key AND payload=:seen""", payload=payload, now=now, key=key, seen=seen) == 1
 
@@ -457,7 +470,7 @@ _REVISE = """
 if redis.call('hget', KEYS[1], 'payload') ~= ARGV[2] then return 0 end
 redis.call('hset', KEYS[1], 'payload', ARGV[3])
 if redis.call('hget', KEYS[1], 'state') == 'done' then
-  redis.call('hset', KEYS[1], 'state', 'pending', 'next_at', ARGV[4])
+  redis.call('hset', KEYS[1], 'state', 'pending', 'next_at', ARGV[4], 'attempts', 0)
   redis.call('persist', KEYS[1])
   redis.call('zadd', KEYS[2], ARGV[4], ARGV[1])
 end
@@ -563,6 +576,17 @@ class RedisLedger(Ledger):
         except (self._redis.RedisError, OSError) as exc:
             raise OutboxUnavailable(f"the redis workflow store failed: {_reason(exc)}") from None
         return self._decode(key, data, owner, ttl)
+
+    def get_many(self, keys: list[str]) -> dict[str, Item]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._item_key(key))
+            found = pipe.execute()
+        except (self._redis.RedisError, OSError) as exc:
+            raise OutboxUnavailable(f"the redis workflow store failed: {_reason(exc)}") from None
+        items = {key: self._decode(key, data) for key, data in zip(keys, found, strict=True)}
+        return {key: item for key, item in items.items() if item is not None}
 
     def claim(self, key: str, owner: str, now: float) -> bool:
         item = self.get(key)

@@ -205,6 +205,15 @@ class Outbox:
                 return self._queued(key)  # an attempt failed meanwhile: the item waits for its next one
             time.sleep(WAIT_POLL_S)
 
+    def digest_states(self, keys: list[str], message_id: str) -> dict[str, tuple[bool, int, int]]:
+        """Of each message digest stored under one of ``keys``: whether it holds ``message_id``, how
+        many messages and how many characters of JSON it has. Read in one round trip from the stored
+        text, without decoding it: a long day has many parts to look through."""
+        marker = '"id": '  # how encode_payload writes each message's id (a digest has no other "id")
+        wanted = marker + json.dumps(message_id)
+        return {key: (wanted in item.payload, item.payload.count(marker), len(item.payload))
+                for key, item in self.ledger.get_many(keys).items() if item.workflow == MESSAGE_LOG}
+
     def _queued(self, key: str) -> tuple[WorkflowResult, str]:
         """Delivered later: the record's id when it exists already (an update waits), else the key."""
         try:

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +36,9 @@ _CREATE_SCHEMA = CreateContactInputs()
 _MESSAGE_SCHEMA = MessageLogInputs()
 _KINDS = {kind.lower(): kind for kind in MESSAGE_KINDS} | {"voice mail": "Voicemail", "voice-mail": "Voicemail"}
 NEW_PREFIX = "new:"  # the id of the unknown-caller entry: new:<e164>
+MAX_DIGEST_MESSAGES = 100  # an SMS record of a day holds at most this many messages...
+MAX_DIGEST_SIZE = 40_000  # ... and characters of its stored form; then the day goes on in a next part
+MAX_DIGEST_PARTS = 100
 
 
 def run_workflow(
@@ -110,10 +114,35 @@ def log_message(tenant: Tenant, inputs: Mapping[str, Any], outbox: Outbox) -> tu
     digest = MessageLog(contact_id=native_id, kind=kind, conversation_id=conversation, day=day,
                         zone=tenant.timezone, messages=(message,), user_id=_clean(data.get("userCrmId")),
                         key=hashlib.sha256(json.dumps(identity).encode()).hexdigest())
+    if kind == "SMS":
+        digest = _digest_part(outbox, digest, identity, slot, tenant)
     result, outcome = _submit(outbox, tenant, MESSAGE_LOG, slot, digest, "message")
     log.info("MessageLog on %s/%s: %s %s with %s -> %s (%s)", tenant.name, slot.name, kind, direction,
              mask(message.remote_number), result.id if outcome != "queued" else "queued", outcome)
     return result, outcome
+
+
+def _digest_part(outbox: Outbox, digest: MessageLog, identity: list, slot: BackendSlot,
+                 tenant: Tenant) -> MessageLog:
+    """The part of the day's conversation ``digest``'s message belongs to: the one that holds it
+    already, else the first that is not full. A record is full at MAX_DIGEST_MESSAGES messages or
+    MAX_DIGEST_SIZE characters, so that a day of thousands of messages is not rewritten whole at
+    each one (a cost growing with the day) and fits what CRMs accept in one note."""
+    message = digest.messages[0]
+    keys = [digest.key] + [hashlib.sha256(json.dumps([*identity, part]).encode()).hexdigest()
+                           for part in range(1, MAX_DIGEST_PARTS)]
+    for start in range(0, MAX_DIGEST_PARTS, 16):  # the parts, 16 to a read
+        try:
+            states = outbox.digest_states(keys[start:start + 16], message.id)
+        except OutboxUnavailable as exc:
+            log.error("MessageLog on %s/%s: cannot read the stored digest: %s", tenant.name, slot.name, exc)
+            raise ApiError(503, "outbox_unavailable", "the service cannot store the message durably right now "
+                           f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
+        for part in range(start, min(start + 16, MAX_DIGEST_PARTS)):
+            state = states.get(keys[part])
+            if state is None or state[0] or (state[1] < MAX_DIGEST_MESSAGES and state[2] < MAX_DIGEST_SIZE):
+                return replace(digest, key=keys[part], part=part)
+    raise ApiError(422, "refused", f"the conversation has over {MAX_DIGEST_PARTS} records today; not logged")
 
 
 def _load(schema: Schema, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ QUICK = {
     "bench_ldap": ["--entries", "200", "--lookups", "5"],
     "bench_lookup_path": ["--contacts", "300", "--lookups", "5"],
     "bench_xlsx_import": ["--rows", "300", "--rounds", "1"],
+    "bench_digest": ["--messages", "120", "--size", "50"],
 }
 
 

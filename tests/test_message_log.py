@@ -210,3 +210,28 @@ def test_a_note_added_later_updates_the_record_and_a_repeat_changes_nothing(ledg
     assert ledger_client.post("/CallFlow", json=done, headers=HEADERS).get_json()["id"] == first["id"]
     [record] = stored(directory_path, "calls")
     assert record["note"] == "Wants a quote for 20 seats" and record["created_at"] == created_at
+
+
+def test_a_long_day_goes_on_in_further_records_and_a_repeat_stays_where_it_is(ledger_client, directory_path,
+                                                                             monkeypatch):
+    from lookup_service import workflows
+
+    monkeypatch.setattr(workflows, "MAX_DIGEST_MESSAGES", 3)
+    ids = [ledger_client.post("/MessageLog", json=sms(n), headers=HEADERS).get_json()["id"] for n in range(1, 8)]
+    assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4] == ids[5] != ids[6]
+    assert ledger_client.post("/MessageLog", json=sms(2), headers=HEADERS).get_json()["id"] == ids[0]
+    records = sorted(stored(directory_path), key=lambda r: r["created_at"])
+    assert [r["message_count"] for r in records] == [3, 3, 1]
+    assert records[0]["title"] == "SMS conversation with Alexa Holiday \u2013 2026-11-21"
+    assert records[1]["title"].endswith(" (part 2)")
+    assert records[2]["title"] == "SMS conversation with Alexa Holiday \u2013 2026-11-21 (part 3)"
+
+
+def test_a_record_is_bounded_by_characters_too(ledger_client, directory_path, monkeypatch):
+    from lookup_service import workflows
+
+    monkeypatch.setattr(workflows, "MAX_DIGEST_SIZE", 2000)  # two messages of 1,000 characters fill it
+    for n in range(1, 5):
+        body = sms(n, text=f"message number {n} " + "x" * 1000)
+        assert ledger_client.post("/MessageLog", json=body, headers=HEADERS).status_code == 200
+    assert sorted(r["message_count"] for r in stored(directory_path)) == [2, 2]
