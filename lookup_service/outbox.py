@@ -351,6 +351,9 @@ class Outbox:
                 return made
         try:
             return _keeping_link(update(made.id), made)
+        except NotImplementedError:  # a backend type that cannot update: its record stays as first made
+            log.info("outbox: %s/%s cannot update records; %s kept as it was", item.tenant, item.backend, made.id)
+            return made
         except RecordGone as exc:
             # deleted in the CRM since: made again, holding everything (the day's messages, the
             # whole call), rather than refusing what came after

@@ -538,3 +538,25 @@ def test_a_revision_survives_an_attempt_that_ran_meanwhile(ledger_url):
     item = ledger.get("k")
     assert item.state == PENDING and item.result.id == "rec-1" and [i.key for i in ledger.due(time.time() + 1, 10)]
     ledger.close()
+
+
+def test_a_backend_that_cannot_update_keeps_its_record_and_the_later_post_is_answered(make_app, tmp_path):
+    """A backend type without update_call (a third party's): the hang-up post of a call logged at
+    ring gets the record's id at once, instead of an update retried for days."""
+    SCRIPTS.clear()
+    SCRIPTS["crm"] = Script()
+    path = tmp_path / "lookup.toml"
+    path.write_text('[[tenant]]\nname = "acme"\ntokens = ["acme-token-1234"]\n  [[tenant.backend]]\n'
+                    '  name = "crm"\n  type = "scripted"\n  script = "crm"\n')
+    client = make_app(LOOKUP_CONFIG=str(path)).test_client()
+    headers = {"X-Execution-Token": "acme-token-1234"}
+    ring = {"contactCrmId": "crm:1", "direction": "incoming", "originatorNumber": "41215522000",
+            "startedTime": "2026-11-21T09:00:00Z"}
+    first = client.post("/CallFlow", json={"inputs": ring}, headers=headers).get_json()
+    final = client.post("/CallFlow", json={"inputs": {**ring, "answeredTime": "2026-11-21T09:00:05Z",
+                                                      "endedTime": "2026-11-21T09:01:00Z"}}, headers=headers)
+    assert final.status_code == 200 and final.get_json()["id"] == first["id"] == "crm-call-1"
+    assert len(SCRIPTS["crm"].logged) == 1
+    ledger = client.application.extensions["lookup"].outbox.ledger
+    assert ledger.listing(("pending", "failed"), 10) == []  # nothing waits for an update that cannot come
+    SCRIPTS.clear()
