@@ -597,32 +597,11 @@ class HubSpotBackend(HttpSource):
         return {f"{prefix}_body": message_html(message_log), "hs_timestamp": _iso_ms(message_log.first.time)}
 
     def _find_message(self, message_log: MessageLog) -> str | None:
-        """The id of a record already carrying this digest's reference, if HubSpot shows one: by the
-        reference as a word of the body, or the contact's records at the digest's time."""
+        """The id of a record already carrying this digest's reference, if HubSpot shows one."""
         kind = _message_object(message_log)
         prop = "hs_communication_body" if kind == "communications" else "hs_note_body"
-        marker = message_marker(message_log.key)
-        body = {
-            "filterGroups": [
-                {"filters": [{"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": marker}]},
-                {
-                    "filters": [
-                        {"propertyName": "associations.contact", "operator": "EQ",
-                         "value": str(message_log.contact_id).strip()},
-                        {"propertyName": "hs_timestamp", "operator": "EQ", "value": _iso_ms(message_log.first.time)},
-                    ]
-                },
-            ],
-            "properties": [prop],
-            "limit": 100,
-        }
-        _, data = self._request("POST", f"/crm/v3/objects/{kind}/search", json=body,
-                                timeout=max(self.timeout_s, 5.0), search=True)
-        for record in self._results(data):
-            text = str((record.get("properties") or {}).get(prop) or "")
-            if marker in text and str(record.get("id") or "").strip():
-                return str(record["id"]).strip()
-        return None
+        return self._find_marked(kind, prop, message_marker(message_log.key), str(message_log.contact_id),
+                                 _iso_ms(message_log.first.time))
 
     # users -----------------------------------------------------------------------------------
     def list_users(self) -> list[CrmUser]:
@@ -693,26 +672,30 @@ class HubSpotBackend(HttpSource):
                 raise
             found = str(data.get("id") or "") if isinstance(data, dict) else ""
             return found or None
-        marker = call_marker(call.key)
-        # Either the reference as a word of the notes, or (should the notes not be tokenized) the
-        # contact's calls at this call's exact timestamp; the reference is checked in every hit.
-        moment = _iso_ms(_call_moment(call))
+        return self._find_marked("calls", "hs_call_body", call_marker(call.key), str(call.contact_id),
+                                 _iso_ms(_call_moment(call)))
+
+    def _find_marked(self, kind: str, prop: str, marker: str, contact_id: str, moment: str) -> str | None:
+        """The id of a ``kind`` record whose ``prop`` carries ``marker``, if HubSpot shows one: by the
+        marker as a word of the text, or (should the text not be tokenized) the contact's records at
+        the exact ``moment``; the marker is checked in every hit."""
         body = {
             "filterGroups": [
-                {"filters": [{"propertyName": "hs_call_body", "operator": "CONTAINS_TOKEN", "value": marker}]},
+                {"filters": [{"propertyName": prop, "operator": "CONTAINS_TOKEN", "value": marker}]},
                 {
                     "filters": [
-                        {"propertyName": "associations.contact", "operator": "EQ", "value": str(call.contact_id)},
+                        {"propertyName": "associations.contact", "operator": "EQ", "value": contact_id.strip()},
                         {"propertyName": "hs_timestamp", "operator": "EQ", "value": moment},
                     ]
                 },
             ],
-            "properties": ["hs_call_body"],
+            "properties": [prop],
             "limit": 100,
         }
-        _, data = self._request("POST", "/crm/v3/objects/calls/search", json=body, timeout=timeout, search=True)
+        _, data = self._request("POST", f"/crm/v3/objects/{kind}/search", json=body,
+                                timeout=max(self.timeout_s, 5.0), search=True)
         for record in self._results(data):
-            text = str((record.get("properties") or {}).get("hs_call_body") or "")
+            text = str((record.get("properties") or {}).get(prop) or "")
             if marker in text and str(record.get("id") or "").strip():
                 return str(record["id"]).strip()
         return None
