@@ -91,10 +91,6 @@ def encode_payload(value: Payload) -> str:
     return json.dumps(_plain(value))  # ASCII: a lone surrogate cannot break the store
 
 
-def encode_call(call: CallRecord) -> str:
-    return encode_payload(call)
-
-
 def decode_call(payload: str) -> CallRecord:
     data = json.loads(payload)
     for name in ("started", "answered", "ended", "declined"):

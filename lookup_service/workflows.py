@@ -70,13 +70,18 @@ def _submit(outbox: Outbox, tenant: Tenant, workflow: str, slot: BackendSlot,
     try:
         return outbox.submit(tenant, workflow, slot, payload)
     except OutboxUnavailable as exc:
-        log.error("workflow %s on %s/%s: cannot store the %s: %s", workflow, tenant.name, slot.name, what, exc)
-        raise ApiError(503, "outbox_unavailable", f"the service cannot store the {what} durably right now "
-                       f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
+        raise _store_unavailable(exc, tenant, workflow, slot, what) from None
     except ContactNotFound as exc:
         raise ApiError(404, "unknown_contact", f"{exc}; use the id returned by /Lookup") from None
     except DeliveryRefused as exc:
         raise ApiError(422, "refused", f"{slot.name} refused the {what}: {exc}") from None
+
+
+def _store_unavailable(exc: OutboxUnavailable, tenant: Tenant, workflow: str, slot: BackendSlot,
+                       what: str) -> ApiError:
+    log.error("workflow %s on %s/%s: cannot store the %s: %s", workflow, tenant.name, slot.name, what, exc)
+    return ApiError(503, "outbox_unavailable", f"the service cannot store the {what} durably right now ({exc}); "
+                    "nothing was recorded; retry later", {"Retry-After": "5"})
 
 
 def log_message(tenant: Tenant, inputs: Mapping[str, Any], outbox: Outbox) -> tuple[WorkflowResult, str]:
@@ -135,9 +140,7 @@ def _digest_part(outbox: Outbox, digest: MessageLog, identity: list, slot: Backe
         try:
             states = outbox.digest_states(keys[start:start + 16], message.id)
         except OutboxUnavailable as exc:
-            log.error("MessageLog on %s/%s: cannot read the stored digest: %s", tenant.name, slot.name, exc)
-            raise ApiError(503, "outbox_unavailable", "the service cannot store the message durably right now "
-                           f"({exc}); nothing was recorded; retry later", {"Retry-After": "5"}) from None
+            raise _store_unavailable(exc, tenant, MESSAGE_LOG, slot, "message") from None
         for part in range(start, min(start + 16, MAX_DIGEST_PARTS)):
             state = states.get(keys[part])
             if state is None or state[0] or (state[1] < MAX_DIGEST_MESSAGES and state[2] < MAX_DIGEST_SIZE):
@@ -239,8 +242,7 @@ def _call_record(tenant: Tenant, workflow: str, slot: BackendSlot, native_id: st
             times[name] = parse_time(data.get(name), zone)
         except InvalidTime as exc:
             raise ApiError(400, "invalid_time", f"inputs.{name}: {exc}") from None
-    raw_direction = (data.get("direction") or "").strip().lower()
-    direction = _DIRECTIONS.get(raw_direction)
+    direction = _direction(data)
     if direction is None:
         raise ApiError(400, "invalid_input", "inputs.direction: must be 'incoming' or 'outgoing'")
     fingerprint: list[Any] = [
